@@ -1,0 +1,2 @@
+//! Shared helpers of the end-to-end tests: access to the real services the
+//! test rig (`scripts/rig-up`) started on this machine.

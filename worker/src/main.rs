@@ -1,0 +1,3 @@
+//! `buildbot`: the build worker binary.
+
+fn main() {}
