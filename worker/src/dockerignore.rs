@@ -1,0 +1,1 @@
+//! `.dockerignore` patterns with Docker's semantics.

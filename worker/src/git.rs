@@ -1,0 +1,1 @@
+//! Clone step: fetch exactly one revision with git2, credentials in memory.

@@ -1,0 +1,10 @@
+//! buildbot worker: takes build jobs from RabbitMQ, clones, builds and pushes
+//! images, and streams events to each job's reply queue.
+//!
+//! Data flows one way: delivery -> decode/validate -> [`pipeline`] -> steps ->
+//! events -> sink -> ack. A step never talks to AMQP; the consumer never talks
+//! to Docker.
+
+pub mod context;
+pub mod dockerignore;
+pub mod git;
