@@ -6,5 +6,10 @@
 //! to Docker.
 
 pub mod context;
+pub mod docker;
 pub mod dockerignore;
+pub mod events;
 pub mod git;
+pub mod redact;
+pub mod registry_auth;
+pub mod reply;
