@@ -112,9 +112,9 @@ pub fn resolve(spec: &ContextSpec) -> Result<PathBuf, ContextError> {
 /// Writes the context as an uncompressed tar to `out`.
 ///
 /// What goes in, as `docker build` does it: everything under the context
-/// that `.dockerignore` does not exclude, plus the Dockerfile and
-/// `.dockerignore` themselves even when excluded (the daemon needs them, and
-/// drops them from the context when excluded). Symlinks are stored as links,
+/// that `.dockerignore` does not exclude (`.git` included), plus the
+/// Dockerfile and `.dockerignore` themselves even when excluded (the daemon
+/// needs them, and drops them from the context when excluded). Symlinks are stored as links,
 /// never followed: the daemon resolves them inside the context. A symlinked
 /// Dockerfile is the one exception: it is stored as the regular file it
 /// points to (which [`resolve`] has checked is inside the checkout), because

@@ -14,6 +14,13 @@
 //! - A pattern that matches a directory matches everything under it.
 //! - The last matching pattern decides; `!` re-includes.
 //!
+//! moby turns each pattern into a Go regexp, which leaks regexp meaning into
+//! a few corners; here those follow Go's `filepath.Match`, which Docker
+//! documents as the rule: `\x` is always the literal `x` (moby's `\d` would
+//! be a digit class), `*` and `?` inside `[...]` are literal, and a reversed
+//! range such as `[z-a]` is reported when the file is read rather than
+//! failing the build at the first path.
+//!
 //! Hand-written rather than built on the `ignore` crate: that crate
 //! implements gitignore semantics, which differ from Docker's. Gitignore
 //! matches a slash-less pattern at any depth (an implicit `**/`), treats a
