@@ -16,11 +16,14 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 #[serde(deny_unknown_fields)]
 pub struct Job {
     /// Protocol version; must be 1.
+    #[schemars(extend("const" = 1))]
     pub version: u32,
     /// Unique id of this job, chosen by the orchestrator. Every event carries it.
     pub job_id: Uuid,
     /// Name of the service being built, used as a label in logs, metrics and
-    /// the dashboard routing key. Letters, digits, `.`, `_`, `-`.
+    /// the dashboard routing key. Letters, digits, `.`, `_`, `-`; at most
+    /// 128 characters.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
     pub service_id: String,
     /// Where the source comes from.
     pub repo: Repo,
@@ -34,8 +37,9 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<RegistryAuth>,
     /// Seconds the whole job may take before it is stopped and reported
-    /// `timed_out`. Defaults to 3600.
+    /// `timed_out`. Defaults to 3600; at most 86400 (one day).
     #[serde(default = "default_timeout_secs")]
+    #[schemars(range(min = 1, max = 86400))]
     pub timeout_secs: u64,
     /// Base64 ed25519 signature over the job without this field, for workers
     /// that accept only signed jobs. Ignored by workers without trusted keys.
@@ -200,6 +204,12 @@ pub struct Image {
     /// Repository without tag, e.g. `registry.example.com:5000/team/app`.
     pub repository: String,
     /// Tags to apply and push; at least one (e.g. the revision and `latest`).
+    /// Each is up to 128 letters, digits, `_`, `.` and `-`, not starting
+    /// with `.` or `-`.
+    #[schemars(
+        length(min = 1),
+        inner(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"))
+    )]
     pub tags: Vec<String>,
     /// Push the tags to the registry. Defaults to true.
     #[serde(default = "default_push")]

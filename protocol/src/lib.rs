@@ -2,20 +2,38 @@
 //!
 //! Owns the wire contract between orchestrators and workers: the build
 //! [`Job`] an orchestrator publishes, the [`Event`]s a worker streams back to
-//! the job's reply queue, the AMQP names and header keys both sides use, and
-//! the validation every job passes before a worker touches git or Docker.
+//! the job's reply queue, the AMQP names and header keys both sides use
+//! ([`amqp`]), and the checks every job passes before a worker touches git or
+//! Docker: [`decode_job`] (size, JSON, version, shape) and [`Job::validate`]
+//! (every rule, all problems at once). [`schema`] generates the JSON Schema
+//! of both messages; [`reference`] is Docker's image reference grammar.
+
+#![warn(missing_docs)]
 
 pub mod amqp;
+mod decode;
 mod event;
 mod job;
+pub mod reference;
+pub mod schema;
 mod secret;
+mod validate;
 
+pub use decode::{decode_job, decode_job_with_limit, DecodeError, MAX_JOB_BYTES};
 pub use event::{
-    Event, EventBody, ImageResult, JobError, JobResult, JobStatus, LogEvent, LogStream,
-    StepEvent, StepName, StepState,
+    Event, EventBody, ImageResult, JobError, JobResult, JobStatus, LogEvent, LogStream, StepEvent,
+    StepName, StepState,
 };
 pub use job::{Build, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, DEFAULT_TIMEOUT_SECS};
+pub use reference::{
+    is_valid_reference, is_valid_tag, parse_reference, parse_repository, registry_host, Reference,
+    ReferenceError, Repository,
+};
+pub use schema::{event_schema, job_schema};
 pub use secret::Secret;
+pub use validate::{
+    decode_base64, Problem, ValidationErrors, MAX_TIMEOUT_SECS, SERVICE_ID_MAX_LEN,
+};
 
 /// The protocol version this crate speaks; a job with any other `version` is rejected.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -2,6 +2,7 @@
 
 use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
+use serde::de;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
@@ -47,7 +48,82 @@ impl Serialize for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret::new)
+        deserializer.deserialize_any(SecretVisitor)
+    }
+}
+
+/// Accepts a string; for anything else the error names only the kind of
+/// value, never the value, so a credential put in the wrong shape (a number,
+/// say) is not echoed in the rejection.
+struct SecretVisitor;
+
+impl SecretVisitor {
+    fn wrong_type<E: de::Error>(&self, kind: &'static str) -> E {
+        E::invalid_type(de::Unexpected::Other(kind), self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for SecretVisitor {
+    type Value = Secret;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string (the value is not shown)")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
+        Ok(Secret::new(v))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Secret, E> {
+        Ok(Secret::new(v))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+        Err(self.wrong_type("boolean"))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+        Err(self.wrong_type("integer"))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+        Err(self.wrong_type("integer"))
+    }
+
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<Secret, E> {
+        Err(self.wrong_type("integer"))
+    }
+
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<Secret, E> {
+        Err(self.wrong_type("integer"))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+        Err(self.wrong_type("number"))
+    }
+
+    fn visit_char<E: de::Error>(self, v: char) -> Result<Secret, E> {
+        Ok(Secret::new(v))
+    }
+
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Secret, E> {
+        Err(self.wrong_type("bytes"))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Secret, E> {
+        Err(self.wrong_type("null"))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Secret, E> {
+        Err(self.wrong_type("null"))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+        Err(self.wrong_type("array"))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+        Err(self.wrong_type("object"))
     }
 }
 
@@ -59,7 +135,51 @@ impl JsonSchema for Secret {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
+            "format": "password",
+            "writeOnly": true,
             "description": "A credential. Workers never log, print or store it."
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_are_redacted() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?}"), "[REDACTED]");
+        assert_eq!(format!("{secret}"), "[REDACTED]");
+        assert_eq!(format!("{:?}", Some(secret.clone())), "Some([REDACTED])");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn serializes_as_a_plain_string() {
+        let secret: Secret = serde_json::from_str("\"hunter2\"").unwrap();
+        assert_eq!(secret.expose(), "hunter2");
+        assert_eq!(serde_json::to_string(&secret).unwrap(), "\"hunter2\"");
+    }
+
+    #[test]
+    fn wrong_type_errors_do_not_echo_the_value() {
+        for (json, kind) in [
+            ("1234567", "integer"),
+            ("-1234567", "integer"),
+            ("12345.67", "number"),
+            ("true", "boolean"),
+            ("null", "null"),
+            ("[\"hunter2\"]", "array"),
+            ("{\"k\": \"hunter2\"}", "object"),
+        ] {
+            let err = serde_json::from_str::<Secret>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(kind), "{err}");
+            for part in ["1234567", "12345", "hunter2"] {
+                assert!(!err.contains(part), "{err} echoes the value");
+            }
+        }
     }
 }

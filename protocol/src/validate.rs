@@ -1,0 +1,843 @@
+//! Validation of a decoded [`Job`]: every rule of protocol v1 that the types
+//! alone do not enforce. All problems are collected, each naming the field
+//! path (`image.tags[2]`, `build.builder.env["PATH"]`) and the reason, so the
+//! job author can fix everything in one round trip.
+//!
+//! Reasons never contain a credential: they say what is wrong with a secret
+//! value (empty, not base64, not a private key) without echoing it.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::LazyLock;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::reference::{self, ReferenceError};
+use crate::{Build, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, Secret, PROTOCOL_VERSION};
+
+/// Longest `service_id`.
+pub const SERVICE_ID_MAX_LEN: usize = 128;
+/// Longest `timeout_secs`: one day.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+/// Key types accepted in `repo.known_hosts`.
+const KNOWN_HOST_KEY_TYPES: [&str; 5] = [
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+];
+
+static SERVICE_ID: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9._-]+$").expect("service_id regex"));
+static TARGET: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]*$").expect("target regex"));
+static ENV_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").expect("env name regex"));
+
+/// One thing wrong with a job: the field (a path like `repo.auth.token` or
+/// `image.tags[2]`) and why, in words. Displays as `field: reason`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Error)]
+#[error("{field}: {reason}")]
+pub struct Problem {
+    /// Path of the offending field, `.` between names and `[i]` or `["key"]`
+    /// for list items and map entries; `job` for the message as a whole.
+    pub field: String,
+    /// What is wrong and, where it helps, what would be right. Never holds a
+    /// credential.
+    pub reason: String,
+}
+
+impl Problem {
+    /// A problem with `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Every problem found in a job; never empty when returned as an error.
+/// Displays as the problems joined with `; `.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{}", join_problems(.0))]
+pub struct ValidationErrors(pub Vec<Problem>);
+
+fn join_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ValidationErrors {
+    /// Each problem as `field: reason`.
+    pub fn messages(&self) -> Vec<String> {
+        self.0.iter().map(Problem::to_string).collect()
+    }
+}
+
+/// Decodes base64 the way every base64 field of a job is read: the standard
+/// alphabet with padding; ASCII whitespace (such as the line breaks of
+/// `base64`'s output) is ignored. `None` when the text is not base64.
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    STANDARD.decode(compact).ok()
+}
+
+impl Job {
+    /// Checks every rule of protocol v1 and returns all problems found, or
+    /// `Ok(())` when the job may run.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut v = Validator::default();
+        v.job(self);
+        if v.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(v.problems))
+        }
+    }
+}
+
+/// The reason for an unknown protocol version, shared with the decoder.
+pub(crate) fn unsupported_version(version: impl fmt::Display) -> String {
+    format!("unsupported protocol version {version}; this worker speaks {PROTOCOL_VERSION}")
+}
+
+/// How the worker reaches the git remote, as far as auth is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Ssh,
+    Https,
+}
+
+/// Why a path from the job is unacceptable.
+#[derive(Debug, PartialEq, Eq)]
+enum PathIssue {
+    Empty,
+    Nul,
+    Absolute,
+    /// The path goes `n` levels above its base.
+    Above(usize),
+}
+
+/// A relative path, lexically normalized: `a/./b/../c` is `["a", "c"]`; a
+/// path that climbs above its base reports how far.
+fn normalize(path: &str) -> Result<Vec<&str>, PathIssue> {
+    if path.is_empty() {
+        return Err(PathIssue::Empty);
+    }
+    if path.contains('\0') {
+        return Err(PathIssue::Nul);
+    }
+    if path.starts_with('/') {
+        return Err(PathIssue::Absolute);
+    }
+    let mut parts = Vec::new();
+    let mut above = 0usize;
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    above += 1;
+                }
+            }
+            _ if above > 0 => {}
+            part => parts.push(part),
+        }
+    }
+    // Climbing out and back in (`../repo/x`) is still out: the checkout's
+    // own directory name is not the job's to know.
+    if above > 0 {
+        return Err(PathIssue::Above(above));
+    }
+    Ok(parts)
+}
+
+#[derive(Default)]
+struct Validator {
+    problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn push(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.problems.push(Problem::new(field, reason));
+    }
+
+    fn job(&mut self, job: &Job) {
+        if job.version != PROTOCOL_VERSION {
+            self.push("version", unsupported_version(job.version));
+        }
+        if job.job_id.is_nil() {
+            self.push("job_id", "the nil UUID is not a job id");
+        }
+        self.service_id(&job.service_id);
+        self.repo(&job.repo);
+        self.build(&job.build);
+        self.image(&job.image);
+        if let Some(auth) = &job.registry_auth {
+            self.registry_auth(auth);
+        }
+        if !(1..=MAX_TIMEOUT_SECS).contains(&job.timeout_secs) {
+            self.push(
+                "timeout_secs",
+                format!(
+                    "{} is out of range; must be between 1 and {MAX_TIMEOUT_SECS} (one day)",
+                    job.timeout_secs
+                ),
+            );
+        }
+        if let Some(signature) = &job.signature {
+            match decode_base64(signature) {
+                None => self.push("signature", "not valid base64"),
+                Some(bytes) if bytes.len() != 64 => self.push(
+                    "signature",
+                    format!(
+                        "decodes to {} bytes; an ed25519 signature is 64",
+                        bytes.len()
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn service_id(&mut self, id: &str) {
+        if id.is_empty() {
+            self.push("service_id", "empty");
+        } else if id.len() > SERVICE_ID_MAX_LEN {
+            self.push(
+                "service_id",
+                format!(
+                    "{} characters; at most {SERVICE_ID_MAX_LEN} are allowed",
+                    id.len()
+                ),
+            );
+        } else if !SERVICE_ID.is_match(id) {
+            self.push(
+                "service_id",
+                "only letters, digits, \".\", \"_\" and \"-\" are allowed",
+            );
+        }
+    }
+
+    fn repo(&mut self, repo: &Repo) {
+        let transport = match check_repo_url(&repo.url) {
+            Ok(transport) => Some(transport),
+            Err(reason) => {
+                self.push("repo.url", reason);
+                None
+            }
+        };
+        if let Err(reason) = check_revision(&repo.revision) {
+            self.push("repo.revision", reason);
+        }
+        match &repo.auth {
+            RepoAuth::None => {}
+            RepoAuth::SshKey {
+                private_key,
+                passphrase,
+            } => {
+                if let Err(reason) = check_private_key(private_key) {
+                    self.push("repo.auth.private_key", reason);
+                }
+                if passphrase.as_ref().is_some_and(|p| p.expose().is_empty()) {
+                    self.push(
+                        "repo.auth.passphrase",
+                        "empty; omit it for a key without a passphrase",
+                    );
+                }
+                if transport == Some(Transport::Https) {
+                    self.push("repo.auth", "ssh_key needs an ssh:// or scp-like repo.url");
+                }
+            }
+            RepoAuth::Https { username, token } => {
+                if username.is_empty() {
+                    self.push("repo.auth.username", "empty");
+                } else if username.contains(['\0', ':', '\n', '\r']) {
+                    self.push(
+                        "repo.auth.username",
+                        "must not contain \":\", line breaks or NUL bytes",
+                    );
+                }
+                if token.expose().is_empty() {
+                    self.push("repo.auth.token", "empty");
+                }
+                if transport == Some(Transport::Ssh) {
+                    self.push("repo.auth", "https needs an https:// repo.url");
+                }
+            }
+        }
+        if let Some(known_hosts) = &repo.known_hosts {
+            if transport == Some(Transport::Https) {
+                self.push(
+                    "repo.known_hosts",
+                    "only applies to an ssh:// or scp-like repo.url",
+                );
+            }
+            self.known_hosts(known_hosts);
+        }
+    }
+
+    fn known_hosts(&mut self, text: &str) {
+        let mut entries = 0;
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            entries += 1;
+            if let Err(reason) = check_known_hosts_line(line) {
+                self.push("repo.known_hosts", format!("line {}: {reason}", index + 1));
+            }
+        }
+        if entries == 0 {
+            self.push(
+                "repo.known_hosts",
+                "no host key lines; omit the field to skip host key checking",
+            );
+        }
+    }
+
+    fn build(&mut self, build: &Build) {
+        let context_depth = match normalize(&build.context) {
+            Ok(parts) => parts.len(),
+            Err(issue) => {
+                let reason = match issue {
+                    PathIssue::Empty => "empty; use \".\" for the checkout root".to_owned(),
+                    PathIssue::Absolute => {
+                        "absolute path; must be relative to the checkout".to_owned()
+                    }
+                    other => path_reason(other, "the checkout"),
+                };
+                self.push("build.context", reason);
+                0
+            }
+        };
+        match normalize(&build.dockerfile) {
+            Ok(parts) if parts.is_empty() => self.push(
+                "build.dockerfile",
+                "names the build context itself, not a file",
+            ),
+            Ok(_) => {}
+            Err(PathIssue::Above(n)) if n <= context_depth => self.push(
+                "build.dockerfile",
+                "leaves the build context; the Dockerfile must be inside build.context",
+            ),
+            Err(PathIssue::Absolute) => self.push(
+                "build.dockerfile",
+                "absolute path; must be relative to build.context",
+            ),
+            Err(issue) => self.push("build.dockerfile", path_reason(issue, "the checkout")),
+        }
+        self.string_map("build.build_args", &build.build_args, |key| {
+            if key.contains('=') {
+                Some("name contains \"=\"")
+            } else {
+                None
+            }
+        });
+        self.string_map("build.labels", &build.labels, |_| None);
+        if let Some(target) = &build.target {
+            if !TARGET.is_match(target) {
+                self.push(
+                    "build.target",
+                    "not a valid stage name (letters, digits, \".\", \"_\", \"-\", starting with a letter or digit)",
+                );
+            }
+        }
+        for (i, reference) in build.cache_from.iter().enumerate() {
+            if let Err(e) = reference::parse_reference(reference) {
+                self.push(
+                    format!("build.cache_from[{i}]"),
+                    format!("not a valid image reference: {e}"),
+                );
+            }
+        }
+        if let Some(builder) = &build.builder {
+            self.builder(builder);
+        }
+    }
+
+    /// Keys must be non-empty (and pass `key_rule`); keys and values must not
+    /// hold NUL bytes.
+    fn string_map(
+        &mut self,
+        field: &str,
+        map: &BTreeMap<String, String>,
+        key_rule: impl Fn(&str) -> Option<&'static str>,
+    ) {
+        for (key, value) in map {
+            let entry = format!("{field}[{key:?}]");
+            if key.is_empty() {
+                self.push(entry, "empty name");
+            } else if key.contains('\0') {
+                self.push(entry, "name contains a NUL byte");
+            } else if let Some(reason) = key_rule(key) {
+                self.push(entry, reason);
+            } else if value.contains('\0') {
+                self.push(entry, "value contains a NUL byte");
+            }
+        }
+    }
+
+    fn builder(&mut self, builder: &Builder) {
+        match (&builder.image, &builder.dockerfile) {
+            (Some(_), Some(_)) | (None, None) => {
+                self.push("build.builder", "set exactly one of image and dockerfile");
+            }
+            _ => {}
+        }
+        if let Some(image) = &builder.image {
+            if let Err(e) = reference::parse_reference(image) {
+                self.push(
+                    "build.builder.image",
+                    format!("not a valid image reference: {e}"),
+                );
+            }
+        }
+        if let Some(dockerfile) = &builder.dockerfile {
+            match normalize(dockerfile) {
+                Ok(parts) if parts.is_empty() => self.push(
+                    "build.builder.dockerfile",
+                    "names the checkout root, not a file",
+                ),
+                Ok(_) => {}
+                Err(PathIssue::Absolute) => self.push(
+                    "build.builder.dockerfile",
+                    "absolute path; must be relative to the checkout",
+                ),
+                Err(issue) => self.push(
+                    "build.builder.dockerfile",
+                    path_reason(issue, "the checkout"),
+                ),
+            }
+        }
+        match builder.command.first() {
+            None => self.push(
+                "build.builder.command",
+                "empty; give the program and its arguments",
+            ),
+            Some(program) if program.is_empty() => {
+                self.push("build.builder.command[0]", "empty program name")
+            }
+            Some(_) => {}
+        }
+        for (i, arg) in builder.command.iter().enumerate() {
+            if arg.contains('\0') {
+                self.push(format!("build.builder.command[{i}]"), "contains a NUL byte");
+            }
+        }
+        if builder.workdir.contains('\0') {
+            self.push("build.builder.workdir", "contains a NUL byte");
+        } else if !builder.workdir.starts_with('/') {
+            self.push("build.builder.workdir", "must be an absolute path");
+        }
+        self.string_map("build.builder.env", &builder.env, |key| {
+            if ENV_NAME.is_match(key) {
+                None
+            } else {
+                Some("not a valid environment variable name (letters, digits and \"_\", not starting with a digit)")
+            }
+        });
+        if builder.artifacts.starts_with('/') {
+            if builder.artifacts.contains('\0') {
+                self.push("build.builder.artifacts", "contains a NUL byte");
+            }
+        } else {
+            match normalize(&builder.artifacts) {
+                Ok(_) => {}
+                Err(PathIssue::Empty) => self.push(
+                    "build.builder.artifacts",
+                    "empty; name the file or directory the command produces",
+                ),
+                Err(issue) => self.push(
+                    "build.builder.artifacts",
+                    path_reason(issue, "build.builder.workdir; use an absolute path instead"),
+                ),
+            }
+        }
+        match normalize(&builder.artifacts_dest) {
+            Ok(parts) if parts.is_empty() => self.push(
+                "build.builder.artifacts_dest",
+                "must name a path inside the build context, not the context itself",
+            ),
+            Ok(_) => {}
+            Err(PathIssue::Empty) => self.push(
+                "build.builder.artifacts_dest",
+                "empty; must name a path inside the build context",
+            ),
+            Err(PathIssue::Absolute) => self.push(
+                "build.builder.artifacts_dest",
+                "absolute path; must be relative to the build context",
+            ),
+            Err(issue) => self.push(
+                "build.builder.artifacts_dest",
+                path_reason(issue, "the build context"),
+            ),
+        }
+    }
+
+    fn image(&mut self, image: &Image) {
+        match reference::parse_repository(&image.repository) {
+            Ok(_) => {}
+            Err(ReferenceError::ContainsTag) => {
+                self.push("image.repository", "contains a tag; put tags in image.tags")
+            }
+            Err(ReferenceError::ContainsDigest) => self.push(
+                "image.repository",
+                "contains a digest; name the repository only, the digest is the build's result",
+            ),
+            Err(e) => self.push("image.repository", format!("not a valid repository: {e}")),
+        }
+        if image.tags.is_empty() {
+            self.push("image.tags", "empty; at least one tag is required");
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, tag) in image.tags.iter().enumerate() {
+            if !reference::is_valid_tag(tag) {
+                self.push(
+                    format!("image.tags[{i}]"),
+                    "not a valid tag; a tag is up to 128 letters, digits, \"_\", \".\" and \"-\", not starting with \".\" or \"-\"",
+                );
+                continue;
+            }
+            match seen.entry(tag) {
+                Entry::Occupied(first) => self.push(
+                    format!("image.tags[{i}]"),
+                    format!("duplicate of image.tags[{}]", first.get()),
+                ),
+                Entry::Vacant(slot) => {
+                    slot.insert(i);
+                }
+            }
+        }
+    }
+
+    fn registry_auth(&mut self, auth: &RegistryAuth) {
+        match auth {
+            RegistryAuth::Basic {
+                server,
+                username,
+                password,
+            } => {
+                if let Some(server) = server {
+                    if !reference::is_valid_registry_host(server) {
+                        self.push(
+                            "registry_auth.server",
+                            "not a valid registry host[:port], such as registry.example.com:5000",
+                        );
+                    }
+                }
+                if username.is_empty() {
+                    self.push("registry_auth.username", "empty");
+                } else if username.contains(['\0', ':', '\n', '\r']) {
+                    self.push(
+                        "registry_auth.username",
+                        "must not contain \":\", line breaks or NUL bytes",
+                    );
+                }
+                if password.expose().is_empty() {
+                    self.push("registry_auth.password", "empty");
+                }
+            }
+            RegistryAuth::DockerConfig { config } => {
+                if let Err(reason) = check_docker_config(config) {
+                    self.push("registry_auth.config", reason);
+                }
+            }
+        }
+    }
+}
+
+/// The reason for a path that is not plainly inside `base`.
+fn path_reason(issue: PathIssue, base: &str) -> String {
+    match issue {
+        PathIssue::Empty => "empty".to_owned(),
+        PathIssue::Nul => "contains a NUL byte".to_owned(),
+        PathIssue::Absolute => format!("absolute path; must be relative to {base}"),
+        PathIssue::Above(_) if base == "the checkout" => "escapes the checkout".to_owned(),
+        PathIssue::Above(_) => format!("escapes {base}"),
+    }
+}
+
+/// Classifies a clone URL, or says why it is not acceptable. The reason
+/// never repeats the URL, which may hold a credential.
+fn check_repo_url(url: &str) -> Result<Transport, String> {
+    const FORMS: &str = "use ssh://user@host[:port]/path, user@host:path or https://host/path";
+    if url.is_empty() {
+        return Err("empty".into());
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains whitespace or control characters".into());
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        return match scheme.to_ascii_lowercase().as_str() {
+            "ssh" | "git+ssh" | "ssh+git" => {
+                check_url_authority(rest, true)?;
+                Ok(Transport::Ssh)
+            }
+            "https" => {
+                check_url_authority(rest, false)?;
+                Ok(Transport::Https)
+            }
+            "http" => Err("plain http is not allowed; use https://".into()),
+            "file" => Err(
+                "local repositories are not allowed; workers must not read their own disk".into(),
+            ),
+            _ => Err(format!(
+                "unsupported scheme {:?}; {FORMS}",
+                scheme.chars().take(16).collect::<String>()
+            )),
+        };
+    }
+    if url.starts_with('/') || url.starts_with('.') || url.starts_with('~') {
+        return Err(
+            "local repositories are not allowed; workers must not read their own disk".into(),
+        );
+    }
+    // scp-like: user@host:path, where no `/` comes before the `:`.
+    let Some(colon) = url.find(':') else {
+        return Err(format!("not a supported URL; {FORMS}"));
+    };
+    let (user_host, path) = (&url[..colon], &url[colon + 1..]);
+    if user_host.contains('/') {
+        return Err(format!("not a supported URL; {FORMS}"));
+    }
+    let Some((user, host)) = user_host.rsplit_once('@') else {
+        return Err(if url.contains('@') {
+            // `user:password@host:path`: the first `:` is inside the user info.
+            "embeds credentials; put them in repo.auth".into()
+        } else {
+            format!("scp-like URL without a user; {FORMS}")
+        });
+    };
+    if user.is_empty() {
+        return Err("scp-like URL with an empty user".into());
+    }
+    check_host(host)?;
+    if user.starts_with('-') {
+        return Err("user must not start with \"-\"".into());
+    }
+    if path.is_empty() {
+        return Err("no repository path after the \":\"".into());
+    }
+    Ok(Transport::Ssh)
+}
+
+/// Checks `[user[:password]@]host[:port]/path` after `scheme://`.
+fn check_url_authority(rest: &str, user_allowed: bool) -> Result<(), String> {
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host_port = match authority.rsplit_once('@') {
+        Some((userinfo, host_port)) => {
+            if userinfo.contains(':') || !user_allowed {
+                return Err("embeds credentials; put them in repo.auth".into());
+            }
+            if userinfo.is_empty() {
+                return Err("empty user before \"@\"".into());
+            }
+            if userinfo.starts_with('-') {
+                return Err("user must not start with \"-\"".into());
+            }
+            host_port
+        }
+        None => authority,
+    };
+    let host = match host_port.rsplit_once(':') {
+        // A `:` inside brackets is part of an IPv6 address, not a port.
+        Some((host, port)) if !port.contains(']') => {
+            if !port.bytes().all(|b| b.is_ascii_digit())
+                || !matches!(port.parse::<u16>(), Ok(p) if p > 0)
+            {
+                return Err("port must be a number from 1 to 65535".into());
+            }
+            host
+        }
+        _ => host_port,
+    };
+    check_host(host)?;
+    if path.trim_matches('/').is_empty() {
+        return Err("no repository path after the host".into());
+    }
+    Ok(())
+}
+
+fn check_host(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    if host.starts_with('-') {
+        return Err("host must not start with \"-\"".into());
+    }
+    if !reference::is_valid_registry_host(host) {
+        return Err("host is not a valid host name or IP address".into());
+    }
+    Ok(())
+}
+
+/// A full commit SHA, or a ref name `git check-ref-format --allow-onelevel`
+/// accepts.
+fn check_revision(revision: &str) -> Result<(), String> {
+    if revision.is_empty() {
+        return Err("empty".into());
+    }
+    if revision
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err("contains whitespace or control characters".into());
+    }
+    if revision.starts_with('-') {
+        return Err("must not start with \"-\"".into());
+    }
+    let is_hex = revision.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_hex && (revision.len() == 40 || revision.len() == 64) {
+        return Ok(());
+    }
+    check_ref_name(revision)
+        .map_err(|why| format!("not a commit SHA or a valid branch or tag name: {why}"))
+}
+
+/// `git check-ref-format` rules (with `--allow-onelevel`).
+fn check_ref_name(name: &str) -> Result<(), &'static str> {
+    if name == "@" {
+        return Err("\"@\" alone is not a ref name");
+    }
+    if name.starts_with('/') || name.ends_with('/') {
+        return Err("must not start or end with \"/\"");
+    }
+    if name.contains("//") {
+        return Err("contains \"//\"");
+    }
+    if name.contains("..") {
+        return Err("contains \"..\"");
+    }
+    if name.contains("@{") {
+        return Err("contains \"@{\"");
+    }
+    if name.contains(['~', '^', ':', '?', '*', '[', '\\', ' ']) {
+        return Err("contains one of ~ ^ : ? * [ \\ or a space");
+    }
+    if name.ends_with('.') {
+        return Err("must not end with \".\"");
+    }
+    for component in name.split('/') {
+        if component.starts_with('.') {
+            return Err("a component starts with \".\"");
+        }
+        if component.ends_with(".lock") {
+            return Err("a component ends with \".lock\"");
+        }
+    }
+    Ok(())
+}
+
+/// Base64 of a PEM or OpenSSH private key. The reason says only what is
+/// wrong, never any part of the value.
+fn check_private_key(key: &Secret) -> Result<(), &'static str> {
+    let key = key.expose();
+    if key.is_empty() {
+        return Err("empty");
+    }
+    let Some(bytes) = decode_base64(key) else {
+        return Err("not valid base64; encode the key file, e.g. with `base64 -w0 id_ed25519`");
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    if text.contains("-----BEGIN") && text.contains("PRIVATE KEY-----") {
+        Ok(())
+    } else {
+        Err("not base64 of a private key (expected \"-----BEGIN ... PRIVATE KEY-----\" text)")
+    }
+}
+
+/// One `known_hosts` line: `[@marker] hosts key-type base64-key [comment]`.
+fn check_known_hosts_line(line: &str) -> Result<(), String> {
+    let mut fields: Vec<&str> = line.split_whitespace().collect();
+    if let Some(marker) = fields.first().filter(|f| f.starts_with('@')) {
+        if *marker != "@cert-authority" && *marker != "@revoked" {
+            return Err(format!(
+                "unknown marker {marker:?}; expected @cert-authority or @revoked"
+            ));
+        }
+        fields.remove(0);
+    }
+    let [_hosts, key_type, key, ..] = fields[..] else {
+        return Err("expected \"<hosts> <key type> <base64 key>\"".into());
+    };
+    if !KNOWN_HOST_KEY_TYPES.contains(&key_type) {
+        return Err(format!(
+            "unsupported key type {:?}; expected one of {}",
+            key_type.chars().take(40).collect::<String>(),
+            KNOWN_HOST_KEY_TYPES.join(", ")
+        ));
+    }
+    let Some(blob) = decode_base64(key) else {
+        return Err("key is not valid base64".into());
+    };
+    // The key blob starts with its type as an SSH string (u32 length, name).
+    let embedded = blob
+        .get(..4)
+        .map(|len| u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize)
+        .and_then(|len| blob.get(4..4 + len));
+    if embedded != Some(key_type.as_bytes()) {
+        return Err(format!("key is not a {key_type} key"));
+    }
+    Ok(())
+}
+
+/// Base64 of a Docker `config.json` with an `auths` object, or of just the
+/// `auths` map. Reasons name hosts (keys), never credential values.
+fn check_docker_config(config: &Secret) -> Result<(), String> {
+    let config = config.expose();
+    if config.is_empty() {
+        return Err("empty".into());
+    }
+    let Some(bytes) = decode_base64(config) else {
+        return Err("not valid base64".into());
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| "not base64 of a JSON document".to_owned())?;
+    let serde_json::Value::Object(object) = value else {
+        return Err("not a Docker config.json: expected an object with an \"auths\" map".into());
+    };
+    let auths = match object.get("auths") {
+        Some(serde_json::Value::Object(auths)) => auths,
+        Some(_) => return Err("\"auths\" is not an object".into()),
+        None => &object,
+    };
+    if auths.is_empty() {
+        return Err("\"auths\" holds no registry".into());
+    }
+    for (host, entry) in auths {
+        let serde_json::Value::Object(entry) = entry else {
+            return Err(format!(
+                "auths[{host:?}] is not an object; expected {{\"auth\": \"<base64 of user:password>\"}}"
+            ));
+        };
+        for key in ["auth", "username", "password", "identitytoken"] {
+            if entry.get(key).is_some_and(|v| !v.is_string()) {
+                return Err(format!("auths[{host:?}].{key} is not a string"));
+            }
+        }
+        if let Some(auth) = entry.get("auth").and_then(|v| v.as_str()) {
+            let valid = decode_base64(auth)
+                .and_then(|b| String::from_utf8(b).ok())
+                .is_some_and(|text| text.contains(':'));
+            if !valid {
+                return Err(format!(
+                    "auths[{host:?}].auth is not base64 of user:password"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
