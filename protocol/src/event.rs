@@ -197,3 +197,123 @@ pub struct ImageResult {
     /// Every tag pushed, all pointing at `digest`.
     pub tags: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(seq: u64, body: EventBody) -> Event {
+        Event {
+            job_id: "6f1c2a3e-9b7d-4c1e-8f00-0123456789ab".into(),
+            attempt: 2,
+            seq,
+            timestamp: "2026-01-02T03:04:05.678Z".parse().unwrap(),
+            body,
+        }
+    }
+
+    fn result() -> JobResult {
+        JobResult {
+            status: JobStatus::Succeeded,
+            error: None,
+            revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            image: Some(ImageResult {
+                repository: "localhost:5000/app".into(),
+                digest: format!("sha256:{}", "a".repeat(64)),
+                tags: vec!["latest".into()],
+            }),
+            durations_ms: BTreeMap::from([(StepName::Clone, 120), (StepName::Push, 900)]),
+            worker: "worker-1".into(),
+            service_id: Some("app".into()),
+            last_seq: 3,
+        }
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let events = [
+            event(
+                1,
+                EventBody::Step(StepEvent {
+                    name: StepName::Clone,
+                    state: StepState::Started,
+                }),
+            ),
+            event(
+                2,
+                EventBody::Log(LogEvent {
+                    step: StepName::Build,
+                    stream: LogStream::Stderr,
+                    text: "Step 1/3 : FROM scratch\n".into(),
+                }),
+            ),
+            event(3, EventBody::Result(result())),
+            event(
+                1,
+                EventBody::Result(JobResult {
+                    status: JobStatus::Rejected,
+                    error: Some(JobError {
+                        step: StepName::Validate,
+                        message: "invalid job: repo.revision: empty".into(),
+                        exit_code: None,
+                        problems: vec!["repo.revision: empty".into()],
+                    }),
+                    revision: None,
+                    image: None,
+                    durations_ms: BTreeMap::new(),
+                    worker: "worker-1".into(),
+                    service_id: None,
+                    last_seq: 1,
+                }),
+            ),
+        ];
+        for event in events {
+            let text = serde_json::to_string(&event).unwrap();
+            let back: Event = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, event, "{text}");
+        }
+    }
+
+    #[test]
+    fn wire_form_is_flat_with_kind() {
+        let step = event(
+            1,
+            EventBody::Step(StepEvent {
+                name: StepName::Push,
+                state: StepState::Failed,
+            }),
+        );
+        assert_eq!(step.body.kind(), "step");
+        assert_eq!(
+            serde_json::to_value(&step).unwrap(),
+            json!({
+                "job_id": "6f1c2a3e-9b7d-4c1e-8f00-0123456789ab",
+                "attempt": 2,
+                "seq": 1,
+                "timestamp": "2026-01-02T03:04:05.678Z",
+                "kind": "step",
+                "name": "push",
+                "state": "failed"
+            })
+        );
+        let done = serde_json::to_value(event(3, EventBody::Result(result()))).unwrap();
+        assert_eq!(done["kind"], "result");
+        assert_eq!(done["status"], "succeeded");
+        assert_eq!(done["durations_ms"], json!({"clone": 120, "push": 900}));
+        assert!(done.get("error").is_none());
+    }
+
+    #[test]
+    fn step_names_match_their_wire_names() {
+        for name in [
+            StepName::Validate,
+            StepName::Clone,
+            StepName::Builder,
+            StepName::Build,
+            StepName::Push,
+        ] {
+            assert_eq!(serde_json::to_value(name).unwrap(), json!(name.as_str()));
+        }
+    }
+}

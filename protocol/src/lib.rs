@@ -17,6 +17,8 @@ mod job;
 pub mod reference;
 pub mod schema;
 mod secret;
+#[cfg(test)]
+mod test_support;
 mod validate;
 
 pub use decode::{decode_job, decode_job_with_limit, DecodeError, MAX_JOB_BYTES};

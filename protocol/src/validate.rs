@@ -789,7 +789,7 @@ fn check_known_hosts_line(line: &str) -> Result<(), String> {
         .map(|len| u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize)
         .and_then(|len| blob.get(4..4 + len));
     if embedded != Some(key_type.as_bytes()) {
-        return Err(format!("key is not a {key_type} key"));
+        return Err(format!("key is not of type {key_type:?}"));
     }
     Ok(())
 }
@@ -840,4 +840,752 @@ fn check_docker_config(config: &Secret) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{b64, job, known_hosts_line, FAKE_KEY_TEXT};
+
+    /// The problems of the fixture job after `change`, as `field: reason`.
+    fn problems(change: impl FnOnce(&mut Job)) -> Vec<String> {
+        let mut job = job();
+        change(&mut job);
+        match job.validate() {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.messages(),
+        }
+    }
+
+    /// Asserts that `change` yields exactly the one problem `expected`.
+    fn rejects(change: impl FnOnce(&mut Job), expected: &str) {
+        assert_eq!(problems(change), vec![expected.to_owned()]);
+    }
+
+    fn builder() -> Builder {
+        Builder {
+            image: Some("debian:bookworm-slim".into()),
+            dockerfile: None,
+            command: vec!["make".into(), "dist".into()],
+            workdir: "/src".into(),
+            env: BTreeMap::from([("CI".into(), "1".into())]),
+            artifacts: "dist".into(),
+            artifacts_dest: "artifact".into(),
+        }
+    }
+
+    fn with_builder(change: impl FnOnce(&mut Builder)) -> impl FnOnce(&mut Job) {
+        move |job| {
+            let mut b = builder();
+            change(&mut b);
+            job.build.builder = Some(b);
+        }
+    }
+
+    #[test]
+    fn fixture_and_builder_are_valid() {
+        assert_eq!(problems(|_| {}), Vec::<String>::new());
+        assert_eq!(problems(with_builder(|_| {})), Vec::<String>::new());
+        assert_eq!(
+            problems(with_builder(|b| {
+                b.image = None;
+                b.dockerfile = Some("ci/Dockerfile.build".into());
+                b.artifacts = "/out/site".into();
+                b.artifacts_dest = "public/site".into();
+            })),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn unknown_version() {
+        rejects(
+            |j| j.version = 2,
+            "version: unsupported protocol version 2; this worker speaks 1",
+        );
+    }
+
+    #[test]
+    fn nil_job_id() {
+        rejects(
+            |j| j.job_id = uuid::Uuid::nil(),
+            "job_id: the nil UUID is not a job id",
+        );
+    }
+
+    #[test]
+    fn service_id() {
+        rejects(|j| j.service_id.clear(), "service_id: empty");
+        rejects(
+            |j| j.service_id = "web app".into(),
+            "service_id: only letters, digits, \".\", \"_\" and \"-\" are allowed",
+        );
+        rejects(
+            |j| j.service_id = "a".repeat(129),
+            "service_id: 129 characters; at most 128 are allowed",
+        );
+        assert!(problems(|j| j.service_id = "a".repeat(128)).is_empty());
+    }
+
+    #[test]
+    fn repo_urls() {
+        let forms = "use ssh://user@host[:port]/path, user@host:path or https://host/path";
+        let cases = [
+            ("", "empty".to_owned()),
+            (
+                "http://git.example.com/x.git",
+                "plain http is not allowed; use https://".into(),
+            ),
+            (
+                "file:///srv/git/x.git",
+                "local repositories are not allowed; workers must not read their own disk".into(),
+            ),
+            (
+                "/srv/git/x.git",
+                "local repositories are not allowed; workers must not read their own disk".into(),
+            ),
+            (
+                "https://user:pass@git.example.com/x.git",
+                "embeds credentials; put them in repo.auth".into(),
+            ),
+            (
+                "https://token@git.example.com/x.git",
+                "embeds credentials; put them in repo.auth".into(),
+            ),
+            (
+                "ssh://git:pass@git.example.com/x.git",
+                "embeds credentials; put them in repo.auth".into(),
+            ),
+            (
+                "git:pass@git.example.com:x.git",
+                "embeds credentials; put them in repo.auth".into(),
+            ),
+            (
+                "ftp://git.example.com/x.git",
+                format!("unsupported scheme \"ftp\"; {forms}"),
+            ),
+            (
+                "git.example.com:team/x.git",
+                format!("scp-like URL without a user; {forms}"),
+            ),
+            (
+                "git.example.com/x.git",
+                format!("not a supported URL; {forms}"),
+            ),
+            (
+                "git@git.example.com:",
+                "no repository path after the \":\"".into(),
+            ),
+            (
+                "ssh://git@git.example.com",
+                "no repository path after the host".into(),
+            ),
+            (
+                "https://git.example.com/",
+                "no repository path after the host".into(),
+            ),
+            (
+                "ssh://git@git.example.com:0/x",
+                "port must be a number from 1 to 65535".into(),
+            ),
+            (
+                "ssh://git@git.example.com:99999/x",
+                "port must be a number from 1 to 65535".into(),
+            ),
+            (
+                "ssh://git@git.example.com:/x",
+                "port must be a number from 1 to 65535".into(),
+            ),
+            (
+                "ssh://-oProxyCommand=x/x",
+                "host must not start with \"-\"".into(),
+            ),
+            ("ssh://-o@host/x", "user must not start with \"-\"".into()),
+            (
+                "ssh://git@bad_host/x",
+                "host is not a valid host name or IP address".into(),
+            ),
+            (
+                "ssh://git@host/x y",
+                "contains whitespace or control characters".into(),
+            ),
+        ];
+        for (url, reason) in cases {
+            let mut job = job();
+            job.repo.url = url.into();
+            job.repo.auth = RepoAuth::None;
+            job.repo.known_hosts = None;
+            let got = job.validate().map_err(|e| e.messages());
+            assert_eq!(got, Err(vec![format!("repo.url: {reason}")]), "{url}");
+        }
+        for url in [
+            "ssh://git@git.example.com:2222/srv/x.git",
+            "ssh://git.example.com/x",
+            "ssh://git@[::1]:22/x",
+            "git@github.com:team/x.git",
+            "https://github.com/team/x.git",
+            "https://localhost:8443/x",
+        ] {
+            let mut job = job();
+            job.repo.url = url.into();
+            job.repo.auth = RepoAuth::None;
+            job.repo.known_hosts = None;
+            assert_eq!(job.validate(), Ok(()), "{url}");
+        }
+    }
+
+    #[test]
+    fn revisions() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        for revision in [
+            sha,
+            "main",
+            "v1.2.3",
+            "refs/heads/main",
+            "feature/x-y",
+            "HEAD",
+            "abc123",
+        ] {
+            assert!(
+                problems(|j| j.repo.revision = revision.into()).is_empty(),
+                "{revision}"
+            );
+        }
+        let not_ref = "repo.revision: not a commit SHA or a valid branch or tag name";
+        let cases = [
+            ("", "repo.revision: empty".to_owned()),
+            (
+                "main branch",
+                "repo.revision: contains whitespace or control characters".into(),
+            ),
+            (
+                "main\u{7}",
+                "repo.revision: contains whitespace or control characters".into(),
+            ),
+            ("-x", "repo.revision: must not start with \"-\"".into()),
+            ("a..b", format!("{not_ref}: contains \"..\"")),
+            (
+                "a~1",
+                format!("{not_ref}: contains one of ~ ^ : ? * [ \\ or a space"),
+            ),
+            (
+                "a^",
+                format!("{not_ref}: contains one of ~ ^ : ? * [ \\ or a space"),
+            ),
+            (
+                "a:b",
+                format!("{not_ref}: contains one of ~ ^ : ? * [ \\ or a space"),
+            ),
+            (
+                "a*",
+                format!("{not_ref}: contains one of ~ ^ : ? * [ \\ or a space"),
+            ),
+            (
+                "main.lock",
+                format!("{not_ref}: a component ends with \".lock\""),
+            ),
+            (
+                "feature/",
+                format!("{not_ref}: must not start or end with \"/\""),
+            ),
+            (
+                "/main",
+                format!("{not_ref}: must not start or end with \"/\""),
+            ),
+            ("a//b", format!("{not_ref}: contains \"//\"")),
+            ("a@{1}", format!("{not_ref}: contains \"@{{\"")),
+            (
+                ".hidden",
+                format!("{not_ref}: a component starts with \".\""),
+            ),
+            ("x/.y", format!("{not_ref}: a component starts with \".\"")),
+            ("x.", format!("{not_ref}: must not end with \".\"")),
+            ("@", format!("{not_ref}: \"@\" alone is not a ref name")),
+        ];
+        for (revision, expected) in cases {
+            rejects(|j| j.repo.revision = revision.into(), &expected);
+        }
+    }
+
+    #[test]
+    fn ssh_key_auth() {
+        let set_key = |key: String| {
+            move |j: &mut Job| {
+                j.repo.auth = RepoAuth::SshKey {
+                    private_key: Secret::new(key),
+                    passphrase: None,
+                }
+            }
+        };
+        rejects(set_key(String::new()), "repo.auth.private_key: empty");
+        rejects(
+            set_key("not base64!".into()),
+            "repo.auth.private_key: not valid base64; encode the key file, e.g. with `base64 -w0 id_ed25519`",
+        );
+        rejects(
+            set_key(b64("ssh-ed25519 AAAA user@host")),
+            "repo.auth.private_key: not base64 of a private key (expected \"-----BEGIN ... PRIVATE KEY-----\" text)",
+        );
+        // Line-wrapped base64, as `base64` prints it, is fine.
+        let wrapped = b64(FAKE_KEY_TEXT)
+            .as_bytes()
+            .chunks(20)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(problems(set_key(wrapped)).is_empty());
+        rejects(
+            |j| {
+                j.repo.auth = RepoAuth::SshKey {
+                    private_key: Secret::new(b64(FAKE_KEY_TEXT)),
+                    passphrase: Some(Secret::new("")),
+                }
+            },
+            "repo.auth.passphrase: empty; omit it for a key without a passphrase",
+        );
+        rejects(
+            |j| {
+                j.repo.url = "https://git.example.com/x.git".into();
+                j.repo.known_hosts = None;
+            },
+            "repo.auth: ssh_key needs an ssh:// or scp-like repo.url",
+        );
+    }
+
+    #[test]
+    fn https_auth() {
+        let https = |username: &str, token: &str| {
+            let (username, token) = (username.to_owned(), token.to_owned());
+            move |j: &mut Job| {
+                j.repo.url = "https://git.example.com/x.git".into();
+                j.repo.known_hosts = None;
+                j.repo.auth = RepoAuth::Https {
+                    username,
+                    token: Secret::new(token),
+                };
+            }
+        };
+        assert!(problems(https("ci", "t0ken")).is_empty());
+        assert_eq!(
+            problems(https("", "")),
+            ["repo.auth.username: empty", "repo.auth.token: empty"]
+        );
+        rejects(
+            https("a:b", "t0ken"),
+            "repo.auth.username: must not contain \":\", line breaks or NUL bytes",
+        );
+        rejects(
+            |j| {
+                j.repo.auth = RepoAuth::Https {
+                    username: "ci".into(),
+                    token: Secret::new("t0ken"),
+                }
+            },
+            "repo.auth: https needs an https:// repo.url",
+        );
+    }
+
+    #[test]
+    fn known_hosts() {
+        rejects(
+            |j| {
+                j.repo.url = "https://git.example.com/x.git".into();
+                j.repo.auth = RepoAuth::None;
+            },
+            "repo.known_hosts: only applies to an ssh:// or scp-like repo.url",
+        );
+        rejects(
+            |j| j.repo.known_hosts = Some("# nothing\n\n".into()),
+            "repo.known_hosts: no host key lines; omit the field to skip host key checking",
+        );
+        let good = known_hosts_line("git.example.com");
+        let rsa_claim = good.replace("ssh-ed25519", "ssh-rsa");
+        let text = format!(
+            "{good}\ngit.example.com ssh-ed25519\n# comment\ngit.example.com ssh-dss AAAA\nh ssh-ed25519 !!!\n{rsa_claim}\n@bogus {good}\n@cert-authority *.example.com {}\n",
+            good.split_once(' ').unwrap().1
+        );
+        assert_eq!(
+            problems(|j| j.repo.known_hosts = Some(text)),
+            [
+                "repo.known_hosts: line 2: expected \"<hosts> <key type> <base64 key>\"",
+                "repo.known_hosts: line 4: unsupported key type \"ssh-dss\"; expected one of ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521",
+                "repo.known_hosts: line 5: key is not valid base64",
+                "repo.known_hosts: line 6: key is not of type \"ssh-rsa\"",
+                "repo.known_hosts: line 7: unknown marker \"@bogus\"; expected @cert-authority or @revoked",
+            ]
+        );
+    }
+
+    #[test]
+    fn build_paths() {
+        rejects(
+            |j| j.build.context = "/srv".into(),
+            "build.context: absolute path; must be relative to the checkout",
+        );
+        rejects(
+            |j| j.build.context = "../other".into(),
+            "build.context: escapes the checkout",
+        );
+        rejects(
+            |j| j.build.context = String::new(),
+            "build.context: empty; use \".\" for the checkout root",
+        );
+        rejects(
+            |j| j.build.context = "a\0b".into(),
+            "build.context: contains a NUL byte",
+        );
+        rejects(
+            |j| {
+                j.build.context = ".".into();
+                j.build.dockerfile = "../../etc/passwd".into();
+            },
+            "build.dockerfile: escapes the checkout",
+        );
+        rejects(
+            |j| j.build.dockerfile = "../Dockerfile".into(),
+            "build.dockerfile: leaves the build context; the Dockerfile must be inside build.context",
+        );
+        rejects(
+            |j| j.build.dockerfile = "../../../Dockerfile".into(),
+            "build.dockerfile: escapes the checkout",
+        );
+        rejects(
+            |j| j.build.dockerfile = "/Dockerfile".into(),
+            "build.dockerfile: absolute path; must be relative to build.context",
+        );
+        rejects(
+            |j| j.build.dockerfile = "./".into(),
+            "build.dockerfile: names the build context itself, not a file",
+        );
+        rejects(
+            |j| j.build.dockerfile = String::new(),
+            "build.dockerfile: empty",
+        );
+        for fine in ["a/../Dockerfile", "./Dockerfile", "docker//Dockerfile.prod"] {
+            assert!(
+                problems(|j| j.build.dockerfile = fine.into()).is_empty(),
+                "{fine}"
+            );
+        }
+        assert!(problems(|j| j.build.context = "a/../b/.".into()).is_empty());
+    }
+
+    #[test]
+    fn build_options() {
+        assert_eq!(
+            problems(|j| {
+                j.build.build_args.insert(String::new(), "x".into());
+                j.build.build_args.insert("A=B".into(), "x".into());
+                j.build.build_args.insert("NUL".into(), "a\0b".into());
+                j.build.labels.insert(String::new(), "x".into());
+                j.build.target = Some("-stage".into());
+                j.build.cache_from = vec!["ok:1".into(), "Not/Valid:x".into()];
+            }),
+            [
+                "build.build_args[\"\"]: empty name",
+                "build.build_args[\"A=B\"]: name contains \"=\"",
+                "build.build_args[\"NUL\"]: value contains a NUL byte",
+                "build.labels[\"\"]: empty name",
+                "build.target: not a valid stage name (letters, digits, \".\", \"_\", \"-\", starting with a letter or digit)",
+                "build.cache_from[1]: not a valid image reference: path component \"Valid\" must be lowercase",
+            ]
+        );
+    }
+
+    #[test]
+    fn builder_rules() {
+        rejects(
+            with_builder(|b| b.dockerfile = Some("Dockerfile.build".into())),
+            "build.builder: set exactly one of image and dockerfile",
+        );
+        rejects(
+            with_builder(|b| b.image = None),
+            "build.builder: set exactly one of image and dockerfile",
+        );
+        rejects(
+            with_builder(|b| b.image = Some("debian:-bad".into())),
+            "build.builder.image: not a valid image reference: invalid tag: up to 128 letters, digits, \"_\", \".\" and \"-\", not starting with \".\" or \"-\"",
+        );
+        rejects(
+            with_builder(|b| {
+                b.image = None;
+                b.dockerfile = Some("../Dockerfile.build".into());
+            }),
+            "build.builder.dockerfile: escapes the checkout",
+        );
+        rejects(
+            with_builder(|b| {
+                b.image = None;
+                b.dockerfile = Some("/Dockerfile.build".into());
+            }),
+            "build.builder.dockerfile: absolute path; must be relative to the checkout",
+        );
+        rejects(
+            with_builder(|b| b.command.clear()),
+            "build.builder.command: empty; give the program and its arguments",
+        );
+        rejects(
+            with_builder(|b| b.command = vec![String::new(), "x".into()]),
+            "build.builder.command[0]: empty program name",
+        );
+        rejects(
+            with_builder(|b| b.command.push("a\0".into())),
+            "build.builder.command[2]: contains a NUL byte",
+        );
+        rejects(
+            with_builder(|b| b.workdir = "src".into()),
+            "build.builder.workdir: must be an absolute path",
+        );
+        rejects(
+            with_builder(|b| {
+                b.env.insert("1X".into(), "y".into());
+            }),
+            "build.builder.env[\"1X\"]: not a valid environment variable name (letters, digits and \"_\", not starting with a digit)",
+        );
+        rejects(
+            with_builder(|b| b.artifacts = String::new()),
+            "build.builder.artifacts: empty; name the file or directory the command produces",
+        );
+        rejects(
+            with_builder(|b| b.artifacts = "../x".into()),
+            "build.builder.artifacts: escapes build.builder.workdir; use an absolute path instead",
+        );
+        for dest in [".", "a/.."] {
+            rejects(
+                with_builder(|b| b.artifacts_dest = dest.into()),
+                "build.builder.artifacts_dest: must name a path inside the build context, not the context itself",
+            );
+        }
+        rejects(
+            with_builder(|b| b.artifacts_dest = String::new()),
+            "build.builder.artifacts_dest: empty; must name a path inside the build context",
+        );
+        rejects(
+            with_builder(|b| b.artifacts_dest = "/abs".into()),
+            "build.builder.artifacts_dest: absolute path; must be relative to the build context",
+        );
+        rejects(
+            with_builder(|b| b.artifacts_dest = "../x".into()),
+            "build.builder.artifacts_dest: escapes the build context",
+        );
+    }
+
+    #[test]
+    fn image() {
+        rejects(
+            |j| j.image.repository = "registry.example.com/app:1.0".into(),
+            "image.repository: contains a tag; put tags in image.tags",
+        );
+        rejects(
+            |j| j.image.repository = format!("app@sha256:{}", "a".repeat(64)),
+            "image.repository: contains a digest; name the repository only, the digest is the build's result",
+        );
+        rejects(
+            |j| j.image.repository = "registry.example.com/Team/app".into(),
+            "image.repository: not a valid repository: path component \"Team\" must be lowercase",
+        );
+        rejects(
+            |j| j.image.repository = String::new(),
+            "image.repository: not a valid repository: empty",
+        );
+        rejects(
+            |j| j.image.tags.clear(),
+            "image.tags: empty; at least one tag is required",
+        );
+        let bad_tag = "not a valid tag; a tag is up to 128 letters, digits, \"_\", \".\" and \"-\", not starting with \".\" or \"-\"";
+        assert_eq!(
+            problems(|j| j.image.tags = vec![
+                "latest".into(),
+                "v1".into(),
+                "not a tag".into(),
+                ".x".into(),
+                "latest".into(),
+            ]),
+            [
+                format!("image.tags[2]: {bad_tag}"),
+                format!("image.tags[3]: {bad_tag}"),
+                "image.tags[4]: duplicate of image.tags[0]".into(),
+            ]
+        );
+    }
+
+    #[test]
+    fn registry_basic_auth() {
+        assert_eq!(
+            problems(|j| j.registry_auth = Some(RegistryAuth::Basic {
+                server: Some("https://registry.example.com/v1/".into()),
+                username: String::new(),
+                password: Secret::new(""),
+            })),
+            [
+                "registry_auth.server: not a valid registry host[:port], such as registry.example.com:5000",
+                "registry_auth.username: empty",
+                "registry_auth.password: empty",
+            ]
+        );
+        assert!(problems(|j| j.registry_auth = Some(RegistryAuth::Basic {
+            server: Some("registry.example.com:5000".into()),
+            username: "ci".into(),
+            password: Secret::new("pw"),
+        }))
+        .is_empty());
+    }
+
+    #[test]
+    fn registry_docker_config() {
+        let config = |text: &str| {
+            let config = Secret::new(text);
+            move |j: &mut Job| j.registry_auth = Some(RegistryAuth::DockerConfig { config })
+        };
+        let auth = b64("ci:not-a-real-password");
+        for fine in [
+            format!(r#"{{"auths": {{"registry.example.com:5000": {{"auth": "{auth}"}}}}}}"#),
+            format!(r#"{{"registry.example.com": {{"auth": "{auth}"}}}}"#),
+            r#"{"auths": {"r.example.com": {"username": "u", "password": "p"}}, "credsStore": "x"}"#
+                .into(),
+        ] {
+            assert!(problems(config(&b64(&fine))).is_empty(), "{fine}");
+        }
+        let cases = [
+            (String::new(), "empty"),
+            ("%%%".into(), "not valid base64"),
+            (b64("{not json"), "not base64 of a JSON document"),
+            (
+                b64("[1]"),
+                "not a Docker config.json: expected an object with an \"auths\" map",
+            ),
+            (b64(r#"{"auths": []}"#), "\"auths\" is not an object"),
+            (b64(r#"{"auths": {}}"#), "\"auths\" holds no registry"),
+            (
+                b64(r#"{"auths": {"r.example.com": "x"}}"#),
+                "auths[\"r.example.com\"] is not an object; expected {\"auth\": \"<base64 of user:password>\"}",
+            ),
+            (
+                b64(r#"{"auths": {"r.example.com": {"auth": 5}}}"#),
+                "auths[\"r.example.com\"].auth is not a string",
+            ),
+            (
+                b64(r#"{"auths": {"r.example.com": {"auth": "c2VjcmV0"}}}"#),
+                "auths[\"r.example.com\"].auth is not base64 of user:password",
+            ),
+        ];
+        for (text, reason) in cases {
+            rejects(config(&text), &format!("registry_auth.config: {reason}"));
+        }
+    }
+
+    #[test]
+    fn timeout_and_signature() {
+        rejects(
+            |j| j.timeout_secs = 0,
+            "timeout_secs: 0 is out of range; must be between 1 and 86400 (one day)",
+        );
+        rejects(
+            |j| j.timeout_secs = 86_401,
+            "timeout_secs: 86401 is out of range; must be between 1 and 86400 (one day)",
+        );
+        assert!(problems(|j| j.timeout_secs = 86_400).is_empty());
+        rejects(
+            |j| j.signature = Some("***".into()),
+            "signature: not valid base64",
+        );
+        rejects(
+            |j| j.signature = Some(b64([1u8; 32])),
+            "signature: decodes to 32 bytes; an ed25519 signature is 64",
+        );
+        assert!(problems(|j| j.signature = Some(b64([1u8; 64]))).is_empty());
+    }
+
+    #[test]
+    fn every_problem_at_once_in_field_order() {
+        let errors = {
+            let mut job = job();
+            job.version = 3;
+            job.repo.revision.clear();
+            job.build.dockerfile = "../../etc/passwd".into();
+            job.image.tags = vec!["ok".into(), "not a tag".into()];
+            job.timeout_secs = 0;
+            job.validate().unwrap_err()
+        };
+        let fields: Vec<&str> = errors.0.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "version",
+                "repo.revision",
+                "build.dockerfile",
+                "image.tags[1]",
+                "timeout_secs"
+            ]
+        );
+        assert_eq!(
+            errors.to_string(),
+            errors.messages().join("; "),
+            "Display joins with \"; \""
+        );
+        assert!(errors.to_string().starts_with(
+            "version: unsupported protocol version 3; this worker speaks 1; repo.revision: empty; "
+        ));
+    }
+
+    #[test]
+    fn reasons_never_contain_secret_values() {
+        let secrets = [
+            "Zm9vYmFy-ssh-key-SECRET-1",
+            "passphrase-SECRET-2",
+            "token-SECRET-3",
+            "password-SECRET-4",
+        ];
+        let mut all = Vec::new();
+        let mut job = job();
+        job.repo.auth = RepoAuth::SshKey {
+            private_key: Secret::new(secrets[0]),
+            passphrase: Some(Secret::new(secrets[1])),
+        };
+        job.registry_auth = Some(RegistryAuth::Basic {
+            server: Some("bad server".into()),
+            username: String::new(),
+            password: Secret::new(secrets[3]),
+        });
+        all.extend(job.validate().unwrap_err().messages());
+        job.repo.url = "https://git.example.com/x".into();
+        job.repo.auth = RepoAuth::Https {
+            username: String::new(),
+            token: Secret::new(secrets[2]),
+        };
+        all.extend(job.validate().unwrap_err().messages());
+        // A docker config whose credentials are malformed in every way.
+        for config in [
+            secrets[3].to_owned(),
+            b64(secrets[3]),
+            b64(format!(
+                r#"{{"auths": {{"r": {{"auth": "{}"}}}}}}"#,
+                secrets[3]
+            )),
+            b64(format!(
+                r#"{{"auths": {{"r": {{"auth": "{}"}}}}}}"#,
+                b64(secrets[3])
+            )),
+        ] {
+            job.registry_auth = Some(RegistryAuth::DockerConfig {
+                config: Secret::new(config.clone()),
+            });
+            let messages = job.validate().unwrap_err().messages();
+            assert!(messages
+                .iter()
+                .any(|m| m.starts_with("registry_auth.config")));
+            for message in &messages {
+                assert!(!message.contains(&config), "{message}");
+            }
+            all.extend(messages);
+        }
+        let text = all.join("\n");
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} leaked into:\n{text}");
+            assert!(
+                !text.contains(&b64(secret)),
+                "{secret} leaked (base64) into:\n{text}"
+            );
+        }
+    }
 }
