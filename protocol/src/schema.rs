@@ -32,7 +32,29 @@ pub fn schema_files() -> [(&'static str, String); 2] {
 }
 
 fn render(schema: &serde_json::Value) -> String {
-    let mut text = serde_json::to_string_pretty(schema).expect("a schema serializes");
+    let mut text = serde_json::to_string_pretty(&sorted(schema)).expect("a schema serializes");
     text.push('\n');
     text
+}
+
+/// `value` with every object's keys in sorted order, so the files do not
+/// depend on whether some crate in the build enables serde_json's
+/// `preserve_order`.
+fn sorted(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(object) => {
+            let mut entries: Vec<_> = object.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| (key.clone(), sorted(value)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(sorted).collect())
+        }
+        other => other.clone(),
+    }
 }
