@@ -6,7 +6,7 @@
 //! ([`amqp`]), and the checks every job passes before a worker touches git or
 //! Docker: [`decode_job`] (size, JSON, version, shape) and [`Job::validate`]
 //! (every rule, all problems at once). [`schema`] generates the JSON Schema
-//! of both messages; [`reference`] is Docker's image reference grammar.
+//! of both messages; [`reference`](mod@reference) is Docker's image reference grammar.
 
 #![warn(missing_docs)]
 

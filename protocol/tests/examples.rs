@@ -27,9 +27,8 @@ fn every_example_job_is_valid() {
     let mut ids = Vec::new();
     for path in files {
         let bytes = std::fs::read(&path).unwrap();
-        let job = decode_job(&bytes).unwrap_or_else(|e| {
-            panic!("{}:\n  {}", path.display(), e.problems().join("\n  "))
-        });
+        let job = decode_job(&bytes)
+            .unwrap_or_else(|e| panic!("{}:\n  {}", path.display(), e.problems().join("\n  ")));
         job.validate().unwrap();
         // What a worker re-encodes is the same job.
         let encoded = serde_json::to_vec(&job).unwrap();
