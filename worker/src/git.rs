@@ -148,8 +148,9 @@ fn fetch_with_policy(
 struct Session<'a, 'p> {
     auth: Auth<'a>,
     known_hosts: Option<&'a str>,
-    /// Lowercase host of the job's URL: credentials go to this host only, so
-    /// a `.gitmodules` naming another host cannot collect the token.
+    /// Lowercase host of the job's URL: an HTTPS token goes to this host
+    /// only, so a `.gitmodules` naming another host cannot collect it. (An
+    /// SSH key may go anywhere: public-key auth reveals no secret.)
     credentials_host: String,
     policy: Policy,
     progress: RefCell<&'p mut dyn FnMut(&str)>,
@@ -202,7 +203,10 @@ impl Session<'_, '_> {
 
     fn target(&self, url: &str) -> Target {
         let url = RemoteUrl::parse(url);
-        let send_credentials = url.host.eq_ignore_ascii_case(&self.credentials_host);
+        let send_credentials = match self.auth {
+            Auth::Https { .. } => url.host.eq_ignore_ascii_case(&self.credentials_host),
+            Auth::None | Auth::SshKey(_) => true,
+        };
         Target {
             url,
             send_credentials,
@@ -239,7 +243,9 @@ impl Session<'_, '_> {
             // allow wanting unadvertised SHAs. Fall back to a full fetch.
             Err(_) => {}
         }
-        self.say("the remote does not serve single commits; fetching all branches and tags");
+        self.say(&format!(
+            "the remote did not send {oid} by itself; fetching all branches and tags"
+        ));
         let all = [
             "+refs/heads/*:refs/remotes/origin/*".to_owned(),
             "+refs/tags/*:refs/tags/*".to_owned(),
@@ -362,9 +368,10 @@ impl Session<'_, '_> {
             return Cred::username(user);
         }
         let url = &target.url.display;
-        if !target.send_credentials && !matches!(self.auth, Auth::None) {
+        if !target.send_credentials {
             return Err(attempt.fail(GitError::Authentication(format!(
-                "the git remote {url} asks for credentials, but repo.auth is only sent to {}",
+                "the git remote {url} asks for credentials, but the token in repo.auth is only \
+                 sent to {}",
                 self.credentials_host
             ))));
         }
@@ -435,7 +442,7 @@ impl Session<'_, '_> {
             return recorded;
         }
         let url = target.url.display.clone();
-        let message = self.scrub(error.message());
+        let message = self.scrub(error.message().trim());
         if attempt.offered_key.get() && error.class() == ErrorClass::Ssh {
             if let Auth::SshKey(key) = &self.auth {
                 if message.contains("private key") || message.contains("public key") {
@@ -447,10 +454,12 @@ impl Session<'_, '_> {
             ErrorCode::Auth => GitError::Authentication(format!(
                 "the git remote {url} refused authentication: {message}"
             )),
-            ErrorCode::Certificate => GitError::Remote {
-                url,
-                message: format!("the server's certificate is not trusted: {message}"),
-            },
+            _ if error.code() == ErrorCode::Certificate || error.class() == ErrorClass::Ssl => {
+                GitError::Remote {
+                    url,
+                    message: format!("TLS with {}: {message}", target.url.host_port()),
+                }
+            }
             _ => GitError::Remote { url, message },
         }
     }
@@ -1011,16 +1020,25 @@ enum HostKeyProblem {
 
 impl HostKeyProblem {
     fn message(&self, host_port: &str, key: &[u8]) -> String {
-        let key = describe_key(key);
-        let head = format!("the SSH host key of {host_port} ({key})");
+        let head = format!("the SSH host key of {host_port} ({})", describe_key(key));
         match self {
             Self::NoEntry { name } => format!(
                 "{head} does not match repo.known_hosts: repo.known_hosts has no entry for {name}"
             ),
-            Self::Mismatch { listed_types } => format!(
-                "{head} does not match repo.known_hosts (it lists {} for this host)",
-                listed_types.join(", ")
-            ),
+            Self::Mismatch { listed_types } => {
+                let server_type = key_type_label(&key_type_name(key));
+                // libssh2 negotiates ED25519 first and cannot be told which
+                // types are pinned, so a pin of only another type never matches.
+                let hint = if listed_types.contains(&server_type) {
+                    String::new()
+                } else {
+                    format!("; add the server's {server_type} key, e.g. from ssh-keyscan")
+                };
+                format!(
+                    "{head} does not match repo.known_hosts (it lists {} for this host{hint})",
+                    listed_types.join(", ")
+                )
+            }
             Self::Revoked => format!("{head} is marked @revoked in repo.known_hosts"),
         }
     }
@@ -1179,11 +1197,18 @@ fn glob_matches(pattern: &[u8], name: &[u8]) -> bool {
 
 /// `ED25519 SHA256:<base64>` as `ssh-keygen -l` prints it.
 fn describe_key(key: &[u8]) -> String {
-    let key_type = ssh_string(key)
-        .map(|(name, _)| String::from_utf8_lossy(name).into_owned())
-        .unwrap_or_default();
     let fingerprint = STANDARD_NO_PAD.encode(Sha256::digest(key));
-    format!("{} SHA256:{fingerprint}", key_type_label(&key_type))
+    format!(
+        "{} SHA256:{fingerprint}",
+        key_type_label(&key_type_name(key))
+    )
+}
+
+/// The type name a key blob starts with, e.g. `ssh-ed25519`.
+fn key_type_name(key: &[u8]) -> String {
+    ssh_string(key)
+        .map(|(name, _)| String::from_utf8_lossy(name).into_owned())
+        .unwrap_or_default()
 }
 
 fn key_type_label(key_type: &str) -> String {
@@ -1863,9 +1888,16 @@ mod tests {
             mismatch.message("127.0.0.1:2222", &blob(KEY_A)),
             format!(
                 "the SSH host key of 127.0.0.1:2222 (ED25519 {KEY_A_FINGERPRINT}) does not match \
-                 repo.known_hosts (it lists ECDSA for this host)"
+                 repo.known_hosts (it lists ECDSA for this host; add the server's ED25519 key, \
+                 e.g. from ssh-keyscan)"
             )
         );
+        let same_type = HostKeyProblem::Mismatch {
+            listed_types: vec!["ED25519".into()],
+        };
+        assert!(same_type
+            .message("127.0.0.1:2222", &blob(KEY_A))
+            .ends_with("(it lists ED25519 for this host)"));
         let none = HostKeyProblem::NoEntry {
             name: "[127.0.0.1]:2222".into(),
         };
