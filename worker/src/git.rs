@@ -105,6 +105,21 @@ pub fn fetch_revision(
     fetch_with_policy(repo, dest, progress, Policy::JOB)
 }
 
+/// Bounds how long libgit2 waits to connect to a remote and for each read
+/// from it, so a stalled server fails the clone instead of holding a
+/// blocking thread that the job's timeout cannot interrupt. Process-wide:
+/// call once at startup, before any clone runs.
+pub fn set_network_timeouts(connect: Duration, read: Duration) -> Result<(), git2::Error> {
+    let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: libgit2's global options are plain integers read when a
+    // connection opens; git2 marks the setters unsafe only because they are
+    // not synchronized, and the caller sets them before any clone runs.
+    unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(millis(connect))?;
+        git2::opts::set_server_timeout_in_milliseconds(millis(read))
+    }
+}
+
 /// What the worker lets a repository's content make it fetch.
 #[derive(Debug, Clone, Copy)]
 struct Policy {
@@ -442,7 +457,11 @@ impl Session<'_, '_> {
             return recorded;
         }
         let url = target.url.display.clone();
-        let message = self.scrub(error.message().trim());
+        let mut message = self.scrub(error.message().trim());
+        // How a read timeout (see `set_network_timeouts`) surfaces over TLS.
+        if message.contains("Resource temporarily unavailable") {
+            message = format!("timed out waiting for the server ({message})");
+        }
         if attempt.offered_key.get() && error.class() == ErrorClass::Ssh {
             if let Auth::SshKey(key) = &self.auth {
                 if message.contains("private key") || message.contains("public key") {
@@ -614,19 +633,28 @@ impl Default for Throttle {
 
 impl Throttle {
     fn line(&mut self, stats: &Progress<'_>) -> Option<String> {
-        let (received, total) = (stats.received_objects(), stats.total_objects());
+        let counts = (stats.received_objects(), stats.total_objects());
+        self.line_at(Instant::now(), counts, stats.received_bytes())
+    }
+
+    fn line_at(
+        &mut self,
+        now: Instant,
+        (received, total): (usize, usize),
+        bytes: usize,
+    ) -> Option<String> {
         if total == 0 || self.done {
             return None;
         }
-        let kib = stats.received_bytes() as f64 / 1024.0;
+        let kib = bytes as f64 / 1024.0;
         if received >= total {
             self.done = true;
             return Some(format!("received {received} objects, {kib:.1} KiB"));
         }
-        let now = Instant::now();
         let quarter = received * 4 / total;
-        let new_quarter = quarter > self.quarter && now - self.started >= PROGRESS_INTERVAL;
-        let due = now - self.last.unwrap_or(self.started) >= PROGRESS_INTERVAL;
+        let new_quarter =
+            quarter > self.quarter && now.duration_since(self.started) >= PROGRESS_INTERVAL;
+        let due = now.duration_since(self.last.unwrap_or(self.started)) >= PROGRESS_INTERVAL;
         self.quarter = self.quarter.max(quarter);
         if !(due || new_quarter) {
             return None;
@@ -1909,6 +1937,43 @@ mod tests {
             )
         );
         assert!(describe_key(&blob(KEY_C)).starts_with("ECDSA SHA256:"));
+    }
+
+    #[test]
+    fn transfer_progress_is_throttled() {
+        let mut throttle = Throttle::default();
+        let start = throttle.started;
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // The first second stays quiet, even across quarters.
+        assert_eq!(throttle.line_at(at(100), (30, 100), 2048), None);
+        assert_eq!(throttle.line_at(at(900), (60, 100), 4096), None);
+        assert_eq!(
+            throttle.line_at(at(1000), (61, 100), 4096).as_deref(),
+            Some("received 61/100 objects (61%), 4.0 KiB")
+        );
+        assert_eq!(throttle.line_at(at(1500), (62, 100), 4096), None);
+        // A new quarter speaks up before the second is over.
+        assert!(throttle.line_at(at(1600), (80, 100), 4096).is_some());
+        assert_eq!(throttle.line_at(at(1700), (81, 100), 4096), None);
+        assert_eq!(
+            throttle.line_at(at(1800), (100, 100), 10240).as_deref(),
+            Some("received 100 objects, 10.0 KiB")
+        );
+        // Delta resolution reports "done" again: said once only.
+        assert_eq!(throttle.line_at(at(5000), (100, 100), 10240), None);
+    }
+
+    #[test]
+    fn network_timeouts_reach_libgit2() {
+        set_network_timeouts(Duration::from_secs(30), Duration::from_secs(300)).unwrap();
+        // SAFETY: reads of libgit2's integer options.
+        let (connect, read) = unsafe {
+            (
+                git2::opts::get_server_connect_timeout_in_milliseconds().unwrap(),
+                git2::opts::get_server_timeout_in_milliseconds().unwrap(),
+            )
+        };
+        assert_eq!((connect, read), (30_000, 300_000));
     }
 
     #[test]
