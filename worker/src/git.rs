@@ -74,21 +74,23 @@ pub enum GitError {
     /// The local repository could not be set up or checked out.
     #[error("{0}")]
     Checkout(String),
-    /// A submodule could not be fetched or checked out.
-    #[error("submodule {path}: {source}")]
+    /// A submodule could not be fetched or checked out. (The inner error is
+    /// a field, not a `source`: `Display` already says it all, and an error
+    /// chain would repeat it.)
+    #[error("submodule {path}: {error}")]
     Submodule {
         /// Path of the submodule in its parent's checkout.
         path: String,
         /// What went wrong with it.
-        source: Box<GitError>,
+        error: Box<GitError>,
     },
     /// The checkout directory could not be prepared.
-    #[error("{action}: {source}")]
+    #[error("{action}: {error}")]
     Io {
         /// What the worker was doing.
         action: String,
         /// The operating system's error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -183,9 +185,9 @@ impl Session<'_, '_> {
         revision: &Revision<'_>,
         dest: &Path,
     ) -> Result<(Repository, Checkout), GitError> {
-        std::fs::create_dir_all(dest).map_err(|source| GitError::Io {
+        std::fs::create_dir_all(dest).map_err(|error| GitError::Io {
             action: format!("cannot create the checkout directory {}", dest.display()),
-            source,
+            error,
         })?;
         let repo = Repository::init(dest).map_err(|e| {
             GitError::Checkout(format!(
@@ -501,7 +503,7 @@ impl Session<'_, '_> {
     fn update_submodules(&self, repo: &Repository, level: usize) -> Result<(), GitError> {
         let submodules = repo.submodules().map_err(|e| GitError::Submodule {
             path: ".gitmodules".to_owned(),
-            source: Box::new(GitError::Checkout(format!(
+            error: Box::new(GitError::Checkout(format!(
                 "cannot read the submodules: {}",
                 e.message()
             ))),
@@ -509,9 +511,9 @@ impl Session<'_, '_> {
         for mut submodule in submodules {
             let path = submodule.path().to_string_lossy().into_owned();
             self.update_submodule(repo, &mut submodule, &path, level)
-                .map_err(|source| GitError::Submodule {
+                .map_err(|error| GitError::Submodule {
                     path,
-                    source: Box::new(source),
+                    error: Box::new(error),
                 })?;
         }
         Ok(())
