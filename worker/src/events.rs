@@ -79,7 +79,7 @@ pub struct AttemptId {
 enum Report {
     Step(StepEvent),
     Log(LogEvent),
-    Finish(JobResult, oneshot::Sender<Result<u64, SinkError>>),
+    Finish(Box<JobResult>, oneshot::Sender<Result<u64, SinkError>>),
 }
 
 /// Handle the pipeline steps report through. Cloning is cheap. Reports made
@@ -140,7 +140,7 @@ impl Finisher {
         let (reply, confirmed) = oneshot::channel();
         if self
             .reports
-            .send(Report::Finish(result, reply))
+            .send(Report::Finish(Box::new(result), reply))
             .await
             .is_err()
         {
@@ -196,7 +196,7 @@ impl<S: EventSink> Publisher<S> {
             tokio::select! {
                 report = inbox.recv() => match report {
                     Some(Report::Finish(result, reply)) => {
-                        let _ = reply.send(self.finish(result).await);
+                        let _ = reply.send(self.finish(*result).await);
                         return;
                     }
                     Some(report) => self.handle(report).await,
