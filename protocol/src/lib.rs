@@ -7,10 +7,13 @@
 //! Docker: [`decode_job`] (size, JSON, version, shape) and [`Job::validate`]
 //! (every rule, all problems at once). [`schema`] generates the JSON Schema
 //! of both messages; [`reference`](mod@reference) is Docker's image reference grammar.
+//! With the `client` feature, `client` submits jobs and reads their events.
 
 #![warn(missing_docs)]
 
 pub mod amqp;
+#[cfg(feature = "client")]
+pub mod client;
 mod decode;
 mod event;
 mod job;

@@ -1,0 +1,235 @@
+//! The orchestrator's side of the protocol over RabbitMQ (feature `client`).
+//!
+//! Owns what a caller does: declare its reply queue before publishing
+//! (non-exclusive, durable, expiring when unused), publish a job with
+//! publisher confirms and `mandatory` so a missing job queue is an error,
+//! and read typed events until the result. The worker never uses this.
+
+use crate::amqp::{ARG_EXPIRES, CONTENT_TYPE_JSON};
+use crate::{Event, EventBody, Job, JobResult};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+
+/// Milliseconds an unused reply queue lives before the broker deletes it:
+/// long enough to reconnect and resume reading, short enough that callers
+/// that vanish leave nothing behind.
+pub const REPLY_QUEUE_EXPIRES_MS: i64 = 30 * 60 * 1000;
+
+/// AMQP delivery mode of messages that survive a broker restart.
+const PERSISTENT: u8 = 2;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The broker connection or channel failed.
+    #[error("RabbitMQ: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// The broker answered the publish with a nack.
+    #[error("the broker refused the job (publisher nack)")]
+    Refused,
+    /// Nothing is bound to the queue the job was published to.
+    #[error("queue {0:?} does not exist: start a worker first, it declares the job queue")]
+    NoSuchQueue(String),
+    /// AMQP names are short strings (at most 255 bytes).
+    #[error("{what} is longer than 255 bytes")]
+    NameTooLong {
+        /// Which name.
+        what: &'static str,
+    },
+    /// The job could not be serialised.
+    #[error("cannot encode the job: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// A message on the reply queue is not a protocol v1 event.
+    #[error("a message on the reply queue is not an event: {0}")]
+    BadEvent(serde_json::Error),
+}
+
+/// Message counts of a queue, from a passive declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Messages ready for delivery.
+    pub messages: u32,
+    /// Consumers attached.
+    pub consumers: u32,
+}
+
+/// A connection to RabbitMQ with a confirm-mode channel.
+pub struct Client {
+    connection: Connection,
+    channel: Channel,
+}
+
+/// The reply queue name this client uses for a job: `buildbot.reply.<job_id>`.
+pub fn reply_queue_name(job: &Job) -> String {
+    format!("buildbot.reply.{}", job.job_id)
+}
+
+fn short(value: &str, what: &'static str) -> Result<ShortString, ClientError> {
+    ShortString::try_new(value.to_owned()).map_err(|_| ClientError::NameTooLong { what })
+}
+
+impl Client {
+    /// Connects to RabbitMQ at `url` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`).
+    pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self {
+            connection,
+            channel,
+        })
+    }
+
+    /// Declares the job's reply queue, publishes the job to `queue` and
+    /// returns its events. The queue is declared first so no event is lost.
+    pub async fn submit(&self, queue: &str, job: &Job) -> Result<Events, ClientError> {
+        let reply_to = reply_queue_name(job);
+        let events = self.reply_queue(&reply_to).await?;
+        let body = serde_json::to_vec(job)?;
+        let job_id = job.job_id.to_string();
+        self.publish(queue, &body, &job_id, Some(&reply_to)).await?;
+        Ok(events)
+    }
+
+    /// Declares the reply queue `name` (durable, non-exclusive so a caller
+    /// can reconnect, expiring after [`REPLY_QUEUE_EXPIRES_MS`] unused) and
+    /// starts reading it.
+    pub async fn reply_queue(&self, name: &str) -> Result<Events, ClientError> {
+        let name = short(name, "reply queue name")?;
+        let mut args = FieldTable::default();
+        args.insert(
+            ARG_EXPIRES.into(),
+            AMQPValue::LongLongInt(REPLY_QUEUE_EXPIRES_MS),
+        );
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        self.channel
+            .queue_declare(name.clone(), options, args)
+            .await?;
+        let consumer = self
+            .channel
+            .basic_consume(
+                name,
+                ShortString::from(""),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Events { consumer })
+    }
+
+    /// Publishes raw bytes as a job message: persistent, `message_id` and
+    /// `correlation_id` set to `job_id`, `reply_to` when given. Waits for the
+    /// broker's confirm. Raw so callers (and tests) can send any body.
+    pub async fn publish(
+        &self,
+        queue: &str,
+        body: &[u8],
+        job_id: &str,
+        reply_to: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let id = short(job_id, "job id")?;
+        let mut properties = BasicProperties::default()
+            .with_content_type(CONTENT_TYPE_JSON.into())
+            .with_delivery_mode(PERSISTENT)
+            .with_message_id(id.clone())
+            .with_correlation_id(id);
+        if let Some(reply_to) = reply_to {
+            properties = properties.with_reply_to(short(reply_to, "reply queue name")?);
+        }
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let confirmation = self
+            .channel
+            .basic_publish(
+                ShortString::from(""),
+                short(queue, "queue name")?,
+                options,
+                body,
+                properties,
+            )
+            .await?
+            .await?;
+        if !confirmation.is_ack() {
+            return Err(ClientError::Refused);
+        }
+        if confirmation.take_message().is_some() {
+            return Err(ClientError::NoSuchQueue(queue.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Counts of `queue`; an error when it does not exist.
+    pub async fn queue_counts(&self, queue: &str) -> Result<QueueCounts, ClientError> {
+        let name = short(queue, "queue name")?;
+        // A passive declare of a missing queue closes its channel, so each
+        // probe gets a channel of its own.
+        let probe = self.connection.create_channel().await?;
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = probe
+            .queue_declare(name, options, FieldTable::default())
+            .await;
+        let _ = probe.close(200, "probe done".into()).await;
+        let declared = declared?;
+        Ok(QueueCounts {
+            messages: declared.message_count(),
+            consumers: declared.consumer_count(),
+        })
+    }
+}
+
+/// Events read from a reply queue, acked as they are read.
+pub struct Events {
+    consumer: Consumer,
+}
+
+impl Events {
+    /// The next event, or `None` when the consumer ends (channel closed).
+    pub async fn next(&mut self) -> Option<Result<Event, ClientError>> {
+        let delivery = match self.consumer.next().await? {
+            Ok(delivery) => delivery,
+            Err(e) => return Some(Err(e.into())),
+        };
+        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+            return Some(Err(e.into()));
+        }
+        Some(serde_json::from_slice(&delivery.data).map_err(ClientError::BadEvent))
+    }
+
+    /// Reads events until a result; returns every event, the result last.
+    /// `Ok(None)` when the reply queue ends first.
+    pub async fn until_result(&mut self) -> Result<Option<Vec<Event>>, ClientError> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            let event = event?;
+            let is_result = matches!(event.body, EventBody::Result(_));
+            events.push(event);
+            if is_result {
+                return Ok(Some(events));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The result of a list of events that ends with one, if it does.
+pub fn result_of(events: &[Event]) -> Option<&JobResult> {
+    match events.last().map(|e| &e.body) {
+        Some(EventBody::Result(result)) => Some(result),
+        _ => None,
+    }
+}
