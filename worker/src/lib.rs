@@ -5,11 +5,15 @@
 //! events -> sink -> ack. A step never talks to AMQP; the consumer never talks
 //! to Docker.
 
+pub mod config;
+pub mod consumer;
 pub mod context;
 pub mod docker;
 pub mod dockerignore;
 pub mod events;
 pub mod git;
+pub mod pipeline;
 pub mod redact;
 pub mod registry_auth;
 pub mod reply;
+pub mod submit;

@@ -1,0 +1,90 @@
+//! Worker configuration: every setting in one struct, each readable from a
+//! flag or an environment variable.
+
+use buildbot_protocol::amqp::{DEFAULT_DELIVERY_LIMIT, JOB_QUEUE};
+use buildbot_protocol::MAX_JOB_BYTES;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of `buildbot worker`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerConfig {
+    /// RabbitMQ URL. Its password is never logged.
+    #[arg(
+        long,
+        env = "BUILDBOT_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+
+    /// Queue the worker takes jobs from. Its dead-letter exchange and queue
+    /// are named `<queue>.dlx` and `<queue>.dead`.
+    #[arg(long, env = "BUILDBOT_QUEUE", default_value = JOB_QUEUE)]
+    pub queue: String,
+
+    /// Jobs run at once; also the AMQP prefetch.
+    #[arg(long, env = "BUILDBOT_CONCURRENCY", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+
+    /// Deliveries of one job before the broker dead-letters it
+    /// (`x-delivery-limit` of the job queue, set when the queue is created).
+    #[arg(long, env = "BUILDBOT_DELIVERY_LIMIT", default_value_t = DEFAULT_DELIVERY_LIMIT)]
+    pub delivery_limit: u32,
+
+    /// Id reported in results and logs. Defaults to `<hostname>-<random>`.
+    #[arg(long, env = "BUILDBOT_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// Directory for the per-job workspaces (removed after every job).
+    /// Defaults to the system temp dir.
+    #[arg(long, env = "BUILDBOT_WORKSPACE_DIR")]
+    pub workspace_dir: Option<PathBuf>,
+
+    /// Largest job message accepted, in bytes; larger ones are rejected.
+    #[arg(long, env = "BUILDBOT_MAX_JOB_BYTES", default_value_t = MAX_JOB_BYTES)]
+    pub max_job_bytes: usize,
+
+    /// A log event is published once this many bytes of output wait.
+    #[arg(long, env = "BUILDBOT_LOG_BATCH_BYTES", default_value_t = 64 * 1024)]
+    pub log_batch_bytes: usize,
+
+    /// Complete log lines wait at most this many milliseconds.
+    #[arg(long, env = "BUILDBOT_LOG_BATCH_MS", default_value_t = 50)]
+    pub log_batch_ms: u64,
+}
+
+impl WorkerConfig {
+    /// The configured worker id, or a fresh `<hostname>-<random>`.
+    pub fn resolved_worker_id(&self) -> String {
+        self.worker_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "worker".to_owned());
+            let suffix = uuid::Uuid::new_v4().simple().to_string();
+            format!("{host}-{}", &suffix[..8])
+        })
+    }
+
+    /// Exchange jobs are dead-lettered to.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.queue)
+    }
+
+    /// Queue holding dead-lettered jobs.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.queue)
+    }
+
+    /// Log batching as configured.
+    pub fn log_batching(&self) -> crate::events::LogBatching {
+        crate::events::LogBatching {
+            max_bytes: self.log_batch_bytes.max(1),
+            max_delay: Duration::from_millis(self.log_batch_ms),
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The pipeline: runs one validated job's steps (clone, build, push) in a
+//! private workspace and describes the outcome as a [`JobResult`].
+//!
+//! It knows nothing of AMQP: it reports through a [`Reporter`] and returns
+//! the result; the caller publishes it and acks.
+
+use crate::context::{self, ContextSpec};
+use crate::docker::{self, ImageBuild};
+use crate::events::Reporter;
+use crate::git::{self, Checkout};
+use crate::registry_auth;
+use bollard::Docker;
+use buildbot_protocol::{
+    registry_host, ImageResult, Job, JobError, JobResult, JobStatus, StepName, StepState,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Display;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Runs jobs against one Docker Engine.
+#[derive(Clone)]
+pub struct Pipeline {
+    docker: Docker,
+    worker_id: String,
+    /// Parent of the per-job workspaces; the system temp dir when None.
+    workspace_root: Option<PathBuf>,
+}
+
+/// A step that did not succeed.
+#[derive(Debug)]
+struct StepFailure {
+    step: StepName,
+    message: String,
+}
+
+/// What the steps found out, kept outside the step future so a timeout
+/// that drops the future still knows how far the job got.
+#[derive(Default)]
+struct Progress {
+    current: Option<StepName>,
+    durations_ms: BTreeMap<StepName, u64>,
+    revision: Option<String>,
+}
+
+impl Pipeline {
+    /// A pipeline building on `docker`, reporting results as `worker_id`.
+    pub fn new(docker: Docker, worker_id: String, workspace_root: Option<PathBuf>) -> Self {
+        Self {
+            docker,
+            worker_id,
+            workspace_root,
+        }
+    }
+
+    /// The id results are reported under.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Runs every step of `job` within its timeout. Never fails: every
+    /// failure is described in the returned result (`last_seq` is left for
+    /// the publisher to fill in).
+    pub async fn run(&self, job: &Job, reporter: &Reporter) -> JobResult {
+        let progress = Mutex::new(Progress::default());
+        let limit = Duration::from_secs(job.timeout_secs);
+        let outcome = tokio::time::timeout(limit, self.steps(job, reporter, &progress)).await;
+        let progress = progress.into_inner().unwrap_or_else(|p| p.into_inner());
+        let (status, error, image) = match outcome {
+            Ok(Ok(image)) => (JobStatus::Succeeded, None, image),
+            Ok(Err(failure)) => (JobStatus::Failed, Some(failure), None),
+            Err(_elapsed) => (JobStatus::TimedOut, Some(timed_out(job, &progress)), None),
+        };
+        JobResult {
+            status,
+            error: error.map(|f| JobError {
+                step: f.step,
+                message: f.message,
+                exit_code: None,
+                problems: Vec::new(),
+            }),
+            revision: progress.revision,
+            image,
+            durations_ms: progress.durations_ms,
+            worker: self.worker_id.clone(),
+            service_id: Some(job.service_id.clone()),
+            last_seq: 0,
+        }
+    }
+
+    async fn steps(
+        &self,
+        job: &Job,
+        reporter: &Reporter,
+        progress: &Mutex<Progress>,
+    ) -> Result<Option<ImageResult>, StepFailure> {
+        let workspace = self.workspace().map_err(|e| StepFailure {
+            step: StepName::Clone,
+            message: format!("cannot create the job's workspace: {e}"),
+        })?;
+        let checkout_dir = workspace.path().join("src");
+        let checkout = run_step(StepName::Clone, reporter, progress, async {
+            self.clone_repo(job, &checkout_dir, reporter).await
+        })
+        .await?;
+        lock(progress).revision = Some(checkout.commit.clone());
+
+        let image_id = run_step(StepName::Build, reporter, progress, async {
+            self.build(job, &checkout_dir, &checkout, reporter).await
+        })
+        .await?;
+        if !job.image.push {
+            return Ok(None);
+        }
+        let digest = run_step(StepName::Push, reporter, progress, async {
+            self.push(job, &image_id, reporter).await
+        })
+        .await?;
+        Ok(Some(ImageResult {
+            repository: job.image.repository.clone(),
+            digest,
+            tags: job.image.tags.clone(),
+        }))
+        // `workspace` is dropped here or on any early return: the checkout
+        // is removed whatever the outcome.
+    }
+
+    fn workspace(&self) -> std::io::Result<tempfile::TempDir> {
+        let builder = tempfile::Builder::new().prefix("buildbot-job-").to_owned();
+        match &self.workspace_root {
+            Some(root) => builder.tempdir_in(root),
+            None => builder.tempdir(),
+        }
+    }
+
+    async fn clone_repo(
+        &self,
+        job: &Job,
+        dest: &Path,
+        reporter: &Reporter,
+    ) -> Result<Checkout, String> {
+        let repo = job.repo.clone();
+        let dest = dest.to_owned();
+        let progress = reporter.clone();
+        let fetched = tokio::task::spawn_blocking(move || {
+            git::fetch_revision(&repo, &dest, &mut |line| {
+                progress.system_blocking(StepName::Clone, line)
+            })
+        })
+        .await
+        .map_err(|e| format!("clone task failed: {e}"))?;
+        let checkout = fetched.map_err(|e| e.to_string())?;
+        reporter
+            .system(StepName::Clone, format!("revision {}", checkout.commit))
+            .await;
+        Ok(checkout)
+    }
+
+    async fn build(
+        &self,
+        job: &Job,
+        checkout_dir: &Path,
+        checkout: &Checkout,
+        reporter: &Reporter,
+    ) -> Result<String, String> {
+        let spec = ContextSpec {
+            checkout: checkout_dir.to_owned(),
+            context: job.build.context.clone(),
+            dockerfile: job.build.dockerfile.clone(),
+            mtime: u64::try_from(checkout.commit_time).unwrap_or(0),
+        };
+        context::resolve(&spec).map_err(|e| e.to_string())?;
+        let registry = registry_host(&job.image.repository);
+        let credentials = registry_auth::all_credentials(job.registry_auth.as_ref(), &registry)
+            .map_err(|e| e.to_string())?;
+        let build = image_build(job, &checkout.commit, credentials);
+        let stream = context::stream_tar(spec);
+        let image_id = docker::build_image(&self.docker, build, stream, reporter)
+            .await
+            .map_err(|e| e.to_string())?;
+        docker::tag_image(
+            &self.docker,
+            &image_id,
+            &job.image.repository,
+            &job.image.tags,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        reporter
+            .system(StepName::Build, format!("built image {image_id}"))
+            .await;
+        Ok(image_id)
+    }
+
+    async fn push(&self, job: &Job, image_id: &str, reporter: &Reporter) -> Result<String, String> {
+        let registry = registry_host(&job.image.repository);
+        let credentials = registry_auth::credentials_for(job.registry_auth.as_ref(), &registry)
+            .map_err(|e| e.to_string())?;
+        if credentials.is_none() && job.registry_auth.is_some() {
+            let line =
+                format!("registry_auth holds no credentials for {registry}; pushing anonymously");
+            reporter.system(StepName::Push, line).await;
+        }
+        let digest = docker::push_tags(
+            &self.docker,
+            &job.image.repository,
+            &job.image.tags,
+            credentials,
+            reporter,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        reporter
+            .system(StepName::Push, format!("pushed {image_id} as {digest}"))
+            .await;
+        Ok(digest)
+    }
+}
+
+/// The daemon-side description of the job's build, OCI labels included.
+fn image_build(
+    job: &Job,
+    commit: &str,
+    registry_credentials: HashMap<String, bollard::auth::DockerCredentials>,
+) -> ImageBuild {
+    let mut labels: HashMap<String, String> = job.build.labels.clone().into_iter().collect();
+    labels.insert(
+        "org.opencontainers.image.revision".into(),
+        commit.to_owned(),
+    );
+    labels.insert(
+        "org.opencontainers.image.source".into(),
+        job.repo.url.clone(),
+    );
+    labels.insert(
+        "org.opencontainers.image.created".into(),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    let first_tag = job.image.tags.first().map_or("latest", String::as_str);
+    ImageBuild {
+        dockerfile: job.build.dockerfile.clone(),
+        reference: format!("{}:{first_tag}", job.image.repository),
+        build_args: job.build.build_args.clone().into_iter().collect(),
+        labels,
+        target: job.build.target.clone(),
+        no_cache: job.build.no_cache,
+        pull: job.build.pull,
+        cache_from: job.build.cache_from.clone(),
+        registry_credentials,
+    }
+}
+
+/// Runs one step between its `started` and `succeeded`/`failed` events and
+/// records its duration.
+async fn run_step<T, E: Display>(
+    step: StepName,
+    reporter: &Reporter,
+    progress: &Mutex<Progress>,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, StepFailure> {
+    lock(progress).current = Some(step);
+    reporter.step(step, StepState::Started).await;
+    let started = Instant::now();
+    let outcome = work.await;
+    let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    lock(progress).durations_ms.insert(step, elapsed);
+    match outcome {
+        Ok(value) => {
+            reporter.step(step, StepState::Succeeded).await;
+            Ok(value)
+        }
+        Err(e) => {
+            reporter.step(step, StepState::Failed).await;
+            Err(StepFailure {
+                step,
+                message: e.to_string(),
+            })
+        }
+    }
+}
+
+fn timed_out(job: &Job, progress: &Progress) -> StepFailure {
+    StepFailure {
+        step: progress.current.unwrap_or(StepName::Clone),
+        message: format!("the job exceeded its timeout of {} s", job.timeout_secs),
+    }
+}
+
+/// The progress record; a panic elsewhere cannot leave it inconsistent
+/// (every write is a single assignment), so a poisoned lock is used as is.
+fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    progress.lock().unwrap_or_else(|p| p.into_inner())
+}
