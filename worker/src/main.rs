@@ -1,3 +1,98 @@
-//! `buildbot`: the build worker binary.
+//! `buildbot`: the build worker binary. Parses the command line, sets up
+//! logging and hands over to the library.
 
-fn main() {}
+use anyhow::Context;
+use buildbot_worker::config::WorkerConfig;
+use buildbot_worker::pipeline::Pipeline;
+use buildbot_worker::submit::{self, SubmitArgs};
+use buildbot_worker::{consumer, docker};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::process::ExitCode;
+
+/// Stateless build worker for Dockerized apps: takes build jobs from
+/// RabbitMQ, builds and pushes images, streams events to each job's reply
+/// queue.
+#[derive(Debug, Parser)]
+#[command(name = "buildbot", version)]
+struct Cli {
+    /// Format of the worker's own log lines (on stderr).
+    #[arg(long, env = "BUILDBOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Consume build jobs from RabbitMQ until SIGTERM or SIGINT.
+    Worker(WorkerConfig),
+    /// Publish a job file and, with --follow, print its live log and exit
+    /// with a status that reflects the result.
+    Submit(SubmitArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Worker(config) => {
+            run_worker(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Submit(args) => Ok(submit::run(&args).await.unwrap_or_else(|e| {
+            eprintln!("buildbot submit: {e}");
+            e.exit_code()
+        })),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BUILDBOT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run_worker(config: WorkerConfig) -> anyhow::Result<()> {
+    let docker = docker::connect()
+        .await
+        .context("cannot reach the Docker Engine (DOCKER_HOST or /var/run/docker.sock)")?;
+    let worker_id = config.resolved_worker_id();
+    tracing::info!(worker_id = %worker_id, "worker starting");
+    let pipeline = Pipeline::new(docker, worker_id, config.workspace_dir.clone());
+    consumer::run(&config, pipeline, shutdown_signal()).await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the worker");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
