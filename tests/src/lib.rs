@@ -1,6 +1,9 @@
 //! Shared helpers of the end-to-end tests: access to the real services the
-//! test rig (`scripts/rig-up`) started on this machine.
+//! test rig (`scripts/rig-up`) started on this machine, the orchestrator side
+//! of the protocol, and the worker binary under test.
 
+pub mod orchestrator;
 pub mod rig;
+pub mod worker;
 
 pub use rig::{Rig, SshKey, TestRepo};

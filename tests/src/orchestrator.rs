@@ -1,0 +1,107 @@
+//! The orchestrator's side as the tests play it: the protocol crate's
+//! client plus what tests need around it (time limits, waiting for a
+//! worker, reading one attempt's log).
+
+use buildbot_protocol::client::{result_of, Client, Events};
+use buildbot_protocol::{Event, EventBody, JobResult};
+use std::time::Duration;
+
+/// A connection playing the orchestrator.
+pub struct Orchestrator {
+    client: Client,
+}
+
+impl Orchestrator {
+    /// Connects to RabbitMQ at `url`.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: Client::connect(url).await?,
+        })
+    }
+
+    /// Declares the reply queue `reply_to` and starts reading it.
+    pub async fn reply_queue(&self, reply_to: &str) -> anyhow::Result<ReplyQueue> {
+        Ok(ReplyQueue {
+            events: self.client.reply_queue(reply_to).await?,
+        })
+    }
+
+    /// Publishes `body` (any bytes, valid or not) to `queue` as job
+    /// `job_id` whose events go to `reply_to`, and waits for the confirm.
+    pub async fn publish_job(
+        &self,
+        queue: &str,
+        body: &[u8],
+        job_id: &str,
+        reply_to: Option<&str>,
+    ) -> anyhow::Result<()> {
+        Ok(self.client.publish(queue, body, job_id, reply_to).await?)
+    }
+
+    /// Waits until `queue` exists and has at least one consumer.
+    pub async fn wait_for_consumer(&self, queue: &str, limit: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.consumer_count(queue).await.unwrap_or(0) > 0 {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no worker consumes {queue} after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Consumers of `queue`; an error when it does not exist.
+    pub async fn consumer_count(&self, queue: &str) -> anyhow::Result<u32> {
+        Ok(self.client.queue_counts(queue).await?.consumers)
+    }
+
+    /// Messages ready in `queue`; an error when it does not exist.
+    pub async fn message_count(&self, queue: &str) -> anyhow::Result<u32> {
+        Ok(self.client.queue_counts(queue).await?.messages)
+    }
+}
+
+/// A reply queue being read.
+pub struct ReplyQueue {
+    events: Events,
+}
+
+/// Every event of one attempt, ending with its result.
+#[derive(Debug)]
+pub struct Attempt {
+    /// All events in arrival order, the result last.
+    pub events: Vec<Event>,
+}
+
+impl Attempt {
+    /// The result event's body.
+    pub fn result(&self) -> &JobResult {
+        result_of(&self.events).expect("an attempt always ends with its result")
+    }
+
+    /// The concatenated text of every log event.
+    pub fn log_text(&self) -> String {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::Log(log) => Some(log.text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl ReplyQueue {
+    /// Reads (and acks) events until a result arrives or `limit` passes.
+    pub async fn until_result(&mut self, limit: Duration) -> anyhow::Result<Attempt> {
+        match tokio::time::timeout(limit, self.events.until_result()).await {
+            Ok(Ok(Some(events))) => Ok(Attempt { events }),
+            Ok(Ok(None)) => anyhow::bail!("the reply queue consumer ended before a result"),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => anyhow::bail!("no result within {limit:?}"),
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The worker under test: the real `buildbot` binary as a child process.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use tokio::process::{Child, Command};
+
+/// Path of the `buildbot` binary built from this workspace. `scripts/test`
+/// builds it before the tests; `BUILDBOT_BIN` overrides the path.
+pub fn worker_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("BUILDBOT_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let binary = target.join("debug/buildbot");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p buildbot-worker` (scripts/test does)",
+        binary.display()
+    );
+    binary
+}
+
+/// A running `buildbot worker`, killed when dropped.
+pub struct WorkerProcess {
+    child: Child,
+}
+
+impl WorkerProcess {
+    /// Starts `buildbot worker` on `queue` with extra `args`; its log goes
+    /// to the test's stderr, so a failing test shows what the worker did.
+    pub fn start(amqp_url: &str, queue: &str, args: &[&str]) -> anyhow::Result<Self> {
+        let child = Command::new(worker_binary())
+            .arg("worker")
+            .args(["--amqp-url", amqp_url, "--queue", queue])
+            .args(args)
+            .env("BUILDBOT_LOG", "info,buildbot_worker=debug")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Self { child })
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Process id, for sending signals.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}

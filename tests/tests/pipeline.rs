@@ -1,0 +1,352 @@
+//! End-to-end tests of the worker pipeline through the real rig: a job is
+//! published to RabbitMQ, the `buildbot` binary clones over SSH, builds on
+//! the Docker Engine, pushes to a registry, and the events are read back
+//! from the reply queue.
+
+use buildbot_protocol::{
+    Build, EventBody, Image, Job, JobStatus, RegistryAuth, Repo, RepoAuth, Secret, StepName,
+    StepState, DEFAULT_TIMEOUT_SECS, PROTOCOL_VERSION,
+};
+use buildbot_tests::orchestrator::{Attempt, Orchestrator};
+use buildbot_tests::worker::WorkerProcess;
+use buildbot_tests::{Rig, SshKey, TestRepo};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A build of the tiny test apps takes a few seconds; generous for CI.
+const RESULT_WITHIN: Duration = Duration::from_secs(180);
+
+const DOCKERFILE: &str = "FROM buildbot-base:busybox\n\
+RUN echo building the test app\n\
+COPY . /app\n\
+CMD [\"cat\", \"/app/hello.txt\"]\n";
+
+/// A worker on a queue of its own plus an orchestrator connection.
+struct Setup {
+    rig: Rig,
+    queue: String,
+    orchestrator: Orchestrator,
+    _worker: WorkerProcess,
+}
+
+impl Setup {
+    async fn start() -> Self {
+        let rig = Rig::load();
+        let queue = format!("test.jobs.{}", Uuid::new_v4().simple());
+        let worker = WorkerProcess::start(&rig.amqp_url, &queue, &[]).expect("start the worker");
+        let orchestrator = Orchestrator::connect(&rig.amqp_url)
+            .await
+            .expect("connect to RabbitMQ");
+        orchestrator
+            .wait_for_consumer(&queue, Duration::from_secs(30))
+            .await
+            .expect("the worker consumes its queue");
+        Self {
+            rig,
+            queue,
+            orchestrator,
+            _worker: worker,
+        }
+    }
+
+    /// Publishes `job` and returns every event of its first attempt.
+    async fn run(&self, job: &Job) -> Attempt {
+        let job_id = job.job_id.to_string();
+        let reply_to = format!("test.reply.{job_id}");
+        let mut replies = self
+            .orchestrator
+            .reply_queue(&reply_to)
+            .await
+            .expect("declare the reply queue");
+        let body = serde_json::to_vec(job).expect("encode the job");
+        self.orchestrator
+            .publish_job(&self.queue, &body, &job_id, Some(&reply_to))
+            .await
+            .expect("publish the job");
+        replies
+            .until_result(RESULT_WITHIN)
+            .await
+            .expect("the job's result")
+    }
+
+    fn app_repo(&self) -> TestRepo {
+        self.rig.create_repo(
+            "app",
+            &[
+                ("Dockerfile", DOCKERFILE.as_bytes()),
+                ("hello.txt", b"hello from the test app\n"),
+                (".dockerignore", b"secret.txt\n"),
+                ("secret.txt", b"must not reach the image\n"),
+            ],
+        )
+    }
+
+    /// A job for `repo` pushed to `registry` with the authorized ed25519 key.
+    fn job(&self, repo: &TestRepo, registry: &str) -> Job {
+        let job_id = Uuid::new_v4();
+        Job {
+            version: PROTOCOL_VERSION,
+            job_id,
+            service_id: "e2e-app".into(),
+            repo: Repo {
+                url: repo.ssh_url.clone(),
+                revision: repo.commit.clone(),
+                auth: RepoAuth::SshKey {
+                    private_key: Secret::new(self.rig.ssh_key_base64(SshKey::Authorized)),
+                    passphrase: None,
+                },
+                known_hosts: Some(self.rig.known_hosts_line()),
+                submodules: false,
+            },
+            build: Build::default(),
+            image: Image {
+                repository: format!("{registry}/e2e/app-{}", job_id.simple()),
+                tags: vec![repo.commit[..12].to_owned(), "latest".into()],
+                push: true,
+            },
+            registry_auth: None,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            signature: None,
+        }
+    }
+
+    fn auth_registry_basic(&self) -> RegistryAuth {
+        RegistryAuth::Basic {
+            server: None,
+            username: self.rig.auth_registry_user.clone(),
+            password: Secret::new(self.rig.auth_registry_password.clone()),
+        }
+    }
+}
+
+/// Steps in the order their events arrived, as (step, state).
+fn steps(attempt: &Attempt) -> Vec<(StepName, StepState)> {
+    attempt
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Step(s) => Some((s.name, s.state)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every event belongs to attempt 1 of `job`, `seq` runs 1..=n with no
+/// gap, and exactly one result comes last with `last_seq` = n.
+fn assert_well_formed(attempt: &Attempt, job: &Job) {
+    let n = attempt.events.len() as u64;
+    for (i, event) in attempt.events.iter().enumerate() {
+        assert_eq!(
+            event.seq,
+            i as u64 + 1,
+            "seq has a gap: {:#?}",
+            attempt.events
+        );
+        assert_eq!(event.attempt, 1);
+        assert_eq!(event.job_id, job.job_id.to_string());
+    }
+    let results = attempt
+        .events
+        .iter()
+        .filter(|e| matches!(e.body, EventBody::Result(_)))
+        .count();
+    assert_eq!(results, 1, "exactly one result");
+    assert_eq!(attempt.result().last_seq, n);
+}
+
+fn assert_failed(attempt: &Attempt, step: StepName, message_part: &str) {
+    let result = attempt.result();
+    assert_eq!(result.status, JobStatus::Failed, "{result:#?}");
+    let error = result.error.as_ref().expect("a failure has an error");
+    assert_eq!(error.step, step, "{error:#?}");
+    assert!(
+        error.message.contains(message_part),
+        "error message {:?} should contain {message_part:?}",
+        error.message
+    );
+    assert!(steps(attempt).contains(&(step, StepState::Failed)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_is_built_pushed_and_reported_in_order() {
+    let setup = Setup::start().await;
+    let repo = setup.app_repo();
+    let registry = setup.rig.registry.clone();
+    let job = setup.job(&repo, &registry);
+    let attempt = setup.run(&job).await;
+
+    assert_well_formed(&attempt, &job);
+    let result = attempt.result();
+    assert_eq!(result.status, JobStatus::Succeeded, "{result:#?}");
+    assert_eq!(result.revision.as_deref(), Some(repo.commit.as_str()));
+    assert_eq!(result.service_id.as_deref(), Some("e2e-app"));
+    for step in [StepName::Clone, StepName::Build, StepName::Push] {
+        assert!(result.durations_ms.contains_key(&step), "{result:#?}");
+    }
+    use StepName::*;
+    use StepState::*;
+    assert_eq!(
+        steps(&attempt),
+        [
+            (Clone, Started),
+            (Clone, Succeeded),
+            (Build, Started),
+            (Build, Succeeded),
+            (Push, Started),
+            (Push, Succeeded)
+        ]
+    );
+    assert!(attempt.log_text().contains("building the test app"));
+
+    let image = result.image.as_ref().expect("a pushed image");
+    assert_eq!(image.tags, job.image.tags);
+    assert!(image.digest.starts_with("sha256:"));
+    let path = job
+        .image
+        .repository
+        .trim_start_matches(&format!("{registry}/"));
+    for tag in &job.image.tags {
+        let digest = setup.rig.manifest_digest(&registry, path, tag, None);
+        assert_eq!(digest.as_deref(), Some(image.digest.as_str()), "tag {tag}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn branch_name_is_resolved_and_auth_registry_gets_every_tag() {
+    let setup = Setup::start().await;
+    let repo = setup.app_repo();
+    let registry = setup.rig.auth_registry.clone();
+    let mut job = setup.job(&repo, &registry);
+    job.repo.revision = "main".into();
+    job.registry_auth = Some(setup.auth_registry_basic());
+    let attempt = setup.run(&job).await;
+
+    assert_well_formed(&attempt, &job);
+    let result = attempt.result();
+    assert_eq!(result.status, JobStatus::Succeeded, "{result:#?}");
+    assert_eq!(result.revision.as_deref(), Some(repo.commit.as_str()));
+    let image = result.image.as_ref().expect("a pushed image");
+    let path = job
+        .image
+        .repository
+        .trim_start_matches(&format!("{registry}/"));
+    let credentials = Some((
+        setup.rig.auth_registry_user.as_str(),
+        setup.rig.auth_registry_password.as_str(),
+    ));
+    for tag in &job.image.tags {
+        let digest = setup.rig.manifest_digest(&registry, path, tag, credentials);
+        assert_eq!(digest.as_deref(), Some(image.digest.as_str()), "tag {tag}");
+    }
+    let log = attempt.log_text();
+    assert!(
+        !log.contains(&setup.rig.auth_registry_password),
+        "the registry password leaked into the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_dockerfile_reports_the_daemons_error() {
+    let setup = Setup::start().await;
+    let dockerfile = "FROM buildbot-base:busybox\nRUN echo about to fail && exit 3\n";
+    let repo = setup
+        .rig
+        .create_repo("failing", &[("Dockerfile", dockerfile.as_bytes())]);
+    let registry = setup.rig.registry.clone();
+    let job = setup.job(&repo, &registry);
+    let attempt = setup.run(&job).await;
+
+    assert_well_formed(&attempt, &job);
+    assert_failed(&attempt, StepName::Build, "returned a non-zero code: 3");
+    assert!(attempt.log_text().contains("about to fail"));
+    assert!(attempt.result().image.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn precise_failures_and_the_worker_keeps_serving() {
+    let setup = Setup::start().await;
+    let repo = setup.app_repo();
+    let registry = setup.rig.registry.clone();
+
+    let mut wrong_key = setup.job(&repo, &registry);
+    wrong_key.repo.auth = RepoAuth::SshKey {
+        private_key: Secret::new(setup.rig.ssh_key_base64(SshKey::Unauthorized)),
+        passphrase: None,
+    };
+    let attempt = setup.run(&wrong_key).await;
+    assert_well_formed(&attempt, &wrong_key);
+    assert_failed(&attempt, StepName::Clone, "refused the SSH key");
+
+    let mut unknown_revision = setup.job(&repo, &registry);
+    unknown_revision.repo.revision = "0123456789abcdef0123456789abcdef01234567".into();
+    let attempt = setup.run(&unknown_revision).await;
+    assert_failed(
+        &attempt,
+        StepName::Clone,
+        "0123456789abcdef0123456789abcdef01234567",
+    );
+
+    let mut wrong_host_key = setup.job(&repo, &registry);
+    wrong_host_key.repo.known_hosts = Some(setup.rig.wrong_known_hosts_line());
+    let attempt = setup.run(&wrong_host_key).await;
+    assert_failed(&attempt, StepName::Clone, "host key");
+
+    let auth_registry = setup.rig.auth_registry.clone();
+    let mut wrong_password = setup.job(&repo, &auth_registry);
+    wrong_password.registry_auth = Some(RegistryAuth::Basic {
+        server: None,
+        username: setup.rig.auth_registry_user.clone(),
+        password: Secret::new("not-the-password"),
+    });
+    let attempt = setup.run(&wrong_password).await;
+    assert_failed(&attempt, StepName::Push, "unauthorized");
+
+    let good = setup.job(&repo, &registry);
+    let attempt = setup.run(&good).await;
+    assert_eq!(attempt.result().status, JobStatus::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_job_is_rejected_with_every_problem_and_dead_lettered() {
+    let setup = Setup::start().await;
+    let repo = setup.app_repo();
+    let registry = setup.rig.registry.clone();
+    let mut job = setup.job(&repo, &registry);
+    job.repo.revision = String::new();
+    job.image.tags = vec!["ok".into(), "not a tag".into()];
+    job.build.dockerfile = "../../etc/passwd".into();
+    let attempt = setup.run(&job).await;
+
+    let result = attempt.result();
+    assert_eq!(result.status, JobStatus::Rejected, "{result:#?}");
+    let error = result
+        .error
+        .as_ref()
+        .expect("rejections name their problems");
+    assert_eq!(error.step, StepName::Validate);
+    let problems = error.problems.join("\n");
+    for expected in ["repo.revision", "image.tags[1]", "build.dockerfile"] {
+        assert!(
+            problems.contains(expected),
+            "{expected} missing in {problems}"
+        );
+    }
+    assert_eq!(
+        attempt.events.len(),
+        1,
+        "a rejected job has only its result"
+    );
+
+    let dead = format!("{}.dead", setup.queue);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while setup.orchestrator.message_count(&dead).await.unwrap_or(0) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job not dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let good = setup.job(&repo, &registry);
+    assert_eq!(setup.run(&good).await.result().status, JobStatus::Succeeded);
+}
