@@ -31,9 +31,14 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// A worker started with extra command-line `args`.
+    async fn start_with(args: &[&str]) -> Self {
         let rig = Rig::load();
         let queue = format!("test.jobs.{}", Uuid::new_v4().simple());
-        let worker = WorkerProcess::start(&rig.amqp_url, &queue, &[]).expect("start the worker");
+        let worker = WorkerProcess::start(&rig.amqp_url, &queue, args).expect("start the worker");
         let orchestrator = Orchestrator::connect(&rig.amqp_url)
             .await
             .expect("connect to RabbitMQ");
@@ -263,8 +268,44 @@ async fn failing_dockerfile_reports_the_daemons_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn precise_failures_and_the_worker_keeps_serving() {
+async fn build_output_is_streamed_while_the_build_runs() {
     let setup = Setup::start().await;
+    let dockerfile = "FROM buildbot-base:busybox\n\
+        RUN echo early-$((40+2)) && sleep 3 && echo late-$((50+3))\n";
+    let repo = setup
+        .rig
+        .create_repo("streaming", &[("Dockerfile", dockerfile.as_bytes())]);
+    let registry = setup.rig.registry.clone();
+    let mut job = setup.job(&repo, &registry);
+    job.build.no_cache = true;
+    let attempt = setup.run(&job).await;
+
+    assert_eq!(attempt.result().status, JobStatus::Succeeded);
+    let sent_at = |needle: &str| {
+        attempt
+            .events
+            .iter()
+            .find(|e| matches!(&e.body, EventBody::Log(log) if log.text.contains(needle)))
+            .map(|e| (e.seq, e.timestamp))
+            .unwrap_or_else(|| panic!("{needle} not in the log"))
+    };
+    // The command line itself is echoed in the log too: look for what
+    // only its output contains.
+    let (first_seq, first_at) = sent_at("early-42");
+    let (second_seq, second_at) = sent_at("late-53");
+    // Published after the whole build, both lines would share one event.
+    assert!(first_seq < second_seq, "both lines arrived in one event");
+    assert!(
+        second_at - first_at >= chrono::Duration::seconds(2),
+        "early-42 was not published while the build slept: {first_at} vs {second_at}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn precise_failures_and_the_worker_keeps_serving() {
+    let workspaces = tempfile::tempdir().expect("a workspace root");
+    let root = workspaces.path().to_str().expect("a UTF-8 temp path");
+    let setup = Setup::start_with(&["--workspace-dir", root]).await;
     let repo = setup.app_repo();
     let registry = setup.rig.registry.clone();
 
@@ -304,6 +345,11 @@ async fn precise_failures_and_the_worker_keeps_serving() {
     let good = setup.job(&repo, &registry);
     let attempt = setup.run(&good).await;
     assert_eq!(attempt.result().status, JobStatus::Succeeded);
+
+    let left: Vec<_> = std::fs::read_dir(workspaces.path())
+        .expect("read the workspace root")
+        .collect();
+    assert!(left.is_empty(), "workspaces left behind: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
