@@ -163,6 +163,16 @@ fn normalize(path: &str) -> Result<Vec<&str>, PathIssue> {
     Ok(parts)
 }
 
+/// How many directories below `/` an absolute path ends, lexically: `..`
+/// at the root stays there, as the kernel resolves it (`/a/..` is 0).
+fn absolute_depth(path: &str) -> usize {
+    path.split('/').fold(0, |depth, part| match part {
+        "" | "." => depth,
+        ".." => depth.saturating_sub(1),
+        _ => depth + 1,
+    })
+}
+
 #[derive(Default)]
 struct Validator {
     problems: Vec<Problem>,
@@ -441,6 +451,13 @@ impl Validator {
             self.push("build.builder.workdir", "contains a NUL byte");
         } else if !builder.workdir.starts_with('/') {
             self.push("build.builder.workdir", "must be an absolute path");
+        } else if absolute_depth(&builder.workdir) == 0 {
+            // The checkout is unpacked into the workdir: over `/` it would
+            // overwrite the builder's own programs.
+            self.push(
+                "build.builder.workdir",
+                "names the builder's root directory; use a directory below it, e.g. /src",
+            );
         }
         self.string_map("build.builder.env", &builder.env, |key| {
             if ENV_NAME.is_match(key) {
@@ -452,6 +469,11 @@ impl Validator {
         if builder.artifacts.starts_with('/') {
             if builder.artifacts.contains('\0') {
                 self.push("build.builder.artifacts", "contains a NUL byte");
+            } else if absolute_depth(&builder.artifacts) == 0 {
+                self.push(
+                    "build.builder.artifacts",
+                    "names the builder's root directory; name the file or directory the command produces",
+                );
             }
         } else {
             match normalize(&builder.artifacts) {
@@ -893,6 +915,19 @@ mod tests {
                 b.artifacts = "/out/site".into();
                 b.artifacts_dest = "public/site".into();
             })),
+            Vec::<String>::new()
+        );
+        // Below the root after resolving `..`, and the workdir itself as
+        // the artifact: both fine.
+        assert_eq!(
+            problems(with_builder(|b| {
+                b.workdir = "/../work/./src".into();
+                b.artifacts = ".".into();
+            })),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            problems(with_builder(|b| b.artifacts = "/out/../site".into())),
             Vec::<String>::new()
         );
     }
@@ -1342,6 +1377,16 @@ mod tests {
             }),
             "build.builder.env[\"1X\"]: not a valid environment variable name (letters, digits and \"_\", not starting with a digit)",
         );
+        for root in ["/", "//", "/.", "/out/..", "/../.."] {
+            rejects(
+                with_builder(|b| b.workdir = root.into()),
+                "build.builder.workdir: names the builder's root directory; use a directory below it, e.g. /src",
+            );
+            rejects(
+                with_builder(|b| b.artifacts = root.into()),
+                "build.builder.artifacts: names the builder's root directory; name the file or directory the command produces",
+            );
+        }
         rejects(
             with_builder(|b| b.artifacts = String::new()),
             "build.builder.artifacts: empty; name the file or directory the command produces",
