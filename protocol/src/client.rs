@@ -5,15 +5,16 @@
 //! publisher confirms and `mandatory` so a missing job queue is an error,
 //! and read typed events until the result. The worker never uses this.
 
-use crate::amqp::{ARG_EXPIRES, CONTENT_TYPE_JSON};
-use crate::{Event, EventBody, Job, JobResult};
+use crate::amqp::{ARG_EXPIRES, CONTENT_TYPE_JSON, CONTROL_EXCHANGE};
+use crate::{ControlMessage, Event, EventBody, Job, JobResult};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    ExchangeDeclareOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use uuid::Uuid;
 
 /// Milliseconds an unused reply queue lives before the broker deletes it:
 /// long enough to reconnect and resume reading, short enough that callers
@@ -166,6 +167,41 @@ impl Client {
         }
         if confirmation.take_message().is_some() {
             return Err(ClientError::NoSuchQueue(queue.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Asks every worker to cancel job `job_id`: the one running it stops
+    /// and reports `cancelled`; one that receives it later does not run it.
+    pub async fn cancel(&self, job_id: Uuid) -> Result<(), ClientError> {
+        let exchange = ShortString::from(CONTROL_EXCHANGE);
+        let options = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        self.channel
+            .exchange_declare(
+                exchange.clone(),
+                ExchangeKind::Fanout,
+                options,
+                FieldTable::default(),
+            )
+            .await?;
+        let body = serde_json::to_vec(&ControlMessage::Cancel { job_id })?;
+        let properties = BasicProperties::default().with_content_type(CONTENT_TYPE_JSON.into());
+        let confirmation = self
+            .channel
+            .basic_publish(
+                exchange,
+                ShortString::from(""),
+                BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await?
+            .await?;
+        if !confirmation.is_ack() {
+            return Err(ClientError::Refused);
         }
         Ok(())
     }

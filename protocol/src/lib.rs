@@ -14,6 +14,7 @@
 pub mod amqp;
 #[cfg(feature = "client")]
 pub mod client;
+mod control;
 mod decode;
 mod event;
 mod job;
@@ -24,6 +25,7 @@ mod secret;
 mod test_support;
 mod validate;
 
+pub use control::ControlMessage;
 pub use decode::{decode_job, decode_job_with_limit, DecodeError, MAX_JOB_BYTES};
 pub use event::{
     Event, EventBody, ImageResult, JobError, JobResult, JobStatus, LogEvent, LogStream, StepEvent,
