@@ -53,6 +53,11 @@ pub struct WorkerConfig {
     /// Complete log lines wait at most this many milliseconds.
     #[arg(long, env = "BUILDBOT_LOG_BATCH_MS", default_value_t = 50)]
     pub log_batch_ms: u64,
+
+    /// On SIGTERM/SIGINT, seconds the running jobs get to finish before
+    /// they are stopped and requeued for another worker.
+    #[arg(long, env = "BUILDBOT_DRAIN_TIMEOUT_SECS", default_value_t = 300)]
+    pub drain_timeout_secs: u64,
 }
 
 impl WorkerConfig {
@@ -77,6 +82,11 @@ impl WorkerConfig {
     /// Queue holding dead-lettered jobs.
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.dead", self.queue)
+    }
+
+    /// How long running jobs may take to finish at shutdown.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
     }
 
     /// Log batching as configured.

@@ -4,14 +4,18 @@
 //! result and dead-lettered. It never talks to Docker.
 
 use crate::config::WorkerConfig;
+use crate::control::{RunningJobs, Stop};
 use crate::events::{self, AttemptId, LogBatching};
 use crate::pipeline::Pipeline;
 use crate::redact::Redactor;
 use crate::reply::ReplySink;
 use buildbot_protocol::amqp::{
-    ARG_DEAD_LETTER_EXCHANGE, ARG_DELIVERY_LIMIT, ARG_QUEUE_TYPE, HEADER_DELIVERY_COUNT,
+    ARG_DEAD_LETTER_EXCHANGE, ARG_DELIVERY_LIMIT, ARG_QUEUE_TYPE, CONTROL_EXCHANGE,
+    HEADER_DELIVERY_COUNT,
 };
-use buildbot_protocol::{decode_job_with_limit, Job, JobError, JobResult, JobStatus, StepName};
+use buildbot_protocol::{
+    decode_job_with_limit, ControlMessage, Job, JobError, JobResult, JobStatus, StepName,
+};
 use deadpool_lapin::{Pool, Runtime};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -21,9 +25,10 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
-use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// Why the consumer stopped.
@@ -57,14 +62,70 @@ struct JobContext {
     pipeline: Pipeline,
     max_job_bytes: usize,
     batching: LogBatching,
+    jobs: RunningJobs,
 }
 
-/// Consumes jobs until `shutdown` completes, then stops taking new jobs and
-/// waits for the running ones to finish.
+/// Consumes jobs until `shutdown` is cancelled, reconnecting with backoff
+/// when the broker connection is lost. Returns only at shutdown, or with
+/// an error that a retry cannot fix.
+pub async fn run_until_shutdown(
+    config: &WorkerConfig,
+    pipeline: Pipeline,
+    shutdown: CancellationToken,
+) -> Result<(), ConsumerError> {
+    let mut backoff = Backoff::default();
+    loop {
+        let started = Instant::now();
+        match run(config, pipeline.clone(), shutdown.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e @ ConsumerError::NameTooLong(_)) => return Err(e),
+            Err(e) => {
+                if started.elapsed() > HEALTHY_RUN {
+                    backoff = Backoff::default();
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?delay, "RabbitMQ unavailable; reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// A connection that lasted this long was healthy: the next loss starts
+/// the backoff from its beginning.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+
+/// Exponential reconnect delay: 0.5 s doubling up to 30 s.
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            next: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(30));
+        delay
+    }
+}
+
+/// Consumes jobs on one connection until `shutdown` is cancelled (then
+/// stops taking jobs and drains the running ones) or the connection is
+/// lost (then the running jobs are stopped unacked, for redelivery).
 pub async fn run(
     config: &WorkerConfig,
     pipeline: Pipeline,
-    shutdown: impl Future<Output = ()>,
+    shutdown: CancellationToken,
 ) -> Result<(), ConsumerError> {
     // The dead-letter queue's name is the longest one derived from it.
     if config.dead_letter_queue().len() > 255 {
@@ -80,6 +141,7 @@ pub async fn run(
         .await
         .map_err(broker("a channel"))?;
     declare_topology(&channel, config).await?;
+    let mut cancels = consume_control(&channel).await?;
     channel
         .basic_qos(config.concurrency, BasicQosOptions::default())
         .await
@@ -89,7 +151,7 @@ pub async fn run(
     let mut deliveries = channel
         .basic_consume(
             ShortString::from(config.queue.as_str()),
-            consumer_tag.clone(),
+            consumer_tag,
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
@@ -102,36 +164,128 @@ pub async fn run(
         pipeline,
         max_job_bytes: config.max_job_bytes,
         batching: config.log_batching(),
+        jobs: RunningJobs::default(),
     });
     let mut running = JoinSet::new();
-    let mut outcome = Ok(());
-    tokio::pin!(shutdown);
-    loop {
+    let outcome = loop {
         tokio::select! {
             delivery = deliveries.next() => match delivery {
                 Some(Ok(delivery)) => {
                     running.spawn(handle_delivery(delivery, Arc::clone(&context)));
                 }
-                Some(Err(e)) => {
-                    outcome = Err(ConsumerError::Lost(e.to_string()));
-                    break;
-                }
-                None => {
-                    outcome = Err(ConsumerError::Lost("the broker cancelled the consumer".into()));
-                    break;
-                }
+                Some(Err(e)) => break Err(ConsumerError::Lost(e.to_string())),
+                None => break Err(ConsumerError::Lost("the broker cancelled the consumer".into())),
+            },
+            control = cancels.next() => match control {
+                Some(Ok(message)) => on_control(&message.data, &context.jobs),
+                Some(Err(e)) => break Err(ConsumerError::Lost(e.to_string())),
+                None => break Err(ConsumerError::Lost("the broker cancelled the control consumer".into())),
             },
             Some(_) = running.join_next(), if !running.is_empty() => {}
-            () = &mut shutdown => {
-                tracing::info!("shutting down: no new jobs, finishing running ones");
-                let cancel = BasicCancelOptions::default();
-                let _ = channel.basic_cancel(deliveries.tag(), cancel).await;
-                break;
-            }
+            () = shutdown.cancelled() => break Ok(()),
+        }
+    };
+    match &outcome {
+        Ok(()) => {
+            let cancel = BasicCancelOptions::default();
+            let _ = channel.basic_cancel(deliveries.tag(), cancel).await;
+            drain(&mut running, &context.jobs, config.drain_timeout()).await;
+        }
+        Err(e) => {
+            // Their deliveries can no longer be acked: the broker redelivers
+            // them, so finishing here would only report a job twice.
+            tracing::warn!(error = %e, jobs = context.jobs.len(), "connection lost; stopping running jobs");
+            context.jobs.stop_all(Stop::Requeue);
+            while running.join_next().await.is_some() {}
         }
     }
-    while running.join_next().await.is_some() {}
     outcome
+}
+
+/// Lets the running jobs finish within `limit`, then stops the rest and
+/// requeues them.
+async fn drain(running: &mut JoinSet<()>, jobs: &RunningJobs, limit: Duration) {
+    if running.is_empty() {
+        return;
+    }
+    tracing::info!(
+        jobs = jobs.len(),
+        ?limit,
+        "shutting down: finishing running jobs"
+    );
+    let finished = tokio::time::timeout(limit, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(
+            jobs = jobs.len(),
+            "drain timeout: stopping and requeueing running jobs"
+        );
+        jobs.stop_all(Stop::Requeue);
+        while running.join_next().await.is_some() {}
+    }
+}
+
+/// A private, exclusive queue bound to the control exchange: every worker
+/// receives every cancel.
+async fn consume_control(channel: &Channel) -> Result<lapin::Consumer, ConsumerError> {
+    let exchange = ShortString::from(CONTROL_EXCHANGE);
+    channel
+        .exchange_declare(
+            exchange.clone(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(broker("the control exchange"))?;
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let queue = channel
+        .queue_declare(ShortString::from(""), options, FieldTable::default())
+        .await
+        .map_err(broker("the control queue"))?;
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange,
+            ShortString::from(""),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(broker("the control binding"))?;
+    // Control messages are advisory and have no one to retry them: no acks.
+    let options = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    channel
+        .basic_consume(
+            queue.name().clone(),
+            ShortString::from(""),
+            options,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(broker("the control consumer"))
+}
+
+fn on_control(data: &[u8], jobs: &RunningJobs) {
+    match serde_json::from_slice::<ControlMessage>(data) {
+        Ok(ControlMessage::Cancel { job_id }) => {
+            let running = jobs.cancel(&job_id.to_string());
+            tracing::info!(%job_id, running_here = running, "cancel received");
+        }
+        Err(e) => tracing::warn!(error = %e, "ignoring an unreadable control message"),
+    }
 }
 
 fn connection_pool(config: &WorkerConfig) -> Result<Pool, ConsumerError> {
@@ -298,6 +452,7 @@ async fn run_job(delivery: Delivery, envelope: Envelope, job: Job, context: &Job
         return;
     };
     let job_id = job.job_id.to_string();
+    let handle = context.jobs.register(&job_id);
     let sink = match open_sink(context, reply_to, job_id.clone()).await {
         Ok(sink) => sink,
         Err(e) => {
@@ -307,13 +462,25 @@ async fn run_job(delivery: Delivery, envelope: Envelope, job: Job, context: &Job
         }
     };
     let attempt = AttemptId {
-        job_id,
+        job_id: job_id.clone(),
         attempt: envelope.attempt,
     };
     tracing::info!(repo = %job.repo.url, revision = %job.repo.revision, "job started");
     let (reporter, finisher) =
         events::start(sink, attempt, Redactor::for_job(&job), context.batching);
-    let result = context.pipeline.run(&job, &reporter).await;
+    // A cancel that arrived before the job did stops it before it starts.
+    if context.jobs.is_cancelled(&job_id) {
+        context.jobs.cancel(&job_id);
+    }
+    let result = tokio::select! {
+        result = context.pipeline.run(&job, &reporter, handle.cancelled()) => result,
+        Stop::Requeue = handle.stopped() => {
+            reporter.system(StepName::Validate, "the worker is stopping; the job goes back to the queue").await;
+            drop(finisher);
+            requeue(&delivery).await;
+            return;
+        }
+    };
     let status = result.status;
     match finisher.finish(result).await {
         Ok(last_seq) => {

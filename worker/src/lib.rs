@@ -8,6 +8,7 @@
 pub mod config;
 pub mod consumer;
 pub mod context;
+pub mod control;
 pub mod docker;
 pub mod dockerignore;
 pub mod events;

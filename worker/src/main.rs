@@ -8,6 +8,7 @@ use buildbot_worker::submit::{self, SubmitArgs};
 use buildbot_worker::{consumer, docker};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
 
 /// Stateless build worker for Dockerized apps: takes build jobs from
 /// RabbitMQ, builds and pushes images, streams events to each job's reply
@@ -75,13 +76,22 @@ async fn run_worker(config: WorkerConfig) -> anyhow::Result<()> {
     let worker_id = config.resolved_worker_id();
     tracing::info!(worker_id = %worker_id, "worker starting");
     let pipeline = Pipeline::new(docker, worker_id, config.workspace_dir.clone());
-    consumer::run(&config, pipeline, shutdown_signal()).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    consumer::run_until_shutdown(&config, pipeline, shutdown).await?;
     tracing::info!("worker stopped");
     Ok(())
 }
 
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    wait_for_signal().await;
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}
+
 /// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -60,18 +60,29 @@ impl Pipeline {
         &self.worker_id
     }
 
-    /// Runs every step of `job` within its timeout. Never fails: every
-    /// failure is described in the returned result (`last_seq` is left for
-    /// the publisher to fill in).
-    pub async fn run(&self, job: &Job, reporter: &Reporter) -> JobResult {
+    /// Runs every step of `job` within its timeout, or until `cancelled`
+    /// completes. Never fails: every failure is described in the returned
+    /// result (`last_seq` is left for the publisher to fill in). Stopping
+    /// drops the steps' futures, which stops their work on the daemon.
+    pub async fn run(
+        &self,
+        job: &Job,
+        reporter: &Reporter,
+        cancelled: impl Future<Output = ()>,
+    ) -> JobResult {
         let progress = Mutex::new(Progress::default());
         let limit = Duration::from_secs(job.timeout_secs);
-        let outcome = tokio::time::timeout(limit, self.steps(job, reporter, &progress)).await;
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(limit, self.steps(job, reporter, &progress)) => {
+                outcome.map_err(|_elapsed| JobStatus::TimedOut)
+            }
+            () = cancelled => Err(JobStatus::Cancelled),
+        };
         let progress = progress.into_inner().unwrap_or_else(|p| p.into_inner());
         let (status, error, image) = match outcome {
             Ok(Ok(image)) => (JobStatus::Succeeded, None, image),
             Ok(Err(failure)) => (JobStatus::Failed, Some(failure), None),
-            Err(_elapsed) => (JobStatus::TimedOut, Some(timed_out(job, &progress)), None),
+            Err(stopped) => (stopped, Some(interrupted(job, stopped, &progress)), None),
         };
         JobResult {
             status,
@@ -281,10 +292,16 @@ async fn run_step<T, E: Display>(
     }
 }
 
-fn timed_out(job: &Job, progress: &Progress) -> StepFailure {
+/// The error of a job stopped from outside its steps, naming the step it
+/// was in.
+fn interrupted(job: &Job, stopped: JobStatus, progress: &Progress) -> StepFailure {
+    let message = match stopped {
+        JobStatus::TimedOut => format!("the job exceeded its timeout of {} s", job.timeout_secs),
+        _ => "the job was cancelled".to_owned(),
+    };
     StepFailure {
         step: progress.current.unwrap_or(StepName::Clone),
-        message: format!("the job exceeded its timeout of {} s", job.timeout_secs),
+        message,
     }
 }
 
