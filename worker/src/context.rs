@@ -5,7 +5,9 @@
 //! `build.dockerfile` name a directory and a regular file inside the checkout
 //! ([`resolve`]), and packing the context as the uncompressed tar
 //! `docker build` would send ([`write_tar`], or [`stream_tar`] for a request
-//! body). The tar is reproducible: entries are sorted by name and every
+//! body). The same walker packs the whole checkout, nothing ignored, as the
+//! source uploaded into a builder container ([`write_source_tar`],
+//! [`stream_source_tar`]). The tar is reproducible: entries are sorted by name and every
 //! header carries the same owner (root) and modification time (the commit's),
 //! so two fresh clones of one commit produce identical bytes and the daemon's
 //! layer cache hits.
@@ -123,16 +125,28 @@ pub fn resolve(spec: &ContextSpec) -> Result<PathBuf, ContextError> {
 pub fn write_tar<W: Write>(spec: &ContextSpec, out: W) -> Result<ContextStats, ContextError> {
     let resolved = resolve_paths(spec)?;
     let ignore = read_ignore(&resolved)?;
-    let mut walker = Walker {
-        tar: tar::Builder::new(out),
-        ignore,
-        dockerfile_rel: &resolved.dockerfile_rel,
-        dockerfile_real: &resolved.dockerfile_real,
-        mtime: spec.mtime,
-        pending: Vec::new(),
-        stats: ContextStats::default(),
-    };
+    let dockerfile = Some(DockerfileEntry {
+        rel: &resolved.dockerfile_rel,
+        real: &resolved.dockerfile_real,
+    });
+    let mut walker = Walker::new(out, ignore, dockerfile, spec.mtime);
     walker.walk_dir(&resolved.context_dir, &RelPath::root())?;
+    walker.finish()
+}
+
+/// Writes the whole checkout as an uncompressed tar to `out`, the way
+/// [`write_tar`] packs a context but with nothing ignored: a builder
+/// container gets the source exactly as checked out (`.git` included, for
+/// tools that read the history). Symlinks are stored as links, never
+/// followed, so nothing outside the checkout is read.
+pub fn write_source_tar<W: Write>(
+    checkout: &Path,
+    mtime: u64,
+    out: W,
+) -> Result<ContextStats, ContextError> {
+    let checkout = fs::canonicalize(checkout).map_err(io_error("checkout"))?;
+    let mut walker = Walker::new(out, DockerIgnore::default(), None, mtime);
+    walker.walk_dir(&checkout, &RelPath::root())?;
     walker.finish()
 }
 
@@ -142,11 +156,28 @@ pub fn write_tar<W: Write>(spec: &ContextSpec, out: W) -> Result<ContextStats, C
 /// [`ContextError`] (as its message and inner error). Dropping the stream
 /// stops the thread at its next write.
 pub fn stream_tar(spec: ContextSpec) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    stream_from(move |out| write_tar(&spec, out))
+}
+
+/// [`write_source_tar`], streamed as [`stream_tar`] is (for bollard's
+/// upload body).
+pub fn stream_source_tar(
+    checkout: PathBuf,
+    mtime: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    stream_from(move |out| write_source_tar(&checkout, mtime, out))
+}
+
+/// Runs `write` on a blocking thread, streaming what it writes.
+fn stream_from<F>(write: F) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static
+where
+    F: FnOnce(&mut ChunkWriter) -> Result<ContextStats, ContextError> + Send + 'static,
+{
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let on_spawn_error = tx.clone();
     let spawned = std::thread::Builder::new()
         .name("build-context".to_owned())
-        .spawn(move || produce(&spec, tx));
+        .spawn(move || produce(write, tx));
     if let Err(e) = spawned {
         // Nothing has been sent yet, so the channel has room for this.
         let _ = on_spawn_error.try_send(Err(e));
@@ -156,13 +187,16 @@ pub fn stream_tar(spec: ContextSpec) -> impl Stream<Item = io::Result<Bytes>> + 
     })
 }
 
-/// The body of [`stream_tar`]'s thread.
-fn produce(spec: &ContextSpec, tx: mpsc::Sender<io::Result<Bytes>>) {
+/// The body of [`stream_from`]'s thread.
+fn produce<F>(write: F, tx: mpsc::Sender<io::Result<Bytes>>)
+where
+    F: FnOnce(&mut ChunkWriter) -> Result<ContextStats, ContextError>,
+{
     let mut writer = ChunkWriter {
         tx: tx.clone(),
         buf: BytesMut::with_capacity(CHUNK_SIZE),
     };
-    if let Err(e) = write_tar(spec, &mut writer) {
+    if let Err(e) = write(&mut writer) {
         // Sending fails only when the stream is gone: nobody to tell.
         let _ = tx.blocking_send(Err(io::Error::other(e)));
     }
@@ -318,12 +352,21 @@ struct PendingDir {
     written: bool,
 }
 
+/// The Dockerfile of a context: always sent, and as the file it points to.
+#[derive(Clone, Copy)]
+struct DockerfileEntry<'a> {
+    /// Clean path relative to the context, as it appears in the tar.
+    rel: &'a str,
+    /// The file with every symlink resolved.
+    real: &'a Path,
+}
+
 /// Walks the context depth-first in name order, writing tar entries.
 struct Walker<'a, W: Write> {
     tar: tar::Builder<W>,
     ignore: DockerIgnore,
-    dockerfile_rel: &'a str,
-    dockerfile_real: &'a Path,
+    /// None when packing a whole checkout rather than a build context.
+    dockerfile: Option<DockerfileEntry<'a>>,
     mtime: u64,
     /// The directories being walked, outermost first. An excluded one is
     /// written only just before the first entry re-included under it (as
@@ -332,7 +375,23 @@ struct Walker<'a, W: Write> {
     stats: ContextStats,
 }
 
-impl<W: Write> Walker<'_, W> {
+impl<'a, W: Write> Walker<'a, W> {
+    fn new(
+        out: W,
+        ignore: DockerIgnore,
+        dockerfile: Option<DockerfileEntry<'a>>,
+        mtime: u64,
+    ) -> Self {
+        Walker {
+            tar: tar::Builder::new(out),
+            ignore,
+            dockerfile,
+            mtime,
+            pending: Vec::new(),
+            stats: ContextStats::default(),
+        }
+    }
+
     fn walk_dir(&mut self, dir: &Path, rel: &RelPath) -> Result<(), ContextError> {
         let mut entries = fs::read_dir(dir)
             .and_then(|entries| entries.collect::<io::Result<Vec<_>>>())
@@ -350,7 +409,8 @@ impl<W: Write> Walker<'_, W> {
     }
 
     fn visit(&mut self, path: &Path, rel: &RelPath, meta: &Metadata) -> Result<(), ContextError> {
-        let is_dockerfile = rel.text == self.dockerfile_rel;
+        let dockerfile = self.dockerfile.filter(|d| d.rel == rel.text);
+        let is_dockerfile = dockerfile.is_some();
         let always = is_dockerfile || rel.text == IGNORE_FILE;
         let excluded = !always && self.ignore.is_excluded(&rel.text);
         let kind = meta.file_type();
@@ -364,9 +424,9 @@ impl<W: Write> Walker<'_, W> {
             self.flush_pending(rel)?;
             let file = open_unchanged(path, meta).map_err(io_error(&rel.text))?;
             self.append_file(rel, file, meta)
-        } else if kind.is_symlink() && is_dockerfile {
+        } else if let (true, Some(dockerfile)) = (kind.is_symlink(), dockerfile) {
             self.flush_pending(rel)?;
-            self.append_dockerfile(rel)
+            self.append_dockerfile(rel, dockerfile.real)
         } else if kind.is_symlink() {
             self.flush_pending(rel)?;
             self.append_symlink(path, rel, meta)
@@ -405,10 +465,11 @@ impl<W: Write> Walker<'_, W> {
     /// match under it, or the Dockerfile is under it.
     fn may_reinclude_under(&self, dir: &str) -> bool {
         self.ignore.may_reinclude_under(dir)
-            || self
-                .dockerfile_rel
-                .strip_prefix(dir)
-                .is_some_and(|rest| rest.starts_with('/'))
+            || self.dockerfile.is_some_and(|d| {
+                d.rel
+                    .strip_prefix(dir)
+                    .is_some_and(|rest| rest.starts_with('/'))
+            })
     }
 
     /// Writes the directories being walked that are not written yet.
@@ -445,10 +506,10 @@ impl<W: Write> Walker<'_, W> {
         Ok(())
     }
 
-    fn append_dockerfile(&mut self, rel: &RelPath) -> Result<(), ContextError> {
+    fn append_dockerfile(&mut self, rel: &RelPath, real: &Path) -> Result<(), ContextError> {
         // Canonical, so following links here changes nothing.
-        let meta = fs::metadata(self.dockerfile_real).map_err(io_error(&rel.text))?;
-        let file = open_unchanged(self.dockerfile_real, &meta).map_err(io_error(&rel.text))?;
+        let meta = fs::metadata(real).map_err(io_error(&rel.text))?;
+        let file = open_unchanged(real, &meta).map_err(io_error(&rel.text))?;
         self.append_file(rel, file, &meta)
     }
 
@@ -924,6 +985,57 @@ mod tests {
             .map(|e| e.unwrap().path_bytes().into_owned())
             .collect();
         assert_eq!(names, [b"Dockerfile".to_vec(), b"caf\xe9.txt".to_vec()]);
+    }
+
+    #[test]
+    fn source_tar_holds_the_whole_checkout_with_links_as_links() {
+        let tmp = fixture();
+        write(tmp.path(), ".git/HEAD", "ref: refs/heads/main\n", 0o644);
+        let mut tar = Vec::new();
+        let stats = write_source_tar(tmp.path(), MTIME, &mut tar).unwrap();
+        let paths: Vec<String> = entries(&tar).into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            paths,
+            [
+                ".git/",
+                ".git/HEAD",
+                // .dockerignore rules are for build contexts, not the
+                // builder's source: everything is sent.
+                "app/",
+                "app/.dockerignore",
+                "app/docker/",
+                "app/docker/Dockerfile",
+                "app/docker/notes.txt",
+                "app/docs/",
+                "app/docs/drop.md",
+                "app/docs/keep.md",
+                "app/docs/sub/",
+                "app/docs/sub/deep.md",
+                "app/empty/",
+                "app/link-inside",
+                "app/passwd",
+                "app/src/",
+                "app/src/debug.log",
+                "app/src/main.rs",
+                "app/src/run.sh",
+                "secret.txt",
+            ]
+        );
+        let passwd = entries(&tar).into_iter().find(|e| e.path == "app/passwd");
+        assert_eq!(passwd, Some(link("app/passwd", "/etc/passwd")));
+        assert_eq!(stats.files, 13);
+    }
+
+    #[tokio::test]
+    async fn source_stream_yields_the_same_bytes() {
+        let tmp = fixture();
+        let mut expected = Vec::new();
+        write_source_tar(tmp.path(), MTIME, &mut expected).unwrap();
+        let streamed: Vec<Bytes> = stream_source_tar(tmp.path().to_owned(), MTIME)
+            .map(|chunk| chunk.unwrap())
+            .collect()
+            .await;
+        assert_eq!(streamed.concat(), expected);
     }
 
     async fn collect(spec: ContextSpec) -> (Vec<Bytes>, Option<io::Error>) {
