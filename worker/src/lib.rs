@@ -5,6 +5,7 @@
 //! events -> sink -> ack. A step never talks to AMQP; the consumer never talks
 //! to Docker.
 
+pub mod artifact;
 pub mod config;
 pub mod consumer;
 pub mod context;
