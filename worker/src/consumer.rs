@@ -437,13 +437,6 @@ fn decode(data: &[u8], envelope: &Envelope, max_bytes: usize) -> Result<Job, Vec
             "reply_to: missing; set the message's reply_to to the caller's reply queue".into(),
         ]);
     }
-    if job.build.builder.is_some() {
-        // Valid protocol, but this worker cannot run it yet: saying so
-        // beats building the wrong image.
-        return Err(vec![
-            "build.builder: builder containers are not supported by this worker version".into(),
-        ]);
-    }
     Ok(job)
 }
 

@@ -26,8 +26,10 @@ use tokio::sync::mpsc;
 
 /// The job field naming the context directory, used in messages.
 const CONTEXT_FIELD: &str = "build.context";
-/// The job field naming the Dockerfile, used in messages.
-const DOCKERFILE_FIELD: &str = "build.dockerfile";
+/// The job field naming the runtime Dockerfile, used in messages.
+pub const DOCKERFILE_FIELD: &str = "build.dockerfile";
+/// The job field naming a builder image's Dockerfile, used in messages.
+pub const BUILDER_DOCKERFILE_FIELD: &str = "build.builder.dockerfile";
 /// The ignore file, at the context root.
 const IGNORE_FILE: &str = ".dockerignore";
 /// Bytes per chunk of [`stream_tar`]: large enough to keep per-chunk
@@ -46,6 +48,10 @@ pub struct ContextSpec {
     pub context: String,
     /// The job's `build.dockerfile`, relative to the context.
     pub dockerfile: String,
+    /// The job field `dockerfile` comes from, named in messages:
+    /// [`DOCKERFILE_FIELD`], or [`BUILDER_DOCKERFILE_FIELD`] when building
+    /// a builder image (with the checkout as its context).
+    pub dockerfile_field: &'static str,
     /// Modification time written into every tar header (the commit time):
     /// the same in every fresh clone, so the daemon's layer cache hits.
     pub mtime: u64,
@@ -88,12 +94,14 @@ pub enum ContextError {
     },
 }
 
-/// Where a field's path is looked up, for messages.
+/// Where a field's path is looked up, for messages: only the runtime
+/// Dockerfile is relative to a context; a builder's Dockerfile is relative
+/// to the checkout, which is its context.
 fn scope_of(field: &str) -> &'static str {
-    if field == CONTEXT_FIELD {
-        "checkout"
-    } else {
+    if field == DOCKERFILE_FIELD {
         "context"
+    } else {
+        "checkout"
     }
 }
 
@@ -237,19 +245,19 @@ fn resolve_paths(spec: &ContextSpec) -> Result<Resolved, ContextError> {
         || dockerfile_rel.starts_with('/')
     {
         return Err(ContextError::NotFound {
-            field: DOCKERFILE_FIELD,
+            field: spec.dockerfile_field,
             path: spec.dockerfile.clone(),
         });
     }
     let dockerfile_real = resolve_inside(
         &checkout,
         &context_dir.join(&dockerfile_rel),
-        DOCKERFILE_FIELD,
+        spec.dockerfile_field,
         &spec.dockerfile,
     )?;
     if !dockerfile_real.is_file() {
         return Err(ContextError::NotAFile {
-            field: DOCKERFILE_FIELD,
+            field: spec.dockerfile_field,
             path: spec.dockerfile.clone(),
         });
     }
@@ -668,6 +676,7 @@ mod tests {
             checkout: checkout.to_owned(),
             context: context.to_owned(),
             dockerfile: dockerfile.to_owned(),
+            dockerfile_field: DOCKERFILE_FIELD,
             mtime: MTIME,
         }
     }
@@ -940,6 +949,29 @@ mod tests {
         assert!(matches!(err, ContextError::NotFound { .. }), "{err:?}");
         let err = resolve(&spec(tmp.path(), "app", "/etc/passwd")).unwrap_err();
         assert!(matches!(err, ContextError::NotFound { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn builder_dockerfile_is_named_as_its_field_relative_to_the_checkout() {
+        let tmp = fixture();
+        let builder = ContextSpec {
+            dockerfile_field: BUILDER_DOCKERFILE_FIELD,
+            ..spec(tmp.path(), ".", "Dockerfile.build")
+        };
+        let err = resolve(&builder).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "build.builder.dockerfile: Dockerfile.build not found in the checkout"
+        );
+        let err = resolve(&ContextSpec {
+            dockerfile: "app".into(),
+            ..builder
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "build.builder.dockerfile: app is not a regular file"
+        );
     }
 
     #[test]

@@ -72,11 +72,13 @@ pub struct ImageBuild {
 }
 
 /// Builds an image from a streamed context tar; returns the image id.
-/// The daemon's output is reported as it arrives.
+/// The daemon's output is reported as it arrives, as output of `step`
+/// (the runtime image's build, or a builder image's).
 pub async fn build_image(
     docker: &Docker,
     build: ImageBuild,
     context: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    step: StepName,
     reporter: &Reporter,
 ) -> Result<String, DockerError> {
     let options = BuildImageOptions {
@@ -99,10 +101,10 @@ pub async fn build_image(
     while let Some(item) = output.next().await {
         let info = item.map_err(build_error)?;
         if let Some(text) = info.stream {
-            reporter.log(StepName::Build, LogStream::Stdout, text).await;
+            reporter.log(step, LogStream::Stdout, text).await;
         }
         if let Some(status) = info.status {
-            reporter.system(StepName::Build, status).await;
+            reporter.system(step, status).await;
         }
         if let Some(id) = info.aux.and_then(|aux| aux.id) {
             image_id = Some(id);

@@ -6,6 +6,7 @@
 //! to Docker.
 
 pub mod artifact;
+pub mod builder;
 pub mod config;
 pub mod consumer;
 pub mod context;

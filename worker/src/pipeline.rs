@@ -1,10 +1,12 @@
-//! The pipeline: runs one validated job's steps (clone, build, push) in a
-//! private workspace and describes the outcome as a [`JobResult`].
+//! The pipeline: runs one validated job's steps (clone, builder when the
+//! job sets `build.builder`, build, push) in a private workspace and
+//! describes the outcome as a [`JobResult`].
 //!
 //! It knows nothing of AMQP: it reports through a [`Reporter`] and returns
 //! the result; the caller publishes it and acks.
 
-use crate::context::{self, ContextSpec};
+use crate::builder::{self, BuilderError, BuilderRun};
+use crate::context::{self, ContextSpec, DOCKERFILE_FIELD};
 use crate::docker::{self, ImageBuild};
 use crate::events::Reporter;
 use crate::git::{self, Checkout};
@@ -34,6 +36,24 @@ pub struct Pipeline {
 struct StepFailure {
     step: StepName,
     message: String,
+    /// Exit code of the step's command, where it ran one.
+    exit_code: Option<i64>,
+}
+
+/// A step's error: its message, and what else the result reports.
+trait StepError: Display {
+    /// Exit code of the command that failed, where there was one.
+    fn exit_code(&self) -> Option<i64> {
+        None
+    }
+}
+
+impl StepError for String {}
+
+impl StepError for BuilderError {
+    fn exit_code(&self) -> Option<i64> {
+        BuilderError::exit_code(self)
+    }
 }
 
 /// What the steps found out, kept outside the step future so a timeout
@@ -89,7 +109,7 @@ impl Pipeline {
             error: error.map(|f| JobError {
                 step: f.step,
                 message: f.message,
-                exit_code: None,
+                exit_code: f.exit_code,
                 problems: Vec::new(),
             }),
             revision: progress.revision,
@@ -110,6 +130,7 @@ impl Pipeline {
         let workspace = self.workspace().map_err(|e| StepFailure {
             step: StepName::Clone,
             message: format!("cannot create the job's workspace: {e}"),
+            exit_code: None,
         })?;
         let checkout_dir = workspace.path().join("src");
         let checkout = run_step(StepName::Clone, reporter, progress, async {
@@ -118,6 +139,22 @@ impl Pipeline {
         .await?;
         lock(progress).revision = Some(checkout.commit.clone());
 
+        if let Some(builder) = &job.build.builder {
+            run_step(StepName::Builder, reporter, progress, async {
+                let spec = runtime_context(job, &checkout_dir, &checkout);
+                let context_dir = context::resolve(&spec)?;
+                let run = BuilderRun {
+                    job,
+                    builder,
+                    checkout: &checkout_dir,
+                    mtime: spec.mtime,
+                    context_dir: &context_dir,
+                    scratch: workspace.path(),
+                };
+                builder::run(&self.docker, &run, reporter).await
+            })
+            .await?;
+        }
         let image_id = run_step(StepName::Build, reporter, progress, async {
             self.build(job, &checkout_dir, &checkout, reporter).await
         })
@@ -176,19 +213,14 @@ impl Pipeline {
         checkout: &Checkout,
         reporter: &Reporter,
     ) -> Result<String, String> {
-        let spec = ContextSpec {
-            checkout: checkout_dir.to_owned(),
-            context: job.build.context.clone(),
-            dockerfile: job.build.dockerfile.clone(),
-            mtime: u64::try_from(checkout.commit_time).unwrap_or(0),
-        };
+        let spec = runtime_context(job, checkout_dir, checkout);
         context::resolve(&spec).map_err(|e| e.to_string())?;
         let registry = registry_host(&job.image.repository);
         let credentials = registry_auth::all_credentials(job.registry_auth.as_ref(), &registry)
             .map_err(|e| e.to_string())?;
         let build = image_build(job, &checkout.commit, credentials);
         let stream = context::stream_tar(spec);
-        let image_id = docker::build_image(&self.docker, build, stream, reporter)
+        let image_id = docker::build_image(&self.docker, build, stream, StepName::Build, reporter)
             .await
             .map_err(|e| e.to_string())?;
         docker::tag_image(
@@ -230,6 +262,17 @@ impl Pipeline {
     }
 }
 
+/// The runtime image's build context in the checkout.
+fn runtime_context(job: &Job, checkout_dir: &Path, checkout: &Checkout) -> ContextSpec {
+    ContextSpec {
+        checkout: checkout_dir.to_owned(),
+        context: job.build.context.clone(),
+        dockerfile: job.build.dockerfile.clone(),
+        dockerfile_field: DOCKERFILE_FIELD,
+        mtime: u64::try_from(checkout.commit_time).unwrap_or(0),
+    }
+}
+
 /// The daemon-side description of the job's build, OCI labels included.
 fn image_build(
     job: &Job,
@@ -265,7 +308,7 @@ fn image_build(
 
 /// Runs one step between its `started` and `succeeded`/`failed` events and
 /// records its duration.
-async fn run_step<T, E: Display>(
+async fn run_step<T, E: StepError>(
     step: StepName,
     reporter: &Reporter,
     progress: &Mutex<Progress>,
@@ -287,6 +330,7 @@ async fn run_step<T, E: Display>(
             Err(StepFailure {
                 step,
                 message: e.to_string(),
+                exit_code: e.exit_code(),
             })
         }
     }
@@ -302,6 +346,7 @@ fn interrupted(job: &Job, stopped: JobStatus, progress: &Progress) -> StepFailur
     StepFailure {
         step: progress.current.unwrap_or(StepName::Clone),
         message,
+        exit_code: None,
     }
 }
 
