@@ -4,178 +4,35 @@
 //! from the reply queue.
 
 use buildbot_protocol::{
-    Build, EventBody, Image, Job, JobStatus, RegistryAuth, Repo, RepoAuth, Secret, StepName,
-    StepState, DEFAULT_TIMEOUT_SECS, PROTOCOL_VERSION,
+    EventBody, JobStatus, RegistryAuth, RepoAuth, Secret, StepName, StepState,
 };
-use buildbot_tests::orchestrator::{Attempt, Orchestrator};
-use buildbot_tests::worker::WorkerProcess;
-use buildbot_tests::{Rig, SshKey, TestRepo};
+use buildbot_tests::e2e::{assert_failed, assert_well_formed, steps, Setup};
+use buildbot_tests::{SshKey, TestRepo};
 use std::time::Duration;
-use uuid::Uuid;
-
-/// A build of the tiny test apps takes a few seconds; generous for CI.
-const RESULT_WITHIN: Duration = Duration::from_secs(180);
 
 const DOCKERFILE: &str = "FROM buildbot-base:busybox\n\
 RUN echo building the test app\n\
 COPY . /app\n\
 CMD [\"cat\", \"/app/hello.txt\"]\n";
 
-/// A worker on a queue of its own plus an orchestrator connection.
-struct Setup {
-    rig: Rig,
-    queue: String,
-    orchestrator: Orchestrator,
-    _worker: WorkerProcess,
-}
-
-impl Setup {
-    async fn start() -> Self {
-        Self::start_with(&[]).await
-    }
-
-    /// A worker started with extra command-line `args`.
-    async fn start_with(args: &[&str]) -> Self {
-        let rig = Rig::load();
-        let queue = format!("test.jobs.{}", Uuid::new_v4().simple());
-        let worker = WorkerProcess::start(&rig.amqp_url, &queue, args).expect("start the worker");
-        let orchestrator = Orchestrator::connect(&rig.amqp_url)
-            .await
-            .expect("connect to RabbitMQ");
-        orchestrator
-            .wait_for_consumer(&queue, Duration::from_secs(30))
-            .await
-            .expect("the worker consumes its queue");
-        Self {
-            rig,
-            queue,
-            orchestrator,
-            _worker: worker,
-        }
-    }
-
-    /// Publishes `job` and returns every event of its first attempt.
-    async fn run(&self, job: &Job) -> Attempt {
-        let job_id = job.job_id.to_string();
-        let reply_to = format!("test.reply.{job_id}");
-        let mut replies = self
-            .orchestrator
-            .reply_queue(&reply_to)
-            .await
-            .expect("declare the reply queue");
-        let body = serde_json::to_vec(job).expect("encode the job");
-        self.orchestrator
-            .publish_job(&self.queue, &body, &job_id, Some(&reply_to))
-            .await
-            .expect("publish the job");
-        replies
-            .until_result(RESULT_WITHIN)
-            .await
-            .expect("the job's result")
-    }
-
-    fn app_repo(&self) -> TestRepo {
-        self.rig.create_repo(
-            "app",
-            &[
-                ("Dockerfile", DOCKERFILE.as_bytes()),
-                ("hello.txt", b"hello from the test app\n"),
-                (".dockerignore", b"secret.txt\n"),
-                ("secret.txt", b"must not reach the image\n"),
-            ],
-        )
-    }
-
-    /// A job for `repo` pushed to `registry` with the authorized ed25519 key.
-    fn job(&self, repo: &TestRepo, registry: &str) -> Job {
-        let job_id = Uuid::new_v4();
-        Job {
-            version: PROTOCOL_VERSION,
-            job_id,
-            service_id: "e2e-app".into(),
-            repo: Repo {
-                url: repo.ssh_url.clone(),
-                revision: repo.commit.clone(),
-                auth: RepoAuth::SshKey {
-                    private_key: Secret::new(self.rig.ssh_key_base64(SshKey::Authorized)),
-                    passphrase: None,
-                },
-                known_hosts: Some(self.rig.known_hosts_line()),
-                submodules: false,
-            },
-            build: Build::default(),
-            image: Image {
-                repository: format!("{registry}/e2e/app-{}", job_id.simple()),
-                tags: vec![repo.commit[..12].to_owned(), "latest".into()],
-                push: true,
-            },
-            registry_auth: None,
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
-            signature: None,
-        }
-    }
-
-    fn auth_registry_basic(&self) -> RegistryAuth {
-        RegistryAuth::Basic {
-            server: None,
-            username: self.rig.auth_registry_user.clone(),
-            password: Secret::new(self.rig.auth_registry_password.clone()),
-        }
-    }
-}
-
-/// Steps in the order their events arrived, as (step, state).
-fn steps(attempt: &Attempt) -> Vec<(StepName, StepState)> {
-    attempt
-        .events
-        .iter()
-        .filter_map(|e| match &e.body {
-            EventBody::Step(s) => Some((s.name, s.state)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Every event belongs to attempt 1 of `job`, `seq` runs 1..=n with no
-/// gap, and exactly one result comes last with `last_seq` = n.
-fn assert_well_formed(attempt: &Attempt, job: &Job) {
-    let n = attempt.events.len() as u64;
-    for (i, event) in attempt.events.iter().enumerate() {
-        assert_eq!(
-            event.seq,
-            i as u64 + 1,
-            "seq has a gap: {:#?}",
-            attempt.events
-        );
-        assert_eq!(event.attempt, 1);
-        assert_eq!(event.job_id, job.job_id.to_string());
-    }
-    let results = attempt
-        .events
-        .iter()
-        .filter(|e| matches!(e.body, EventBody::Result(_)))
-        .count();
-    assert_eq!(results, 1, "exactly one result");
-    assert_eq!(attempt.result().last_seq, n);
-}
-
-fn assert_failed(attempt: &Attempt, step: StepName, message_part: &str) {
-    let result = attempt.result();
-    assert_eq!(result.status, JobStatus::Failed, "{result:#?}");
-    let error = result.error.as_ref().expect("a failure has an error");
-    assert_eq!(error.step, step, "{error:#?}");
-    assert!(
-        error.message.contains(message_part),
-        "error message {:?} should contain {message_part:?}",
-        error.message
-    );
-    assert!(steps(attempt).contains(&(step, StepState::Failed)));
+/// The test app: a Dockerfile, a file it copies, and one `.dockerignore`
+/// keeps out.
+fn app_repo(setup: &Setup) -> TestRepo {
+    setup.rig.create_repo(
+        "app",
+        &[
+            ("Dockerfile", DOCKERFILE.as_bytes()),
+            ("hello.txt", b"hello from the test app\n"),
+            (".dockerignore", b"secret.txt\n"),
+            ("secret.txt", b"must not reach the image\n"),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_is_built_pushed_and_reported_in_order() {
     let setup = Setup::start().await;
-    let repo = setup.app_repo();
+    let repo = app_repo(&setup);
     let registry = setup.rig.registry.clone();
     let job = setup.job(&repo, &registry);
     let attempt = setup.run(&job).await;
@@ -219,7 +76,7 @@ async fn job_is_built_pushed_and_reported_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn branch_name_is_resolved_and_auth_registry_gets_every_tag() {
     let setup = Setup::start().await;
-    let repo = setup.app_repo();
+    let repo = app_repo(&setup);
     let registry = setup.rig.auth_registry.clone();
     let mut job = setup.job(&repo, &registry);
     job.repo.revision = "main".into();
@@ -306,7 +163,7 @@ async fn precise_failures_and_the_worker_keeps_serving() {
     let workspaces = tempfile::tempdir().expect("a workspace root");
     let root = workspaces.path().to_str().expect("a UTF-8 temp path");
     let setup = Setup::start_with(&["--workspace-dir", root]).await;
-    let repo = setup.app_repo();
+    let repo = app_repo(&setup);
     let registry = setup.rig.registry.clone();
 
     let mut wrong_key = setup.job(&repo, &registry);
@@ -355,7 +212,7 @@ async fn precise_failures_and_the_worker_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_job_is_rejected_with_every_problem_and_dead_lettered() {
     let setup = Setup::start().await;
-    let repo = setup.app_repo();
+    let repo = app_repo(&setup);
     let registry = setup.rig.registry.clone();
     let mut job = setup.job(&repo, &registry);
     job.repo.revision = String::new();
