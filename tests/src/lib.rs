@@ -2,6 +2,7 @@
 //! test rig (`scripts/rig-up`) started on this machine, the orchestrator side
 //! of the protocol, and the worker binary under test.
 
+pub mod daemon;
 pub mod e2e;
 pub mod orchestrator;
 pub mod rig;

@@ -1,0 +1,448 @@
+//! End-to-end tests of builder containers ("build in a separate
+//! container") through the real rig: a builder image much bigger than the
+//! runtime image generates a static site, only the site ships, and nothing
+//! labelled with the job's id is left on the daemon afterwards, whatever
+//! the outcome.
+
+use bollard::auth::DockerCredentials;
+use bollard::models::{ContainerInspectResponse, ImageSummary};
+use bollard::Docker;
+use buildbot_protocol::{Builder, EventBody, Job, JobStatus, LogStream, StepName, StepState};
+use buildbot_tests::daemon::{self, JobWatch, Seen, ROLE_LABEL};
+use buildbot_tests::e2e::{assert_failed, assert_well_formed, steps, Setup};
+use buildbot_tests::orchestrator::Attempt;
+use buildbot_tests::TestRepo;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The builder image: the base image plus a 20 MB "toolchain" and the
+/// generator script. The toolchain is random, so no layer compresses or
+/// deduplicates it away.
+const DOCKERFILE_BUILD: &str = "FROM buildbot-base:busybox\n\
+RUN mkdir -p /opt/sitegen && head -c 20000000 /dev/urandom > /opt/sitegen/toolchain.bin\n\
+COPY sitegen.sh /opt/sitegen/sitegen.sh\n";
+
+/// A static site generator: one page per `content/*.txt`. It checks that
+/// its toolchain is there, and titles pages from `SITE_TITLE`, which only
+/// `build.builder.env` sets.
+const SITEGEN: &str = r#"#!/bin/sh
+set -e
+src=$1
+out=$2
+test -f /opt/sitegen/toolchain.bin
+mkdir -p "$out"
+for page in "$src"/*.txt; do
+  name=$(basename "$page" .txt)
+  {
+    echo "<html><head><title>$SITE_TITLE</title></head><body>"
+    sed 's/^/<p>/' "$page"
+    echo "</body></html>"
+  } > "$out/$name.html"
+  echo "generated $name.html"
+done
+"#;
+
+/// The runtime image: the base image and the generated site only.
+const DOCKERFILE: &str = "FROM buildbot-base:busybox\n\
+COPY artifact/ /www/\n\
+CMD [\"httpd\", \"-f\", \"-h\", \"/www\"]\n";
+
+/// Where the builder's toolchain is; the runtime image must not have it.
+const TOOLCHAIN: &str = "/opt/sitegen/toolchain.bin";
+
+/// How long a builder container may outlive a job stopped by its timeout:
+/// its removal runs in the background once the job's future is dropped.
+const REMOVED_WITHIN: Duration = Duration::from_secs(20);
+
+fn site_repo(setup: &Setup) -> TestRepo {
+    setup.rig.create_repo(
+        "site",
+        &[
+            ("Dockerfile.build", DOCKERFILE_BUILD.as_bytes()),
+            ("sitegen.sh", SITEGEN.as_bytes()),
+            ("Dockerfile", DOCKERFILE.as_bytes()),
+            ("content/index.txt", b"Welcome to the test site.\n"),
+            ("content/about.txt", b"Built in a separate container.\n"),
+        ],
+    )
+}
+
+/// A builder running `command` in a builder image built from the repo's
+/// `Dockerfile.build`, with the artifact at `/out`.
+fn dockerfile_builder(command: &[&str]) -> Builder {
+    Builder {
+        image: None,
+        dockerfile: Some("Dockerfile.build".into()),
+        command: command.iter().map(|a| a.to_string()).collect(),
+        workdir: "/src".into(),
+        env: BTreeMap::new(),
+        artifacts: "/out".into(),
+        artifacts_dest: "artifact".into(),
+    }
+}
+
+/// A builder running `command` in `image`, with the artifact at `out`
+/// under the workdir.
+fn image_builder(image: &str, command: &[&str]) -> Builder {
+    Builder {
+        image: Some(image.into()),
+        dockerfile: None,
+        artifacts: "out".into(),
+        ..dockerfile_builder(command)
+    }
+}
+
+/// A builder image only the daemon has (a new name for the base image), so
+/// the `builder.image` path needs no registry. The test removes it, after
+/// checking that the worker did not.
+async fn local_builder_image(docker: &Docker, setup: &Setup) -> String {
+    let repository = format!("buildbot-e2e-builder-{}", Uuid::new_v4().simple());
+    daemon::tag(docker, &setup.rig.base_image, &repository, "v1").await;
+    format!("{repository}:v1")
+}
+
+/// Runs `job` while watching the daemon for what carries its id; checks
+/// that nothing does any more once the result is in.
+async fn run_watched(setup: &Setup, docker: &Docker, job: &Job) -> (Attempt, Seen) {
+    let watch = JobWatch::start(docker.clone(), job.job_id);
+    let attempt = setup.run(job).await;
+    let seen = watch.stop().await;
+    assert_well_formed(&attempt, job);
+    // Removal is part of the step on every path but a dropped future.
+    daemon::assert_nothing_left(docker, job.job_id, Duration::ZERO).await;
+    (attempt, seen)
+}
+
+/// The one container seen that ran `builder`'s command. (Building a
+/// builder image runs labelled intermediate containers too.)
+fn the_builder_container<'a>(seen: &'a Seen, builder: &Builder) -> &'a ContainerInspectResponse {
+    let ran: Vec<_> = seen
+        .containers
+        .values()
+        .filter(|c| {
+            c.config
+                .as_ref()
+                .and_then(|config| config.entrypoint.as_ref())
+                == Some(&builder.command)
+        })
+        .collect();
+    assert_eq!(ran.len(), 1, "one builder container expected: {seen:#?}");
+    ran[0]
+}
+
+/// The builder image seen tagged for `job` (its labelled intermediate
+/// images have no tag).
+fn the_builder_image<'a>(seen: &'a Seen, job: &Job) -> &'a ImageSummary {
+    let job_id = job.job_id.to_string();
+    let tagged: Vec<_> = seen
+        .images
+        .values()
+        .filter(|image| image.repo_tags.iter().any(|tag| tag.contains(&job_id)))
+        .collect();
+    assert_eq!(tagged.len(), 1, "one builder image expected: {seen:#?}");
+    tagged[0]
+}
+
+/// The text the builder step logged on `stream`.
+fn builder_output(attempt: &Attempt, stream: LogStream) -> String {
+    attempt
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Log(log) if log.step == StepName::Builder && log.stream == stream => {
+                Some(log.text.as_str())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_site_is_built_in_a_builder_and_only_the_site_ships() {
+    let setup = Setup::start().await;
+    let docker = daemon::connect().await;
+    let repo = site_repo(&setup);
+    let registry = setup.rig.registry.clone();
+    let mut job = setup.job(&repo, &registry);
+    // The sleep keeps the builder around long enough to be watched.
+    let mut builder = dockerfile_builder(&[
+        "sh",
+        "-c",
+        "/opt/sitegen/sitegen.sh content /out && sleep 2",
+    ]);
+    builder
+        .env
+        .insert("SITE_TITLE".into(), "Builder test".into());
+    job.build.builder = Some(builder.clone());
+    let (attempt, seen) = run_watched(&setup, &docker, &job).await;
+
+    let result = attempt.result();
+    assert_eq!(result.status, JobStatus::Succeeded, "{result:#?}");
+    use StepName::*;
+    use StepState::*;
+    assert_eq!(
+        steps(&attempt),
+        [
+            (Clone, Started),
+            (Clone, Succeeded),
+            (Builder, Started),
+            (Builder, Succeeded),
+            (Build, Started),
+            (Build, Succeeded),
+            (Push, Started),
+            (Push, Succeeded)
+        ]
+    );
+    assert!(result.durations_ms.contains_key(&Builder), "{result:#?}");
+    let output = builder_output(&attempt, LogStream::Stdout);
+    assert!(output.contains("generated about.html"), "{output}");
+    assert!(output.contains("generated index.html"), "{output}");
+
+    // While it ran: one builder container and one builder image, both
+    // labelled with the job id, the source uploaded rather than mounted,
+    // and an environment holding build.builder.env.
+    let container = the_builder_container(&seen, &builder);
+    let config = container.config.as_ref().expect("its config");
+    let labels = config.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get(ROLE_LABEL).map(String::as_str), Some("builder"));
+    let env = config.env.clone().unwrap_or_default();
+    assert!(
+        env.contains(&"SITE_TITLE=Builder test".to_owned()),
+        "{env:?}"
+    );
+    assert!(
+        container.mounts.as_deref().unwrap_or_default().is_empty(),
+        "{:?}",
+        container.mounts
+    );
+    let builder_image = the_builder_image(&seen, &job);
+    assert_eq!(
+        builder_image.labels.get(ROLE_LABEL).map(String::as_str),
+        Some("builder")
+    );
+
+    // The pushed image, pulled back by digest, holds the site and not the
+    // toolchain.
+    let image = result.image.as_ref().expect("a pushed image");
+    for tag in &job.image.tags {
+        daemon::remove_image(&docker, &format!("{}:{tag}", job.image.repository)).await;
+    }
+    let pushed = format!("{}@{}", job.image.repository, image.digest);
+    daemon::pull(&docker, &pushed, None)
+        .await
+        .expect("pull the pushed image");
+    let (code, page) = daemon::run_in_image(&docker, &pushed, &["cat", "/www/index.html"]).await;
+    assert_eq!(code, 0, "{page}");
+    assert!(page.contains("<title>Builder test</title>"), "{page}");
+    assert!(page.contains("<p>Welcome to the test site."), "{page}");
+    let (code, _) = daemon::run_in_image(&docker, &pushed, &["test", "-e", TOOLCHAIN]).await;
+    assert_eq!(code, 1, "{TOOLCHAIN} reached the runtime image");
+    let (code, _) =
+        daemon::run_in_image(&docker, &pushed, &["test", "-e", "/www/about.html"]).await;
+    assert_eq!(code, 0, "about.html is missing");
+
+    // Measurably smaller: the builder carried 20 MB the runtime image
+    // does not.
+    let runtime_size = daemon::image_size(&docker, &pushed).await;
+    assert!(
+        builder_image.size > runtime_size + 15_000_000,
+        "builder image {} bytes, runtime image {runtime_size} bytes",
+        builder_image.size
+    );
+    daemon::remove_image(&docker, &pushed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_builder_command_reports_its_exit_code_and_last_lines() {
+    let setup = Setup::start().await;
+    let docker = daemon::connect().await;
+    let repo = site_repo(&setup);
+    let registry = setup.rig.registry.clone();
+    let mut job = setup.job(&repo, &registry);
+    // stdout and stderr are separate pipes: without the pause, the
+    // daemon may read the error line before the steps written earlier.
+    let script = "for i in $(seq 1 30); do echo step $i; done; sleep 1; \
+                  echo 'sitegen: content/missing.txt: no such file' >&2; exit 7";
+    let builder = dockerfile_builder(&["sh", "-c", script]);
+    job.build.builder = Some(builder.clone());
+    let (attempt, seen) = run_watched(&setup, &docker, &job).await;
+
+    assert_failed(&attempt, StepName::Builder, "exited with code 7");
+    let error = attempt.result().error.as_ref().expect("an error");
+    assert_eq!(error.exit_code, Some(7), "{error:#?}");
+    assert!(
+        error
+            .message
+            .contains("step 30\nsitegen: content/missing.txt: no such file"),
+        "{}",
+        error.message
+    );
+    // The last lines, not the whole output.
+    assert!(!error.message.contains("step 1\n"), "{}", error.message);
+    assert!(builder_output(&attempt, LogStream::Stderr).contains("no such file"));
+    assert!(attempt.result().image.is_none());
+    assert!(!steps(&attempt)
+        .iter()
+        .any(|(step, _)| *step == StepName::Build));
+    // The builder image was built and ran, and went with the container.
+    the_builder_image(&seen, &job);
+    the_builder_container(&seen, &builder);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_artifact_path_is_a_clear_error_and_the_builder_image_is_kept() {
+    let setup = Setup::start().await;
+    let docker = daemon::connect().await;
+    let image = local_builder_image(&docker, &setup).await;
+    let repo = site_repo(&setup);
+    let registry = setup.rig.registry.clone();
+    let mut job = setup.job(&repo, &registry);
+    let mut builder = image_builder(&image, &["sh", "-c", "echo produced nothing"]);
+    builder.artifacts = "public/site".into();
+    job.build.builder = Some(builder.clone());
+    let (attempt, seen) = run_watched(&setup, &docker, &job).await;
+
+    assert_failed(
+        &attempt,
+        StepName::Builder,
+        "build.builder.artifacts: /src/public/site does not exist in the builder container",
+    );
+    assert_eq!(attempt.result().error.as_ref().unwrap().exit_code, None);
+    assert!(builder_output(&attempt, LogStream::Stdout).contains("produced nothing"));
+    the_builder_container(&seen, &builder);
+    // Only images built from the repository are the job's to remove.
+    assert!(
+        daemon::has_image(&docker, &image).await,
+        "{image} was removed"
+    );
+    daemon::remove_image(&docker, &image).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builder_image_on_the_daemon_gets_the_source_and_yields_a_file_artifact() {
+    let setup = Setup::start().await;
+    let docker = daemon::connect().await;
+    let image = local_builder_image(&docker, &setup).await;
+    let repo = setup.rig.create_repo(
+        "single-file",
+        &[
+            (
+                "Dockerfile",
+                b"FROM buildbot-base:busybox\nCOPY dist/app.txt /app.txt\n",
+            ),
+            ("src/app.txt", b"made from the source\n"),
+            // The runtime context already has this path: the artifact
+            // replaces it.
+            ("dist/app.txt", b"stale, from the checkout\n"),
+        ],
+    );
+    let registry = setup.rig.registry.clone();
+    let mut job = setup.job(&repo, &registry);
+    let mut builder = image_builder(
+        &image,
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /tmp/out && tr a-z A-Z < src/app.txt > /tmp/out/app.txt",
+        ],
+    );
+    builder.workdir = "/work/app".into();
+    builder.artifacts = "/tmp/out/app.txt".into();
+    builder.artifacts_dest = "dist/app.txt".into();
+    job.build.builder = Some(builder);
+    let (attempt, _) = run_watched(&setup, &docker, &job).await;
+
+    let result = attempt.result();
+    assert_eq!(result.status, JobStatus::Succeeded, "{result:#?}");
+    let log = attempt.log_text();
+    assert!(
+        log.contains("replaced dist/app.txt of the checkout"),
+        "{log}"
+    );
+    let built = format!("{}:latest", job.image.repository);
+    let (code, text) = daemon::run_in_image(&docker, &built, &["cat", "/app.txt"]).await;
+    assert_eq!((code, text.as_str()), (0, "MADE FROM THE SOURCE\n"));
+    assert!(
+        daemon::has_image(&docker, &image).await,
+        "{image} was removed"
+    );
+    daemon::remove_image(&docker, &image).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builder_image_is_pulled_with_the_jobs_registry_credentials() {
+    let setup = Setup::start().await;
+    let docker = daemon::connect().await;
+    let auth_registry = setup.rig.auth_registry.clone();
+    let credentials = DockerCredentials {
+        username: Some(setup.rig.auth_registry_user.clone()),
+        password: Some(setup.rig.auth_registry_password.clone()),
+        serveraddress: Some(auth_registry.clone()),
+        ..Default::default()
+    };
+    // A builder image that exists only in the auth registry.
+    let repository = format!("{auth_registry}/e2e/builder-{}", Uuid::new_v4().simple());
+    let image = format!("{repository}:v1");
+    daemon::tag(&docker, &setup.rig.base_image, &repository, "v1").await;
+    daemon::push(&docker, &repository, "v1", Some(credentials))
+        .await
+        .expect("push the builder image");
+    daemon::remove_image(&docker, &image).await;
+
+    let repo = site_repo(&setup);
+    let builder = image_builder(
+        &image,
+        &["sh", "-c", "mkdir -p out && cp content/*.txt out/ && env"],
+    );
+    let mut anonymous = setup.job(&repo, &auth_registry);
+    anonymous.build.builder = Some(builder.clone());
+    let (attempt, _) = run_watched(&setup, &docker, &anonymous).await;
+    assert_failed(
+        &attempt,
+        StepName::Builder,
+        &format!("build.builder.image: pulling {image} failed"),
+    );
+
+    let mut job = setup.job(&repo, &auth_registry);
+    job.build.builder = Some(builder);
+    job.registry_auth = Some(setup.auth_registry_basic());
+    let (attempt, _) = run_watched(&setup, &docker, &job).await;
+    let result = attempt.result();
+    assert_eq!(result.status, JobStatus::Succeeded, "{result:#?}");
+    let output = builder_output(&attempt, LogStream::Stdout);
+    // `env` printed the builder's whole environment: no credential in it.
+    assert!(output.contains("PWD=/src"), "{output}");
+    assert!(!output.contains(&setup.rig.auth_registry_password));
+    assert!(attempt
+        .log_text()
+        .contains(&format!("pulling the builder image {image}")));
+    daemon::remove_image(&docker, &image).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_builder_is_removed() {
+    let setup = Setup::start().await;
+    let docker = daemon::connect().await;
+    let image = local_builder_image(&docker, &setup).await;
+    let repo = site_repo(&setup);
+    let registry = setup.rig.registry.clone();
+    let mut job = setup.job(&repo, &registry);
+    job.timeout_secs = 8;
+    let builder = image_builder(&image, &["sh", "-c", "echo started; sleep 300"]);
+    job.build.builder = Some(builder.clone());
+    let watch = JobWatch::start(docker.clone(), job.job_id);
+    let attempt = setup.run(&job).await;
+    let seen = watch.stop().await;
+
+    let result = attempt.result();
+    assert_eq!(result.status, JobStatus::TimedOut, "{result:#?}");
+    assert_eq!(
+        result.error.as_ref().map(|e| e.step),
+        Some(StepName::Builder)
+    );
+    assert!(builder_output(&attempt, LogStream::Stdout).contains("started"));
+    the_builder_container(&seen, &builder);
+    daemon::assert_nothing_left(&docker, job.job_id, REMOVED_WITHIN).await;
+    daemon::remove_image(&docker, &image).await;
+}
