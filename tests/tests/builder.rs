@@ -16,37 +16,27 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// The builder image: the base image plus a 20 MB "toolchain" and the
-/// generator script. The toolchain is random, so no layer compresses or
-/// deduplicates it away.
-const DOCKERFILE_BUILD: &str = "FROM buildbot-base:busybox\n\
-RUN mkdir -p /opt/sitegen && head -c 20000000 /dev/urandom > /opt/sitegen/toolchain.bin\n\
-COPY sitegen.sh /opt/sitegen/sitegen.sh\n";
-
-/// A static site generator: one page per `content/*.txt`. It checks that
-/// its toolchain is there, and titles pages from `SITE_TITLE`, which only
-/// `build.builder.env` sets.
-const SITEGEN: &str = r#"#!/bin/sh
-set -e
-src=$1
-out=$2
-test -f /opt/sitegen/toolchain.bin
-mkdir -p "$out"
-for page in "$src"/*.txt; do
-  name=$(basename "$page" .txt)
-  {
-    echo "<html><head><title>$SITE_TITLE</title></head><body>"
-    sed 's/^/<p>/' "$page"
-    echo "</body></html>"
-  } > "$out/$name.html"
-  echo "generated $name.html"
-done
-"#;
-
-/// The runtime image: the base image and the generated site only.
-const DOCKERFILE: &str = "FROM buildbot-base:busybox\n\
-COPY artifact/ /www/\n\
-CMD [\"httpd\", \"-f\", \"-h\", \"/www\"]\n";
+/// The example app of the README (`tests/apps/static-site`), file by file:
+/// a builder image 20 MB bigger than the base image whose generator turns
+/// `content/` into pages titled from `SITE_TITLE` (which only
+/// `build.builder.env` sets), and a runtime image of the base image and
+/// the site.
+const SITE_FILES: [(&str, &str); 5] = [
+    (
+        "Dockerfile.build",
+        include_str!("../apps/static-site/Dockerfile.build"),
+    ),
+    ("sitegen.sh", include_str!("../apps/static-site/sitegen.sh")),
+    ("Dockerfile", include_str!("../apps/static-site/Dockerfile")),
+    (
+        "content/index.txt",
+        include_str!("../apps/static-site/content/index.txt"),
+    ),
+    (
+        "content/about.txt",
+        include_str!("../apps/static-site/content/about.txt"),
+    ),
+];
 
 /// Where the builder's toolchain is; the runtime image must not have it.
 const TOOLCHAIN: &str = "/opt/sitegen/toolchain.bin";
@@ -56,16 +46,11 @@ const TOOLCHAIN: &str = "/opt/sitegen/toolchain.bin";
 const REMOVED_WITHIN: Duration = Duration::from_secs(20);
 
 fn site_repo(setup: &Setup) -> TestRepo {
-    setup.rig.create_repo(
-        "site",
-        &[
-            ("Dockerfile.build", DOCKERFILE_BUILD.as_bytes()),
-            ("sitegen.sh", SITEGEN.as_bytes()),
-            ("Dockerfile", DOCKERFILE.as_bytes()),
-            ("content/index.txt", b"Welcome to the test site.\n"),
-            ("content/about.txt", b"Built in a separate container.\n"),
-        ],
-    )
+    let files: Vec<(&str, &[u8])> = SITE_FILES
+        .iter()
+        .map(|(path, text)| (*path, text.as_bytes()))
+        .collect();
+    setup.rig.create_repo("site", &files)
 }
 
 /// A builder running `command` in a builder image built from the repo's
