@@ -46,6 +46,15 @@ pub enum ConsumerError {
         "queue name {0:?} is too long: with `.dead` appended it exceeds AMQP's 255-byte limit"
     )]
     NameTooLong(String),
+    /// A queue or exchange exists with other arguments than this worker's
+    /// (for example another `--delivery-limit`). Retrying cannot help.
+    #[error("RabbitMQ refused {what}: {message}; start the worker with the settings the existing queue was declared with, or delete the queue")]
+    Mismatch {
+        /// The operation.
+        what: String,
+        /// The broker's words.
+        message: String,
+    },
     /// Declaring queues or starting the consumer failed.
     #[error("RabbitMQ refused {what}: {message}")]
     Broker {
@@ -78,7 +87,9 @@ pub async fn run_until_shutdown(
         let started = Instant::now();
         match run(config, pipeline.clone(), shutdown.clone()).await {
             Ok(()) => return Ok(()),
-            Err(e @ ConsumerError::NameTooLong(_)) => return Err(e),
+            Err(e @ (ConsumerError::NameTooLong(_) | ConsumerError::Mismatch { .. })) => {
+                return Err(e)
+            }
             Err(e) => {
                 if started.elapsed() > HEALTHY_RUN {
                     backoff = Backoff::default();
@@ -299,10 +310,26 @@ fn connection_pool(config: &WorkerConfig) -> Result<Pool, ConsumerError> {
 }
 
 fn broker(what: &'static str) -> impl Fn(lapin::Error) -> ConsumerError {
-    move |e| ConsumerError::Broker {
-        what: what.to_owned(),
-        message: e.to_string(),
+    move |e| {
+        let what = what.to_owned();
+        let message = e.to_string();
+        if is_precondition_failed(&e) {
+            ConsumerError::Mismatch { what, message }
+        } else {
+            ConsumerError::Broker { what, message }
+        }
     }
+}
+
+/// The broker's answer to declaring something that exists with other
+/// arguments.
+fn is_precondition_failed(e: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
+    )
 }
 
 /// The job queue (quorum, delivery limit, dead-letter exchange) and the
