@@ -38,6 +38,11 @@ impl Orchestrator {
         Ok(self.client.publish(queue, body, job_id, reply_to).await?)
     }
 
+    /// Asks every worker to cancel job `job_id`.
+    pub async fn cancel(&self, job_id: uuid::Uuid) -> anyhow::Result<()> {
+        Ok(self.client.cancel(job_id).await?)
+    }
+
     /// Waits until `queue` exists and has at least one consumer.
     pub async fn wait_for_consumer(&self, queue: &str, limit: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + limit;
@@ -97,11 +102,48 @@ impl Attempt {
 impl ReplyQueue {
     /// Reads (and acks) events until a result arrives or `limit` passes.
     pub async fn until_result(&mut self, limit: Duration) -> anyhow::Result<Attempt> {
-        match tokio::time::timeout(limit, self.events.until_result()).await {
-            Ok(Ok(Some(events))) => Ok(Attempt { events }),
-            Ok(Ok(None)) => anyhow::bail!("the reply queue consumer ended before a result"),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => anyhow::bail!("no result within {limit:?}"),
+        let events = self
+            .until(limit, |e| matches!(e.body, EventBody::Result(_)))
+            .await?;
+        Ok(Attempt { events })
+    }
+
+    /// Reads (and acks) events up to and including the first one `wanted`
+    /// accepts; an error when the queue ends or `limit` passes first.
+    pub async fn until(
+        &mut self,
+        limit: Duration,
+        wanted: impl Fn(&Event) -> bool,
+    ) -> anyhow::Result<Vec<Event>> {
+        let mut events = Vec::new();
+        let read = async {
+            while let Some(event) = self.events.next().await {
+                let event = event?;
+                let done = wanted(&event);
+                events.push(event);
+                if done {
+                    return Ok(());
+                }
+            }
+            anyhow::bail!("the reply queue consumer ended")
+        };
+        match tokio::time::timeout(limit, read).await {
+            Ok(outcome) => outcome.map(|()| events),
+            Err(_) => anyhow::bail!("nothing wanted within {limit:?}; events so far: {events:#?}"),
         }
     }
+
+    /// The next event if one arrives within `limit`.
+    pub async fn next_within(&mut self, limit: Duration) -> anyhow::Result<Option<Event>> {
+        match tokio::time::timeout(limit, self.events.next()).await {
+            Ok(Some(event)) => Ok(Some(event?)),
+            Ok(None) => anyhow::bail!("the reply queue consumer ended"),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// Whether `event` is a log event whose text contains `needle`.
+pub fn log_contains(event: &Event, needle: &str) -> bool {
+    matches!(&event.body, EventBody::Log(log) if log.text.contains(needle))
 }

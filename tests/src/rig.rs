@@ -278,6 +278,40 @@ impl Rig {
         })
     }
 
+    /// A job that builds `repo` at its commit with the authorized ed25519
+    /// key and the pinned host key, and pushes a fresh repository on
+    /// `registry` (`host:port`) tagged with the short commit and `latest`.
+    pub fn job(&self, repo: &TestRepo, registry: &str) -> buildbot_protocol::Job {
+        use buildbot_protocol::{
+            Build, Image, Job, Repo, RepoAuth, Secret, DEFAULT_TIMEOUT_SECS, PROTOCOL_VERSION,
+        };
+        let job_id = uuid::Uuid::new_v4();
+        Job {
+            version: PROTOCOL_VERSION,
+            job_id,
+            service_id: "e2e-app".into(),
+            repo: Repo {
+                url: repo.ssh_url.clone(),
+                revision: repo.commit.clone(),
+                auth: RepoAuth::SshKey {
+                    private_key: Secret::new(self.ssh_key_base64(SshKey::Authorized)),
+                    passphrase: None,
+                },
+                known_hosts: Some(self.known_hosts_line()),
+                submodules: false,
+            },
+            build: Build::default(),
+            image: Image {
+                repository: format!("{registry}/e2e/app-{}", job_id.simple()),
+                tags: vec![repo.commit[..12].to_owned(), "latest".into()],
+                push: true,
+            },
+            registry_auth: None,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            signature: None,
+        }
+    }
+
     /// Digest (`sha256:...`) of the manifest `path:tag` on `registry`
     /// (`host:port`, plain HTTP), or `None` when the registry has no such
     /// manifest (404). `credentials` are sent as basic auth.

@@ -52,6 +52,26 @@ impl WorkerProcess {
         self.child.id()
     }
 
+    /// Asks the process to stop (SIGTERM) and waits up to `limit` for it
+    /// to exit; its exit status, or None when it is still running.
+    pub async fn terminate(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("the worker already exited"))?;
+        // The test crate has no libc binding; kill(1) is the plain way.
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => Ok(Some(status?)),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Kills the process at once (SIGKILL) and reaps it.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
         self.child.kill().await?;

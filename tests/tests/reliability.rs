@@ -1,0 +1,361 @@
+//! Reliability through the real rig: crashes, poison messages, timeouts,
+//! cancellation and graceful shutdown. Each test has a queue of its own and
+//! starts the real `buildbot worker` binaries it needs.
+
+use bollard::Docker;
+use buildbot_protocol::amqp::JOB_QUEUE;
+use buildbot_protocol::{EventBody, Job, JobResult, JobStatus, StepName};
+use buildbot_tests::orchestrator::{log_contains, Orchestrator, ReplyQueue};
+use buildbot_tests::worker::WorkerProcess;
+use buildbot_tests::Rig;
+use std::time::Duration;
+use uuid::Uuid;
+
+const RESULT_WITHIN: Duration = Duration::from_secs(180);
+
+/// A queue of its own, an orchestrator connection, and workers on demand.
+struct Fleet {
+    rig: Rig,
+    queue: String,
+    orchestrator: Orchestrator,
+}
+
+impl Fleet {
+    async fn new() -> Self {
+        let rig = Rig::load();
+        let orchestrator = Orchestrator::connect(&rig.amqp_url)
+            .await
+            .expect("connect to RabbitMQ");
+        Self {
+            queue: format!("{JOB_QUEUE}.test.{}", Uuid::new_v4().simple()),
+            rig,
+            orchestrator,
+        }
+    }
+
+    /// Starts a worker on the fleet's queue and waits until it consumes.
+    async fn worker(&self, args: &[&str]) -> WorkerProcess {
+        let worker =
+            WorkerProcess::start(&self.rig.amqp_url, &self.queue, args).expect("start a worker");
+        self.orchestrator
+            .wait_for_consumer(&self.queue, Duration::from_secs(30))
+            .await
+            .expect("the worker consumes its queue");
+        worker
+    }
+
+    /// Publishes `body` as job `job_id` and returns its reply queue.
+    async fn publish(&self, job_id: &str, body: &[u8]) -> ReplyQueue {
+        let reply_to = format!("test.reply.{job_id}");
+        let replies = self
+            .orchestrator
+            .reply_queue(&reply_to)
+            .await
+            .expect("declare the reply queue");
+        self.orchestrator
+            .publish_job(&self.queue, body, job_id, Some(&reply_to))
+            .await
+            .expect("publish the job");
+        replies
+    }
+
+    async fn submit(&self, job: &Job) -> ReplyQueue {
+        let body = serde_json::to_vec(job).expect("encode the job");
+        self.publish(&job.job_id.to_string(), &body).await
+    }
+
+    /// A job whose build prints `build-2` and the build container's id,
+    /// sleeps `seconds`, then prints `build-3`. The arithmetic keeps the
+    /// markers out of the echoed command line.
+    fn slow_job(&self, seconds: u32) -> Job {
+        let dockerfile = format!(
+            "FROM {}\nRUN echo build-$((1+1)) in-$(hostname)- && sleep {seconds} && echo build-$((2+1))\n",
+            self.rig.base_image
+        );
+        let repo = self
+            .rig
+            .create_repo("slow", &[("Dockerfile", dockerfile.as_bytes())]);
+        let mut job = self.rig.job(&repo, &self.rig.registry);
+        job.build.no_cache = true;
+        job
+    }
+
+    async fn dead_letters(&self) -> u32 {
+        let dead = format!("{}.dead", self.queue);
+        self.orchestrator.message_count(&dead).await.unwrap_or(0)
+    }
+
+    /// Waits until `<queue>.dead` holds `count` messages.
+    async fn wait_for_dead_letters(&self, count: u32) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.dead_letters().await < count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {count} jobs dead-lettered",
+                self.dead_letters().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Reads until the build is running (`build-2` logged) and returns the id
+/// of the container running the RUN step.
+async fn build_container(replies: &mut ReplyQueue, attempt: u32) -> String {
+    let events = replies
+        .until(RESULT_WITHIN, |e| {
+            e.attempt == attempt && log_contains(e, "build-2")
+        })
+        .await
+        .expect("the build starts");
+    let Some(EventBody::Log(log)) = events.last().map(|e| &e.body) else {
+        unreachable!("until returns the matching event last");
+    };
+    let id = log
+        .text
+        .split("in-")
+        .nth(1)
+        .and_then(|rest| rest.split('-').next())
+        .expect("the RUN step prints its hostname");
+    id.to_owned()
+}
+
+fn result_of(events: &[buildbot_protocol::Event]) -> (u32, &JobResult) {
+    match events.last() {
+        Some(event) => match &event.body {
+            EventBody::Result(result) => (event.attempt, result),
+            _ => panic!("no result in {events:#?}"),
+        },
+        None => panic!("no events"),
+    }
+}
+
+/// Waits until the daemon no longer has container `id`.
+async fn assert_container_removed(id: &str) {
+    let docker = Docker::connect_with_local_defaults().expect("the Docker socket");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match docker.inspect_container(id, None).await {
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "container {id} still exists: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_job_is_redelivered_and_succeeds_exactly_once() {
+    let fleet = Fleet::new().await;
+    let job = fleet.slow_job(3);
+    let mut first = fleet.worker(&[]).await;
+    let mut replies = fleet.submit(&job).await;
+    build_container(&mut replies, 1).await;
+    first.kill().await.expect("SIGKILL the worker");
+
+    let _second = fleet.worker(&[]).await;
+    let events = replies
+        .until(RESULT_WITHIN, |e| matches!(e.body, EventBody::Result(_)))
+        .await
+        .expect("a result");
+    let (attempt, result) = result_of(&events);
+    assert_eq!(attempt, 2, "the redelivery is attempt 2");
+    assert_eq!(result.status, JobStatus::Succeeded, "{result:#?}");
+    let second: Vec<u64> = events
+        .iter()
+        .filter(|e| e.attempt == 2)
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(second, (1..=second.len() as u64).collect::<Vec<_>>());
+    assert_eq!(result.last_seq, second.len() as u64);
+    let late = replies
+        .next_within(Duration::from_secs(3))
+        .await
+        .expect("read");
+    assert!(late.is_none(), "nothing after the result: {late:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_keeps_killing_workers_is_dead_lettered() {
+    let fleet = Fleet::new().await;
+    let job = fleet.slow_job(30);
+    // A delivery limit of 1: the job is returned once and redelivered, the
+    // second return dead-letters it. Both its workers die mid-build.
+    let limit = ["--delivery-limit", "1"];
+    let mut worker = fleet.worker(&limit).await;
+    let mut replies = fleet.submit(&job).await;
+    build_container(&mut replies, 1).await;
+    worker.kill().await.expect("SIGKILL the first worker");
+    let mut worker = fleet.worker(&limit).await;
+    build_container(&mut replies, 2).await;
+    worker.kill().await.expect("SIGKILL the second worker");
+    fleet.wait_for_dead_letters(1).await;
+    let _survivor = fleet.worker(&limit).await;
+    let late = replies
+        .next_within(Duration::from_secs(3))
+        .await
+        .expect("read");
+    assert!(
+        late.is_none(),
+        "a dead-lettered job runs no more: {late:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_rejected_dead_lettered_and_the_worker_goes_on() {
+    let fleet = Fleet::new().await;
+    let _worker = fleet.worker(&["--max-job-bytes", "4096"]).await;
+    let repo = fleet
+        .rig
+        .create_repo("app", &[("Dockerfile", b"FROM buildbot-base:busybox\n")]);
+    let good = fleet.rig.job(&repo, &fleet.rig.registry);
+
+    let mut wrong_version = serde_json::to_value(&good).expect("a job is JSON");
+    wrong_version["version"] = 2.into();
+    let mut oversized = serde_json::to_value(&good).expect("a job is JSON");
+    oversized["build"]["build_args"]["PADDING"] = "x".repeat(5000).into();
+    let poison: [(&[u8], &str); 3] = [
+        (b"{\"version\": 1, \"job_id\": ", "job: not valid JSON"),
+        (
+            &serde_json::to_vec(&wrong_version).expect("JSON"),
+            "version",
+        ),
+        (
+            &serde_json::to_vec(&oversized).expect("JSON"),
+            "exceeds the 4096-byte limit",
+        ),
+    ];
+    for (body, expected) in poison {
+        let job_id = Uuid::new_v4().to_string();
+        let mut replies = fleet.publish(&job_id, body).await;
+        let attempt = replies
+            .until_result(RESULT_WITHIN)
+            .await
+            .expect("a rejected result");
+        let result = attempt.result();
+        assert_eq!(result.status, JobStatus::Rejected, "{result:#?}");
+        let error = result.error.as_ref().expect("the problems");
+        assert_eq!(error.step, StepName::Validate);
+        assert!(
+            error.problems.iter().any(|p| p.contains(expected)),
+            "{expected:?} not in {:?}",
+            error.problems
+        );
+    }
+    // Without a reply queue a bad job cannot be answered, only set aside.
+    fleet
+        .orchestrator
+        .publish_job(&fleet.queue, b"not json", "no-reply", None)
+        .await
+        .expect("publish");
+    fleet.wait_for_dead_letters(4).await;
+
+    let attempt = fleet
+        .submit(&good)
+        .await
+        .until_result(RESULT_WITHIN)
+        .await
+        .expect("the good job's result");
+    assert_eq!(attempt.result().status, JobStatus::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_over_its_timeout_is_stopped_and_its_container_removed() {
+    let fleet = Fleet::new().await;
+    let _worker = fleet.worker(&[]).await;
+    let mut job = fleet.slow_job(120);
+    job.timeout_secs = 5;
+    let mut replies = fleet.submit(&job).await;
+    let container = build_container(&mut replies, 1).await;
+    let attempt = replies
+        .until_result(Duration::from_secs(30))
+        .await
+        .expect("a timed_out result well before the build's 120 s");
+    let result = attempt.result();
+    assert_eq!(result.status, JobStatus::TimedOut, "{result:#?}");
+    let error = result.error.as_ref().expect("an error");
+    assert_eq!(error.step, StepName::Build);
+    assert!(error.message.contains("timeout of 5 s"), "{error:#?}");
+    assert_container_removed(&container).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_message_stops_the_build_within_seconds() {
+    let fleet = Fleet::new().await;
+    let _worker = fleet.worker(&[]).await;
+    let job = fleet.slow_job(120);
+    let mut replies = fleet.submit(&job).await;
+    let container = build_container(&mut replies, 1).await;
+    fleet
+        .orchestrator
+        .cancel(job.job_id)
+        .await
+        .expect("publish the cancel");
+    let attempt = replies
+        .until_result(Duration::from_secs(20))
+        .await
+        .expect("a cancelled result within seconds");
+    let result = attempt.result();
+    assert_eq!(result.status, JobStatus::Cancelled, "{result:#?}");
+    assert_eq!(result.error.as_ref().map(|e| e.step), Some(StepName::Build));
+    assert_container_removed(&container).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_job_finish() {
+    let fleet = Fleet::new().await;
+    let mut worker = fleet.worker(&["--drain-timeout-secs", "120"]).await;
+    let job = fleet.slow_job(3);
+    let mut replies = fleet.submit(&job).await;
+    build_container(&mut replies, 1).await;
+    let exit = worker
+        .terminate(Duration::from_secs(120))
+        .await
+        .expect("SIGTERM");
+    let attempt = replies
+        .until_result(Duration::from_secs(10))
+        .await
+        .expect("the drained job's result");
+    assert_eq!(attempt.result().status, JobStatus::Succeeded);
+    let exit = exit.expect("the worker exits after the job");
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(
+        fleet.orchestrator.message_count(&fleet.queue).await.ok(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_requeues_a_job_that_outlasts_the_drain_timeout() {
+    let fleet = Fleet::new().await;
+    let mut worker = fleet.worker(&["--drain-timeout-secs", "1"]).await;
+    let job = fleet.slow_job(120);
+    let mut replies = fleet.submit(&job).await;
+    let container = build_container(&mut replies, 1).await;
+    let exit = worker
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("SIGTERM")
+        .expect("the worker exits soon after the drain timeout");
+    assert!(exit.success(), "{exit:?}");
+    while let Some(event) = replies
+        .next_within(Duration::from_secs(2))
+        .await
+        .expect("read")
+    {
+        assert!(
+            !matches!(event.body, EventBody::Result(_)),
+            "an unfinished job has no result: {event:#?}"
+        );
+    }
+    assert_eq!(
+        fleet.orchestrator.message_count(&fleet.queue).await.ok(),
+        Some(1),
+        "the job is back in the queue"
+    );
+    assert_container_removed(&container).await;
+}
