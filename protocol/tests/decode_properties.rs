@@ -124,8 +124,9 @@ proptest! {
         assert_well_formed_refusal(job.to_string().as_bytes())?;
     }
 
+    // Cut before the closing brace: only trailing whitespace follows it.
     #[test]
-    fn truncated_messages_are_refused_with_a_reason(cut in 0..EXAMPLE.len()) {
+    fn truncated_messages_are_refused_with_a_reason(cut in 0..EXAMPLE.trim_end().len()) {
         prop_assert!(decode_job(&EXAMPLE.as_bytes()[..cut]).is_err());
         assert_well_formed_refusal(&EXAMPLE.as_bytes()[..cut])?;
     }
