@@ -22,7 +22,7 @@ use crate::docker::{self, DockerError, ImageBuild};
 use crate::events::Reporter;
 use crate::registry_auth::{self, RegistryAuthError};
 use bollard::container::LogOutput;
-use bollard::models::ContainerCreateBody;
+use bollard::models::{ContainerCreateBody, CreateImageInfo};
 use bollard::query_parameters::{
     CreateImageOptions, DownloadFromContainerOptions, LogsOptions, RemoveContainerOptions,
     RemoveImageOptions, UploadToContainerOptions,
@@ -271,13 +271,26 @@ async fn pull(
     let mut output = docker.create_image(Some(options), None, credentials);
     while let Some(item) = output.next().await {
         let info = item.map_err(|e| pull_error(e, &image))?;
-        // Per-layer byte counts repeat many times a second; the rest
-        // (layer done, digest, status) is worth a line.
-        if let (Some(status), None) = (info.status, info.progress_detail) {
-            reporter.system(StepName::Builder, status).await;
+        if let Some(line) = pull_line(info) {
+            reporter.system(StepName::Builder, line).await;
         }
     }
     Ok(image)
+}
+
+/// The log line of one pull progress message, if it is worth one:
+/// per-layer byte counts repeat many times a second and are left out; the
+/// rest (layer done, digest, status) is kept, named by its layer. (The
+/// daemon sends an empty progressDetail with those too.)
+fn pull_line(info: CreateImageInfo) -> Option<String> {
+    let counting = info
+        .progress_detail
+        .is_some_and(|detail| detail.current.is_some());
+    let status = info.status.filter(|_| !counting)?;
+    Some(match info.id {
+        Some(layer) => format!("{layer}: {status}"),
+        None => status,
+    })
 }
 
 fn pull_error(e: bollard::errors::Error, image: &str) -> BuilderError {
@@ -690,6 +703,29 @@ mod tests {
             path: "/out".into(),
         };
         assert_eq!(missing.exit_code(), None);
+    }
+
+    #[test]
+    fn pull_progress_keeps_outcomes_and_drops_byte_counts() {
+        use bollard::models::ProgressDetail;
+        let message = |id: Option<&str>, status: &str, current: Option<i64>| CreateImageInfo {
+            id: id.map(str::to_owned),
+            status: Some(status.to_owned()),
+            progress_detail: Some(ProgressDetail {
+                current,
+                total: current.map(|_| 100),
+            }),
+            ..Default::default()
+        };
+        let downloading = message(Some("0a1b"), "Downloading", Some(42));
+        assert_eq!(pull_line(downloading), None);
+        let complete = message(Some("0a1b"), "Pull complete", None);
+        assert_eq!(pull_line(complete).as_deref(), Some("0a1b: Pull complete"));
+        let digest = CreateImageInfo {
+            status: Some("Digest: sha256:abc".into()),
+            ..Default::default()
+        };
+        assert_eq!(pull_line(digest).as_deref(), Some("Digest: sha256:abc"));
     }
 
     #[test]
