@@ -87,6 +87,16 @@ async fn local_builder_image(docker: &Docker, setup: &Setup) -> String {
     format!("{repository}:v1")
 }
 
+/// Only images built from the repository are a job's to remove: `image`,
+/// a `builder.image`, must still be there. The test's own, it goes now.
+async fn assert_kept_then_remove(docker: &Docker, image: &str) {
+    assert!(
+        daemon::has_image(docker, image).await,
+        "{image} was removed"
+    );
+    daemon::remove_image(docker, image).await;
+}
+
 /// Runs `job` while watching the daemon for what carries its id; checks
 /// that nothing does any more once the result is in.
 async fn run_watched(setup: &Setup, docker: &Docker, job: &Job) -> (Attempt, Seen) {
@@ -296,12 +306,7 @@ async fn missing_artifact_path_is_a_clear_error_and_the_builder_image_is_kept() 
     assert_eq!(attempt.result().error.as_ref().unwrap().exit_code, None);
     assert!(builder_output(&attempt, LogStream::Stdout).contains("produced nothing"));
     the_builder_container(&seen, &builder);
-    // Only images built from the repository are the job's to remove.
-    assert!(
-        daemon::has_image(&docker, &image).await,
-        "{image} was removed"
-    );
-    daemon::remove_image(&docker, &image).await;
+    assert_kept_then_remove(&docker, &image).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,11 +353,7 @@ async fn builder_image_on_the_daemon_gets_the_source_and_yields_a_file_artifact(
     let built = format!("{}:latest", job.image.repository);
     let (code, text) = daemon::run_in_image(&docker, &built, &["cat", "/app.txt"]).await;
     assert_eq!((code, text.as_str()), (0, "MADE FROM THE SOURCE\n"));
-    assert!(
-        daemon::has_image(&docker, &image).await,
-        "{image} was removed"
-    );
-    daemon::remove_image(&docker, &image).await;
+    assert_kept_then_remove(&docker, &image).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,9 +400,15 @@ async fn builder_image_is_pulled_with_the_jobs_registry_credentials() {
     // `env` printed the builder's whole environment: no credential in it.
     assert!(output.contains("PWD=/src"), "{output}");
     assert!(!output.contains(&setup.rig.auth_registry_password));
-    assert!(attempt
-        .log_text()
-        .contains(&format!("pulling the builder image {image}")));
+    let log = attempt.log_text();
+    assert!(
+        log.contains(&format!("pulling the builder image {image}")),
+        "{log}"
+    );
+    // The pull's outcome is logged. (Its layers are the base image's,
+    // already on the daemon: no byte counts to leave out here.)
+    assert!(log.contains("Digest: sha256:"), "{log}");
+    assert!(log.contains("Status: Downloaded newer image"), "{log}");
     daemon::remove_image(&docker, &image).await;
 }
 
