@@ -1,14 +1,11 @@
 //! The end-to-end setup the pipeline tests share: a worker on a queue of
-//! its own, an orchestrator connection, jobs for repositories on the SSH
-//! remote, and assertions on what an attempt reported.
+//! its own, an orchestrator connection (jobs come from [`Rig::job`]), and
+//! assertions on what an attempt reported.
 
 use crate::orchestrator::{Attempt, Orchestrator};
 use crate::worker::WorkerProcess;
-use crate::{Rig, SshKey, TestRepo};
-use buildbot_protocol::{
-    Build, EventBody, Image, Job, JobStatus, RegistryAuth, Repo, RepoAuth, Secret, StepName,
-    StepState, DEFAULT_TIMEOUT_SECS, PROTOCOL_VERSION,
-};
+use crate::Rig;
+use buildbot_protocol::{EventBody, Job, JobStatus, RegistryAuth, Secret, StepName, StepState};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -72,33 +69,9 @@ impl Setup {
             .expect("the job's result")
     }
 
-    /// A job for `repo` pushed to `registry` with the authorized ed25519 key.
-    pub fn job(&self, repo: &TestRepo, registry: &str) -> Job {
-        let job_id = Uuid::new_v4();
-        Job {
-            version: PROTOCOL_VERSION,
-            job_id,
-            service_id: "e2e-app".into(),
-            repo: Repo {
-                url: repo.ssh_url.clone(),
-                revision: repo.commit.clone(),
-                auth: RepoAuth::SshKey {
-                    private_key: Secret::new(self.rig.ssh_key_base64(SshKey::Authorized)),
-                    passphrase: None,
-                },
-                known_hosts: Some(self.rig.known_hosts_line()),
-                submodules: false,
-            },
-            build: Build::default(),
-            image: Image {
-                repository: format!("{registry}/e2e/app-{}", job_id.simple()),
-                tags: vec![repo.commit[..12].to_owned(), "latest".into()],
-                push: true,
-            },
-            registry_auth: None,
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
-            signature: None,
-        }
+    /// Everything the worker logged so far.
+    pub fn worker_log(&self) -> String {
+        self._worker.log()
     }
 
     /// The auth registry's test login as a job's `registry_auth`.

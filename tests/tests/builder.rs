@@ -159,7 +159,7 @@ async fn static_site_is_built_in_a_builder_and_only_the_site_ships() {
     let docker = daemon::connect().await;
     let repo = site_repo(&setup);
     let registry = setup.rig.registry.clone();
-    let mut job = setup.job(&repo, &registry);
+    let mut job = setup.rig.job(&repo, &registry);
     // The sleep keeps the builder around long enough to be watched.
     let mut builder = dockerfile_builder(&[
         "sh",
@@ -254,7 +254,7 @@ async fn failing_builder_command_reports_its_exit_code_and_last_lines() {
     let docker = daemon::connect().await;
     let repo = site_repo(&setup);
     let registry = setup.rig.registry.clone();
-    let mut job = setup.job(&repo, &registry);
+    let mut job = setup.rig.job(&repo, &registry);
     // stdout and stderr are separate pipes: without the pause, the
     // daemon may read the error line before the steps written earlier.
     let script = "for i in $(seq 1 30); do echo step $i; done; sleep 1; \
@@ -292,7 +292,7 @@ async fn missing_artifact_path_is_a_clear_error_and_the_builder_image_is_kept() 
     let image = local_builder_image(&docker, &setup).await;
     let repo = site_repo(&setup);
     let registry = setup.rig.registry.clone();
-    let mut job = setup.job(&repo, &registry);
+    let mut job = setup.rig.job(&repo, &registry);
     let mut builder = image_builder(&image, &["sh", "-c", "echo produced nothing"]);
     builder.artifacts = "public/site".into();
     job.build.builder = Some(builder.clone());
@@ -328,7 +328,7 @@ async fn builder_image_on_the_daemon_gets_the_source_and_yields_a_file_artifact(
         ],
     );
     let registry = setup.rig.registry.clone();
-    let mut job = setup.job(&repo, &registry);
+    let mut job = setup.rig.job(&repo, &registry);
     let mut builder = image_builder(
         &image,
         &[
@@ -381,7 +381,7 @@ async fn builder_image_is_pulled_with_the_jobs_registry_credentials() {
         &image,
         &["sh", "-c", "mkdir -p out && cp content/*.txt out/ && env"],
     );
-    let mut anonymous = setup.job(&repo, &auth_registry);
+    let mut anonymous = setup.rig.job(&repo, &auth_registry);
     anonymous.build.builder = Some(builder.clone());
     let (attempt, _) = run_watched(&setup, &docker, &anonymous).await;
     assert_failed(
@@ -390,7 +390,7 @@ async fn builder_image_is_pulled_with_the_jobs_registry_credentials() {
         &format!("build.builder.image: pulling {image} failed"),
     );
 
-    let mut job = setup.job(&repo, &auth_registry);
+    let mut job = setup.rig.job(&repo, &auth_registry);
     job.build.builder = Some(builder);
     job.registry_auth = Some(setup.auth_registry_basic());
     let (attempt, _) = run_watched(&setup, &docker, &job).await;
@@ -419,7 +419,7 @@ async fn timed_out_builder_is_removed() {
     let image = local_builder_image(&docker, &setup).await;
     let repo = site_repo(&setup);
     let registry = setup.rig.registry.clone();
-    let mut job = setup.job(&repo, &registry);
+    let mut job = setup.rig.job(&repo, &registry);
     job.timeout_secs = 8;
     let builder = image_builder(&image, &["sh", "-c", "echo started; sleep 300"]);
     job.build.builder = Some(builder.clone());

@@ -34,7 +34,7 @@ async fn job_is_built_pushed_and_reported_in_order() {
     let setup = Setup::start().await;
     let repo = app_repo(&setup);
     let registry = setup.rig.registry.clone();
-    let job = setup.job(&repo, &registry);
+    let job = setup.rig.job(&repo, &registry);
     let attempt = setup.run(&job).await;
 
     assert_well_formed(&attempt, &job);
@@ -78,7 +78,7 @@ async fn branch_name_is_resolved_and_auth_registry_gets_every_tag() {
     let setup = Setup::start().await;
     let repo = app_repo(&setup);
     let registry = setup.rig.auth_registry.clone();
-    let mut job = setup.job(&repo, &registry);
+    let mut job = setup.rig.job(&repo, &registry);
     job.repo.revision = "main".into();
     job.registry_auth = Some(setup.auth_registry_basic());
     let attempt = setup.run(&job).await;
@@ -115,7 +115,7 @@ async fn failing_dockerfile_reports_the_daemons_error() {
         .rig
         .create_repo("failing", &[("Dockerfile", dockerfile.as_bytes())]);
     let registry = setup.rig.registry.clone();
-    let job = setup.job(&repo, &registry);
+    let job = setup.rig.job(&repo, &registry);
     let attempt = setup.run(&job).await;
 
     assert_well_formed(&attempt, &job);
@@ -133,7 +133,7 @@ async fn build_output_is_streamed_while_the_build_runs() {
         .rig
         .create_repo("streaming", &[("Dockerfile", dockerfile.as_bytes())]);
     let registry = setup.rig.registry.clone();
-    let mut job = setup.job(&repo, &registry);
+    let mut job = setup.rig.job(&repo, &registry);
     job.build.no_cache = true;
     let attempt = setup.run(&job).await;
 
@@ -166,7 +166,7 @@ async fn precise_failures_and_the_worker_keeps_serving() {
     let repo = app_repo(&setup);
     let registry = setup.rig.registry.clone();
 
-    let mut wrong_key = setup.job(&repo, &registry);
+    let mut wrong_key = setup.rig.job(&repo, &registry);
     wrong_key.repo.auth = RepoAuth::SshKey {
         private_key: Secret::new(setup.rig.ssh_key_base64(SshKey::Unauthorized)),
         passphrase: None,
@@ -175,7 +175,7 @@ async fn precise_failures_and_the_worker_keeps_serving() {
     assert_well_formed(&attempt, &wrong_key);
     assert_failed(&attempt, StepName::Clone, "refused the SSH key");
 
-    let mut unknown_revision = setup.job(&repo, &registry);
+    let mut unknown_revision = setup.rig.job(&repo, &registry);
     unknown_revision.repo.revision = "0123456789abcdef0123456789abcdef01234567".into();
     let attempt = setup.run(&unknown_revision).await;
     assert_failed(
@@ -184,13 +184,13 @@ async fn precise_failures_and_the_worker_keeps_serving() {
         "0123456789abcdef0123456789abcdef01234567",
     );
 
-    let mut wrong_host_key = setup.job(&repo, &registry);
+    let mut wrong_host_key = setup.rig.job(&repo, &registry);
     wrong_host_key.repo.known_hosts = Some(setup.rig.wrong_known_hosts_line());
     let attempt = setup.run(&wrong_host_key).await;
     assert_failed(&attempt, StepName::Clone, "host key");
 
     let auth_registry = setup.rig.auth_registry.clone();
-    let mut wrong_password = setup.job(&repo, &auth_registry);
+    let mut wrong_password = setup.rig.job(&repo, &auth_registry);
     wrong_password.registry_auth = Some(RegistryAuth::Basic {
         server: None,
         username: setup.rig.auth_registry_user.clone(),
@@ -199,7 +199,7 @@ async fn precise_failures_and_the_worker_keeps_serving() {
     let attempt = setup.run(&wrong_password).await;
     assert_failed(&attempt, StepName::Push, "unauthorized");
 
-    let good = setup.job(&repo, &registry);
+    let good = setup.rig.job(&repo, &registry);
     let attempt = setup.run(&good).await;
     assert_eq!(attempt.result().status, JobStatus::Succeeded);
 
@@ -214,7 +214,7 @@ async fn invalid_job_is_rejected_with_every_problem_and_dead_lettered() {
     let setup = Setup::start().await;
     let repo = app_repo(&setup);
     let registry = setup.rig.registry.clone();
-    let mut job = setup.job(&repo, &registry);
+    let mut job = setup.rig.job(&repo, &registry);
     job.repo.revision = String::new();
     job.image.tags = vec!["ok".into(), "not a tag".into()];
     job.build.dockerfile = "../../etc/passwd".into();
@@ -250,6 +250,6 @@ async fn invalid_job_is_rejected_with_every_problem_and_dead_lettered() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let good = setup.job(&repo, &registry);
+    let good = setup.rig.job(&repo, &registry);
     assert_eq!(setup.run(&good).await.result().status, JobStatus::Succeeded);
 }
