@@ -167,6 +167,7 @@ pub fn start<S: EventSink>(
         attempt,
         redactor,
         batcher: LogBatcher::new(batching),
+        held: None,
         next_seq: 1,
         failure: None,
     };
@@ -183,6 +184,9 @@ struct Publisher<S> {
     attempt: AttemptId,
     redactor: Redactor,
     batcher: LogBatcher,
+    /// Masked output held back because it may start a secret (see
+    /// `emit_log`).
+    held: Option<LogEvent>,
     next_seq: u64,
     /// First delivery failure; later events are not attempted and the
     /// result reports it, so the job is not acked.
@@ -204,7 +208,7 @@ impl<S: EventSink> Publisher<S> {
                 },
                 _ = sleep_until(due), if due.is_some() => {
                     if let Some(chunk) = self.batcher.take_due(Instant::now()) {
-                        self.emit(EventBody::Log(chunk)).await;
+                        self.emit_log(chunk).await;
                     }
                 }
             }
@@ -219,7 +223,7 @@ impl<S: EventSink> Publisher<S> {
             }
             Report::Log(log) => {
                 for chunk in self.batcher.push(log, Instant::now()) {
-                    self.emit(EventBody::Log(chunk)).await;
+                    self.emit_log(chunk).await;
                 }
             }
             Report::Finish(..) => {}
@@ -228,6 +232,38 @@ impl<S: EventSink> Publisher<S> {
 
     async fn flush_logs(&mut self) {
         if let Some(chunk) = self.batcher.take_all() {
+            self.emit_log(chunk).await;
+        }
+        if let Some(held) = self.held.take() {
+            self.emit(EventBody::Log(held)).await;
+        }
+    }
+
+    /// Masks and sends a chunk of output. A chunk cut inside a line may end
+    /// with the first part of a secret whose rest comes in the next chunk:
+    /// that part is held back and sent with what follows it.
+    async fn emit_log(&mut self, mut chunk: LogEvent) {
+        match self.held.take() {
+            Some(mut held) if held.step == chunk.step && held.stream == chunk.stream => {
+                held.text.push_str(&chunk.text);
+                chunk.text = held.text;
+            }
+            Some(other) => {
+                self.emit(EventBody::Log(other)).await;
+            }
+            None => {}
+        }
+        chunk.text = self.redactor.mask(&chunk.text);
+        let keep = chunk.text.len() - self.redactor.unsafe_suffix_len(&chunk.text);
+        let tail = chunk.text.split_off(keep);
+        if !tail.is_empty() {
+            self.held = Some(LogEvent {
+                step: chunk.step,
+                stream: chunk.stream,
+                text: tail,
+            });
+        }
+        if !chunk.text.is_empty() {
             self.emit(EventBody::Log(chunk)).await;
         }
     }
@@ -475,6 +511,41 @@ mod tests {
         let ready = b.push(err, now);
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].stream, LogStream::Stdout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_secret_split_across_partial_line_flushes_is_masked() {
+        let sink = RecordingSink::default();
+        let attempt = AttemptId {
+            job_id: "j".into(),
+            attempt: 1,
+        };
+        let redactor = Redactor::new(["hunter22"]);
+        let (reporter, finisher) = start(sink.clone(), attempt, redactor, batching(1024));
+        reporter
+            .log(StepName::Build, LogStream::Stdout, "pw hun")
+            .await;
+        // Past the partial-line delay: the first half is flushed alone.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        reporter
+            .log(StepName::Build, LogStream::Stdout, "ter22 ok\n")
+            .await;
+        finisher.finish(result()).await.expect("finish");
+
+        let events = sink.0.lock().expect("lock").clone();
+        let text: String = events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::Log(l) => Some(l.text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, "pw ******** ok\n");
+        let first = match &events[0].body {
+            EventBody::Log(l) => l.text.clone(),
+            other => panic!("expected a log event, got {other:?}"),
+        };
+        assert_eq!(first, "pw ", "the possible start of a secret is held back");
     }
 
     #[test]

@@ -37,9 +37,19 @@ impl Redactor {
         Self { needles }
     }
 
-    /// A redactor for every credential in `job`.
+    /// A redactor for every credential in `job`, including each one inside
+    /// a docker config.
     pub fn for_job(job: &Job) -> Self {
-        Self::new(job_secrets(job))
+        let inner = job
+            .registry_auth
+            .as_ref()
+            .map(crate::registry_auth::docker_config_secrets)
+            .unwrap_or_default();
+        Self::new(
+            job_secrets(job)
+                .into_iter()
+                .chain(inner.iter().map(String::as_str)),
+        )
     }
 
     /// `text` with every needle replaced by [`MASK`].
@@ -57,6 +67,25 @@ impl Redactor {
     /// many bytes minus one to mask a secret split across two chunks.
     pub fn longest(&self) -> usize {
         self.needles.first().map_or(0, String::len)
+    }
+
+    /// Bytes at the end of (already masked) `text` that could be the start
+    /// of a secret continued in the next chunk: a streaming caller holds
+    /// them back until it knows. Zero for text that ends a line, since no
+    /// needle spans lines.
+    pub fn unsafe_suffix_len(&self, text: &str) -> usize {
+        if text.ends_with('\n') {
+            return 0;
+        }
+        self.needles
+            .iter()
+            .filter_map(|needle| {
+                (1..needle.len().min(text.len() + 1))
+                    .rev()
+                    .find(|&k| needle.is_char_boundary(k) && text.ends_with(&needle[..k]))
+            })
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -191,6 +220,15 @@ mod tests {
             r.mask("line: AAAAB3NzaC1yc2EAAAADAQAB"),
             format!("line: {MASK}")
         );
+    }
+
+    #[test]
+    fn a_partial_secret_at_the_end_is_held_back() {
+        let r = Redactor::new([SECRET]);
+        assert_eq!(r.unsafe_suffix_len("pw=s3cr"), 4);
+        assert_eq!(r.unsafe_suffix_len("pw=s3cr\n"), 0);
+        assert_eq!(r.unsafe_suffix_len("nothing here"), 0);
+        assert_eq!(r.unsafe_suffix_len(&format!("pw={MASK}")), 0);
     }
 
     #[test]
