@@ -96,6 +96,28 @@ pub fn all_credentials(
     Ok(all)
 }
 
+/// Every credential value inside a docker config `registry_auth`: each
+/// entry's `auth`, password and identity token, so that masking finds them
+/// when a build prints one on its own. Empty for basic auth (its password is
+/// the job's secret already) and for a config that does not parse.
+pub fn docker_config_secrets(auth: &RegistryAuth) -> Vec<String> {
+    let RegistryAuth::DockerConfig { config } = auth else {
+        return Vec::new();
+    };
+    let Ok(auths) = parse_auths(config.expose()) else {
+        return Vec::new();
+    };
+    let mut secrets = Vec::new();
+    for (registry, entry) in auths {
+        secrets.extend(entry.auth.clone());
+        secrets.extend(entry.identitytoken.clone());
+        if let Ok(credentials) = entry_credentials(entry, &registry) {
+            secrets.extend(credentials.password);
+        }
+    }
+    secrets
+}
+
 /// Decodes the base64 config.json, or just its `auths` map.
 fn parse_auths(base64_config: &str) -> Result<HashMap<String, AuthEntry>, RegistryAuthError> {
     let compact: String = base64_config
@@ -237,5 +259,20 @@ mod tests {
         };
         let err = credentials_for(Some(&auth), "x").expect_err("invalid");
         assert_eq!(err.to_string(), "registry_auth.config: not a JSON document");
+    }
+
+    #[test]
+    fn every_password_inside_a_docker_config_is_a_secret() {
+        let basic = STANDARD.encode("ci:hidden-one");
+        let auth = docker_config(&format!(
+            r#"{{"auths": {{"a:5000": {{"auth": "{basic}"}},
+                "b:5000": {{"username": "u", "password": "hidden-two", "identitytoken": "tok-three"}}}}}}"#
+        ));
+        let mut secrets = docker_config_secrets(&auth);
+        secrets.sort();
+        assert_eq!(
+            secrets,
+            [basic.as_str(), "hidden-one", "hidden-two", "tok-three"]
+        );
     }
 }
