@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use tokio::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
 
 /// Path of the `buildbot` binary built from this workspace. `scripts/test`
 /// builds it before the tests; `BUILDBOT_BIN` overrides the path.
@@ -25,21 +27,33 @@ pub fn worker_binary() -> PathBuf {
 /// A running `buildbot worker`, killed when dropped.
 pub struct WorkerProcess {
     child: Child,
+    log: Arc<Mutex<String>>,
 }
 
 impl WorkerProcess {
     /// Starts `buildbot worker` on `queue` with extra `args`; its log goes
-    /// to the test's stderr, so a failing test shows what the worker did.
+    /// to the test's stderr, so a failing test shows what the worker did,
+    /// and is kept for [`WorkerProcess::log`].
     pub fn start(amqp_url: &str, queue: &str, args: &[&str]) -> anyhow::Result<Self> {
-        let child = Command::new(worker_binary())
+        let mut child = Command::new(worker_binary())
             .arg("worker")
             .args(["--amqp-url", amqp_url, "--queue", queue])
             .args(args)
             .env("BUILDBOT_LOG", "info,buildbot_worker=debug")
             .stdin(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
-        Ok(Self { child })
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(keep_log(stderr, Arc::clone(&log)));
+        }
+        Ok(Self { child, log })
+    }
+
+    /// Everything the worker logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Whether the process is still running.
@@ -76,5 +90,17 @@ impl WorkerProcess {
     pub async fn kill(&mut self) -> anyhow::Result<()> {
         self.child.kill().await?;
         Ok(())
+    }
+}
+
+/// Copies the worker's stderr to the test's stderr and into `log`.
+async fn keep_log(stderr: ChildStderr, log: Arc<Mutex<String>>) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("{line}");
+        if let Ok(mut log) = log.lock() {
+            log.push_str(&line);
+            log.push('\n');
+        }
     }
 }
