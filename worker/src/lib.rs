@@ -20,3 +20,4 @@ pub mod redact;
 pub mod registry_auth;
 pub mod reply;
 pub mod submit;
+pub mod terminal;

@@ -1,13 +1,13 @@
 //! `buildbot submit`: the orchestrator's side from a terminal. Validates a
 //! job file, publishes it with confirms, and follows its events: the live
-//! log with step progress, then the result as the exit status.
+//! log with step progress, then the result as the exit status (rendered by
+//! [`crate::terminal`], as `buildbot build` shows a local run).
 
+use crate::terminal::{exit_code, Printer};
 use buildbot_protocol::client::{Client, ClientError};
-use buildbot_protocol::{decode_job, Event, EventBody, JobResult, JobStatus, StepState};
-use std::io::Write;
+use buildbot_protocol::{decode_job, EventBody};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 /// Settings of `buildbot submit`.
 #[derive(Debug, Clone, clap::Args)]
@@ -104,105 +104,4 @@ pub async fn run(args: &SubmitArgs) -> Result<ExitCode, SubmitError> {
         }
     }
     Err(SubmitError::NoResult)
-}
-
-/// The exit status documented on `--follow`.
-pub fn exit_code(status: JobStatus) -> ExitCode {
-    ExitCode::from(match status {
-        JobStatus::Succeeded => 0,
-        JobStatus::Failed => 1,
-        JobStatus::Rejected => 2,
-        JobStatus::TimedOut => 3,
-        JobStatus::Cancelled => 4,
-    })
-}
-
-/// Renders events for a person (or as JSON lines), noting gaps in `seq`.
-struct Printer {
-    json: bool,
-    started: Instant,
-    /// (attempt, seq) of the last event printed.
-    last: Option<(u32, u64)>,
-}
-
-impl Printer {
-    fn new(json: bool) -> Self {
-        Self {
-            json,
-            started: Instant::now(),
-            last: None,
-        }
-    }
-
-    fn print(&mut self, event: &Event) {
-        let mut out = std::io::stdout().lock();
-        if self.json {
-            if let Ok(line) = serde_json::to_string(event) {
-                let _ = writeln!(out, "{line}");
-            }
-            return;
-        }
-        self.note_sequence(&mut out, event);
-        let elapsed = self.started.elapsed().as_secs_f64();
-        let _ = match &event.body {
-            EventBody::Step(step) => {
-                let state = match step.state {
-                    StepState::Started => "started",
-                    StepState::Succeeded => "succeeded",
-                    StepState::Failed => "failed",
-                };
-                writeln!(out, "==> [{elapsed:7.1}s] {} {state}", step.name.as_str())
-            }
-            EventBody::Log(log) => write!(out, "{}", log.text),
-            EventBody::Result(result) => writeln!(out, "{}", summary(result, elapsed)),
-        };
-        let _ = out.flush();
-    }
-
-    fn note_sequence(&mut self, out: &mut impl Write, event: &Event) {
-        match self.last {
-            Some((attempt, seq)) if attempt == event.attempt && event.seq != seq + 1 => {
-                let _ = writeln!(out, "==> events {}..{} are missing", seq + 1, event.seq);
-            }
-            Some((attempt, _)) if attempt != event.attempt => {
-                let _ = writeln!(
-                    out,
-                    "==> attempt {} (the job was redelivered)",
-                    event.attempt
-                );
-            }
-            _ => {}
-        }
-        self.last = Some((event.attempt, event.seq));
-    }
-}
-
-fn summary(result: &JobResult, elapsed: f64) -> String {
-    let status = match result.status {
-        JobStatus::Succeeded => "succeeded",
-        JobStatus::Failed => "failed",
-        JobStatus::Rejected => "rejected",
-        JobStatus::TimedOut => "timed out",
-        JobStatus::Cancelled => "cancelled",
-    };
-    let mut line = format!("==> [{elapsed:7.1}s] job {status}");
-    if let Some(revision) = &result.revision {
-        line.push_str(&format!(" at revision {revision}"));
-    }
-    if let Some(image) = &result.image {
-        line.push_str(&format!(
-            "\n    pushed {}@{} as {}",
-            image.repository,
-            image.digest,
-            image.tags.join(", ")
-        ));
-    }
-    if let Some(error) = &result.error {
-        line.push_str(&format!(
-            "\n    {} step: {}",
-            error.step.as_str(),
-            error.message
-        ));
-    }
-    line
 }
