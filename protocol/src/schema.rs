@@ -2,10 +2,13 @@
 //! orchestrators in other languages can check what they send and receive.
 //!
 //! The checked-in copies under `protocol/schema/` are rewritten by
-//! `cargo run -p buildbot-protocol --bin buildbot-schema`; a test fails when
-//! they are not current.
+//! `cargo run -p buildbot-protocol --bin buildbot-schema` (or
+//! `buildbot schema protocol/schema`); a test fails when they are not
+//! current. Both commands write and check through [`write_schema_files`]
+//! and [`stale_schema_files`].
 
 use crate::{Event, Job};
+use std::path::{Path, PathBuf};
 
 /// File name of the job schema.
 pub const JOB_SCHEMA_FILE: &str = "job.schema.json";
@@ -29,6 +32,48 @@ pub fn schema_files() -> [(&'static str, String); 2] {
         (JOB_SCHEMA_FILE, render(&job_schema())),
         (EVENT_SCHEMA_FILE, render(&event_schema())),
     ]
+}
+
+/// A schema file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {source}", path.display())]
+pub struct WriteSchemaError {
+    /// The file (or the directory that could not be created).
+    pub path: PathBuf,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// Writes every schema file into `dir`, creating it if needed, and returns
+/// the paths written.
+pub fn write_schema_files(dir: &Path) -> Result<Vec<PathBuf>, WriteSchemaError> {
+    std::fs::create_dir_all(dir).map_err(|source| WriteSchemaError {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut written = Vec::new();
+    for (name, content) in schema_files() {
+        let path = dir.join(name);
+        std::fs::write(&path, content).map_err(|source| WriteSchemaError {
+            path: path.clone(),
+            source,
+        })?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The schema files in `dir` that are missing, unreadable or not what the
+/// types generate now; empty when every file is current.
+pub fn stale_schema_files(dir: &Path) -> Vec<PathBuf> {
+    schema_files()
+        .into_iter()
+        .map(|(name, content)| (dir.join(name), content))
+        .filter(|(path, content)| {
+            std::fs::read_to_string(path).ok().as_deref() != Some(content.as_str())
+        })
+        .map(|(path, _)| path)
+        .collect()
 }
 
 fn render(schema: &serde_json::Value) -> String {

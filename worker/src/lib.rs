@@ -19,5 +19,6 @@ pub mod pipeline;
 pub mod redact;
 pub mod registry_auth;
 pub mod reply;
+pub mod schema;
 pub mod submit;
 pub mod terminal;

@@ -4,6 +4,7 @@
 use anyhow::Context;
 use buildbot_worker::config::WorkerConfig;
 use buildbot_worker::pipeline::Pipeline;
+use buildbot_worker::schema::{self, SchemaArgs};
 use buildbot_worker::submit::{self, SubmitArgs};
 use buildbot_worker::{consumer, docker};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -39,6 +40,9 @@ enum Command {
     /// Publish a job file and, with --follow, print its live log and exit
     /// with a status that reflects the result.
     Submit(SubmitArgs),
+    /// Write the JSON Schemas of the job and event messages into a
+    /// directory, check them (--check), or print one (--print).
+    Schema(SchemaArgs),
 }
 
 #[tokio::main]
@@ -54,6 +58,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             eprintln!("buildbot submit: {e}");
             e.exit_code()
         })),
+        Command::Schema(args) => Ok(schema::run(&args)?),
     }
 }
 

@@ -6,10 +6,10 @@
 //! cargo run -p buildbot-protocol --bin buildbot-schema [--check] [DIR]
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use buildbot_protocol::schema::schema_files;
+use buildbot_protocol::schema::{stale_schema_files, write_schema_files};
 
 const USAGE: &str = "usage: buildbot-schema [--check] [DIR]\n\
     Writes job.schema.json and event.schema.json into DIR (default: protocol/schema).\n\
@@ -37,27 +37,27 @@ fn main() -> ExitCode {
         }
     }
     let dir = dir.unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/schema")));
-
-    let mut stale = Vec::new();
-    for (name, content) in schema_files() {
-        let path = dir.join(name);
-        if check {
-            if std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
-                stale.push(path);
-            }
-            continue;
-        }
-        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, content))
-        {
-            eprintln!("cannot write {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-        println!("wrote {}", path.display());
+    if check {
+        return check_dir(&dir);
     }
-    if stale.is_empty() {
-        if check {
-            println!("schema files in {} are current", dir.display());
+    match write_schema_files(&dir) {
+        Ok(written) => {
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+            ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_dir(dir: &Path) -> ExitCode {
+    let stale = stale_schema_files(dir);
+    if stale.is_empty() {
+        println!("schema files in {} are current", dir.display());
         return ExitCode::SUCCESS;
     }
     for path in &stale {
