@@ -21,6 +21,7 @@ mod job;
 pub mod reference;
 pub mod schema;
 mod secret;
+pub mod signature;
 #[cfg(test)]
 mod test_support;
 mod validate;

@@ -15,6 +15,8 @@ pub mod docker;
 pub mod dockerignore;
 pub mod events;
 pub mod git;
+pub mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod redact;
 pub mod registry_auth;

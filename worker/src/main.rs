@@ -3,12 +3,16 @@
 
 use anyhow::Context;
 use buildbot_worker::config::WorkerConfig;
+use buildbot_worker::consumer::{self, Observers};
+use buildbot_worker::metrics::Metrics;
 use buildbot_worker::pipeline::Pipeline;
 use buildbot_worker::schema::{self, SchemaArgs};
 use buildbot_worker::submit::{self, SubmitArgs};
-use buildbot_worker::{consumer, docker};
+use buildbot_worker::{docker, http};
 use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Stateless build worker for Dockerized apps: takes build jobs from
@@ -65,8 +69,10 @@ async fn main() -> anyhow::Result<ExitCode> {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BUILDBOT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal, not in files or collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -75,15 +81,33 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn run_worker(config: WorkerConfig) -> anyhow::Result<()> {
-    let docker = docker::connect()
+    // A daemon that is down is reported by /readyz and by the jobs that
+    // fail meanwhile; only a malformed DOCKER_HOST stops the worker.
+    let docker = docker::client()
         .await
-        .context("cannot reach the Docker Engine (DOCKER_HOST or /var/run/docker.sock)")?;
+        .context("DOCKER_HOST does not name a usable Docker Engine address")?;
     let worker_id = config.resolved_worker_id();
     tracing::info!(worker_id = %worker_id, "worker starting");
-    let pipeline = Pipeline::new(docker, worker_id, config.workspace_dir.clone());
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    consumer::run_until_shutdown(&config, pipeline, shutdown).await?;
+    let observers = Observers {
+        metrics: Metrics::new(),
+        readiness: Arc::default(),
+    };
+    if let Some(addr) = config.http_addr {
+        let bound = http::serve(
+            addr,
+            Arc::clone(&observers.metrics),
+            Arc::clone(&observers.readiness),
+            docker.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .with_context(|| format!("cannot serve HTTP on {addr}"))?;
+        tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    }
+    let pipeline = Pipeline::new(docker, worker_id, config.workspace_dir.clone());
+    consumer::run_until_shutdown(&config, pipeline, shutdown, observers).await?;
     tracing::info!("worker stopped");
     Ok(())
 }
