@@ -5,12 +5,12 @@
 //! publisher confirms and `mandatory` so a missing job queue is an error,
 //! and read typed events until the result. The worker never uses this.
 
-use crate::amqp::{ARG_EXPIRES, CONTENT_TYPE_JSON, CONTROL_EXCHANGE};
+use crate::amqp::{ARG_EXPIRES, CONTENT_TYPE_JSON, CONTROL_EXCHANGE, EVENTS_EXCHANGE};
 use crate::{ControlMessage, Event, EventBody, Job, JobResult};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueDeclareOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
@@ -169,6 +169,42 @@ impl Client {
             return Err(ClientError::NoSuchQueue(queue.to_owned()));
         }
         Ok(())
+    }
+
+    /// Watches every worker's events on the events topic exchange through a
+    /// private queue bound with `binding_key`, e.g. `billing-api.#` for one
+    /// service or `#` for everything (routing key
+    /// `<service_id>.<job_id>.<kind>`, dots in ids replaced by `_`). For
+    /// dashboards: the caller's reply queues are not touched.
+    pub async fn watch_events(&self, binding_key: &str) -> Result<Events, ClientError> {
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        };
+        let queue = self
+            .channel
+            .queue_declare(ShortString::from(""), options, FieldTable::default())
+            .await?;
+        self.channel
+            .queue_bind(
+                queue.name().clone(),
+                ShortString::from(EVENTS_EXCHANGE),
+                short(binding_key, "binding key")?,
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let consumer = self
+            .channel
+            .basic_consume(
+                queue.name().clone(),
+                ShortString::from(""),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Events { consumer })
     }
 
     /// Asks every worker to cancel job `job_id`: the one running it stops
