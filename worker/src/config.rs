@@ -2,6 +2,7 @@
 //! flag or an environment variable.
 
 use buildbot_protocol::amqp::{DEFAULT_DELIVERY_LIMIT, JOB_QUEUE};
+use buildbot_protocol::signature::{parse_public_keys, VerifyingKey};
 use buildbot_protocol::MAX_JOB_BYTES;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,10 +55,30 @@ pub struct WorkerConfig {
     #[arg(long, env = "BUILDBOT_LOG_BATCH_MS", default_value_t = 50)]
     pub log_batch_ms: u64,
 
+    /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and
+    /// `/readyz` (e.g. `0.0.0.0:9800`; port 0 picks a free one). None: no
+    /// endpoint.
+    #[arg(long, env = "BUILDBOT_HTTP_ADDR")]
+    pub http_addr: Option<std::net::SocketAddr>,
+
+    /// Accept only jobs signed by one of these ed25519 public keys (base64
+    /// of 32 bytes; comma-separated in the environment). Unsigned or forged
+    /// jobs are rejected before git or Docker is touched. Empty: signatures
+    /// are not checked.
+    #[arg(long = "trusted-key", env = "BUILDBOT_TRUSTED_KEYS", value_delimiter = ',',
+          value_parser = parse_trusted_key)]
+    pub trusted_keys: Vec<VerifyingKey>,
+
     /// On SIGTERM/SIGINT, seconds the running jobs get to finish before
     /// they are stopped and requeued for another worker.
     #[arg(long, env = "BUILDBOT_DRAIN_TIMEOUT_SECS", default_value_t = 300)]
     pub drain_timeout_secs: u64,
+}
+
+fn parse_trusted_key(text: &str) -> Result<VerifyingKey, String> {
+    parse_public_keys([text])
+        .map_err(|_| "not base64 of a 32-byte ed25519 public key".to_owned())
+        .and_then(|keys| keys.into_iter().next().ok_or_else(|| "empty".to_owned()))
 }
 
 impl WorkerConfig {

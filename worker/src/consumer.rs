@@ -6,13 +6,16 @@
 use crate::config::WorkerConfig;
 use crate::control::{RunningJobs, Stop};
 use crate::events::{self, AttemptId, LogBatching};
+use crate::http::Readiness;
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::redact::Redactor;
-use crate::reply::ReplySink;
+use crate::reply::{ReplySink, ReplyTarget};
 use buildbot_protocol::amqp::{
     ARG_DEAD_LETTER_EXCHANGE, ARG_DELIVERY_LIMIT, ARG_QUEUE_TYPE, CONTROL_EXCHANGE,
-    HEADER_DELIVERY_COUNT,
+    EVENTS_EXCHANGE, HEADER_DELIVERY_COUNT,
 };
+use buildbot_protocol::signature::{verify_job, VerifyingKey};
 use buildbot_protocol::{
     decode_job_with_limit, ControlMessage, Job, JobError, JobResult, JobStatus, StepName,
 };
@@ -65,6 +68,15 @@ pub enum ConsumerError {
     },
 }
 
+/// Where the consumer reports on itself: metrics and readiness.
+#[derive(Clone)]
+pub struct Observers {
+    /// The worker's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set while the consumer is attached to the job queue.
+    pub readiness: Arc<Readiness>,
+}
+
 /// What every job task needs, shared.
 struct JobContext {
     pool: Pool,
@@ -72,6 +84,8 @@ struct JobContext {
     max_job_bytes: usize,
     batching: LogBatching,
     jobs: RunningJobs,
+    metrics: Arc<Metrics>,
+    trusted_keys: Vec<VerifyingKey>,
 }
 
 /// Consumes jobs until `shutdown` is cancelled, reconnecting with backoff
@@ -81,11 +95,14 @@ pub async fn run_until_shutdown(
     config: &WorkerConfig,
     pipeline: Pipeline,
     shutdown: CancellationToken,
+    observers: Observers,
 ) -> Result<(), ConsumerError> {
     let mut backoff = Backoff::default();
     loop {
         let started = Instant::now();
-        match run(config, pipeline.clone(), shutdown.clone()).await {
+        let outcome = run(config, pipeline.clone(), shutdown.clone(), &observers).await;
+        observers.readiness.set_consuming(false);
+        match outcome {
             Ok(()) => return Ok(()),
             Err(e @ (ConsumerError::NameTooLong(_) | ConsumerError::Mismatch { .. })) => {
                 return Err(e)
@@ -95,6 +112,7 @@ pub async fn run_until_shutdown(
                     backoff = Backoff::default();
                 }
                 let delay = backoff.next_delay();
+                observers.metrics.reconnecting();
                 tracing::warn!(error = %e, retry_in = ?delay, "RabbitMQ unavailable; reconnecting");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
@@ -137,6 +155,7 @@ pub async fn run(
     config: &WorkerConfig,
     pipeline: Pipeline,
     shutdown: CancellationToken,
+    observers: &Observers,
 ) -> Result<(), ConsumerError> {
     // The dead-letter queue's name is the longest one derived from it.
     if config.dead_letter_queue().len() > 255 {
@@ -169,6 +188,7 @@ pub async fn run(
         .await
         .map_err(broker("the consumer"))?;
     tracing::info!(queue = %config.queue, concurrency = config.concurrency, "consuming jobs");
+    observers.readiness.set_consuming(true);
 
     let context = Arc::new(JobContext {
         pool,
@@ -176,6 +196,8 @@ pub async fn run(
         max_job_bytes: config.max_job_bytes,
         batching: config.log_batching(),
         jobs: RunningJobs::default(),
+        metrics: Arc::clone(&observers.metrics),
+        trusted_keys: config.trusted_keys.clone(),
     });
     let mut running = JoinSet::new();
     let outcome = loop {
@@ -196,6 +218,7 @@ pub async fn run(
             () = shutdown.cancelled() => break Ok(()),
         }
     };
+    observers.readiness.set_consuming(false);
     match &outcome {
         Ok(()) => {
             let cancel = BasicCancelOptions::default();
@@ -241,17 +264,7 @@ async fn drain(running: &mut JoinSet<()>, jobs: &RunningJobs, limit: Duration) {
 /// A private, exclusive queue bound to the control exchange: every worker
 /// receives every cancel.
 async fn consume_control(channel: &Channel) -> Result<lapin::Consumer, ConsumerError> {
-    let exchange = ShortString::from(CONTROL_EXCHANGE);
-    channel
-        .exchange_declare(
-            exchange.clone(),
-            ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    declare_exchange(channel, CONTROL_EXCHANGE, ExchangeKind::Fanout)
         .await
         .map_err(broker("the control exchange"))?;
     let options = QueueDeclareOptions {
@@ -266,7 +279,7 @@ async fn consume_control(channel: &Channel) -> Result<lapin::Consumer, ConsumerE
     channel
         .queue_bind(
             queue.name().clone(),
-            exchange,
+            ShortString::from(CONTROL_EXCHANGE),
             ShortString::from(""),
             QueueBindOptions::default(),
             FieldTable::default(),
@@ -332,8 +345,28 @@ fn is_precondition_failed(e: &lapin::Error) -> bool {
     )
 }
 
-/// The job queue (quorum, delivery limit, dead-letter exchange) and the
-/// dead-letter exchange and queue. Idempotent.
+/// Declares a durable exchange (idempotent).
+async fn declare_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> Result<(), lapin::Error> {
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            ShortString::from(name),
+            kind,
+            options,
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// The job queue (quorum, delivery limit, dead-letter exchange), the
+/// dead-letter exchange and queue, and the events exchange. Idempotent.
 async fn declare_topology(channel: &Channel, config: &WorkerConfig) -> Result<(), ConsumerError> {
     let durable = QueueDeclareOptions {
         durable: true,
@@ -341,18 +374,12 @@ async fn declare_topology(channel: &Channel, config: &WorkerConfig) -> Result<()
     };
     let dlx = config.dead_letter_exchange();
     let dead = config.dead_letter_queue();
-    channel
-        .exchange_declare(
-            ShortString::from(dlx.as_str()),
-            ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    declare_exchange(channel, &dlx, ExchangeKind::Fanout)
         .await
         .map_err(broker("the dead-letter exchange"))?;
+    declare_exchange(channel, EVENTS_EXCHANGE, ExchangeKind::Topic)
+        .await
+        .map_err(broker("the events exchange"))?;
     channel
         .queue_declare(ShortString::from(dead.as_str()), durable, quorum_args())
         .await
@@ -444,7 +471,7 @@ async fn handle_delivery(delivery: Delivery, context: Arc<JobContext>) {
     let envelope = Envelope::of(&delivery.properties);
     let span = tracing::info_span!("job", job_id = %envelope.job_id, attempt = envelope.attempt, service_id = tracing::field::Empty);
     async move {
-        match decode(&delivery.data, &envelope, context.max_job_bytes) {
+        match decode(&delivery.data, &envelope, &context) {
             Ok(job) => {
                 tracing::Span::current().record("service_id", job.service_id.as_str());
                 run_job(delivery, envelope, job, &context).await;
@@ -457,8 +484,14 @@ async fn handle_delivery(delivery: Delivery, context: Arc<JobContext>) {
 }
 
 /// The job, or every problem that makes it unacceptable.
-fn decode(data: &[u8], envelope: &Envelope, max_bytes: usize) -> Result<Job, Vec<String>> {
-    let job = decode_job_with_limit(data, max_bytes).map_err(|e| e.problems())?;
+fn decode(data: &[u8], envelope: &Envelope, context: &JobContext) -> Result<Job, Vec<String>> {
+    let job = decode_job_with_limit(data, context.max_job_bytes).map_err(|e| e.problems())?;
+    if !context.trusted_keys.is_empty() {
+        // decode_job_with_limit accepted it: it is a JSON object.
+        let message: serde_json::Value =
+            serde_json::from_slice(data).map_err(|e| vec![format!("job: {e}")])?;
+        verify_job(&message, &context.trusted_keys).map_err(|e| vec![e.to_string()])?;
+    }
     if envelope.reply_to.is_none() {
         return Err(vec![
             "reply_to: missing; set the message's reply_to to the caller's reply queue".into(),
@@ -473,7 +506,13 @@ async fn run_job(delivery: Delivery, envelope: Envelope, job: Job, context: &Job
     };
     let job_id = job.job_id.to_string();
     let handle = context.jobs.register(&job_id);
-    let sink = match open_sink(context, reply_to, job_id.clone()).await {
+    let _in_flight = context.metrics.job_running();
+    let target = ReplyTarget {
+        reply_to,
+        correlation_id: job_id.clone(),
+        service_id: Some(job.service_id.clone()),
+    };
+    let sink = match open_sink(context, target).await {
         Ok(sink) => sink,
         Err(e) => {
             tracing::warn!(error = %e, "cannot open the reply channel; requeueing the job");
@@ -502,6 +541,7 @@ async fn run_job(delivery: Delivery, envelope: Envelope, job: Job, context: &Job
         }
     };
     let status = result.status;
+    context.metrics.job_finished(&result);
     match finisher.finish(result).await {
         Ok(last_seq) => {
             tracing::info!(?status, last_seq, "job finished");
@@ -516,13 +556,9 @@ async fn run_job(delivery: Delivery, envelope: Envelope, job: Job, context: &Job
     }
 }
 
-async fn open_sink(
-    context: &JobContext,
-    reply_to: String,
-    job_id: String,
-) -> Result<ReplySink, String> {
+async fn open_sink(context: &JobContext, target: ReplyTarget) -> Result<ReplySink, String> {
     let connection = context.pool.get().await.map_err(|e| e.to_string())?;
-    ReplySink::open(&connection, reply_to, job_id)
+    ReplySink::open(&connection, target, Arc::clone(&context.metrics))
         .await
         .map_err(|e| e.to_string())
 }
@@ -548,6 +584,7 @@ async fn reject(
     tracing::warn!(problems = %problems.join("; "), "job rejected");
     if let Some(reply_to) = envelope.reply_to {
         let result = rejected_result(&problems, context.pipeline.worker_id());
+        context.metrics.job_finished(&result);
         if let Err(e) = publish_result(
             context,
             reply_to,
@@ -591,7 +628,12 @@ async fn publish_result(
     attempt: u32,
     result: JobResult,
 ) -> Result<u64, String> {
-    let sink = open_sink(context, reply_to, job_id.to_owned()).await?;
+    let target = ReplyTarget {
+        reply_to,
+        correlation_id: job_id.to_owned(),
+        service_id: None,
+    };
+    let sink = open_sink(context, target).await?;
     let attempt = AttemptId {
         job_id: job_id.to_owned(),
         attempt,

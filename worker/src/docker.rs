@@ -48,6 +48,21 @@ pub async fn connect() -> Result<Docker, DockerError> {
     Ok(docker.negotiate_version().await?)
 }
 
+/// A client for the daemon named by `DOCKER_HOST` that works before the
+/// daemon answers: the API version is negotiated when it does, else the
+/// client's default is used and jobs fail with the daemon's absence until
+/// it is back. Errs only on a malformed `DOCKER_HOST`.
+pub async fn client() -> Result<Docker, DockerError> {
+    let docker = Docker::connect_with_defaults()?;
+    match docker.clone().negotiate_version().await {
+        Ok(negotiated) => Ok(negotiated),
+        Err(e) => {
+            tracing::warn!(error = %e, "the Docker Engine does not answer; jobs fail until it does");
+            Ok(docker)
+        }
+    }
+}
+
 /// What to build; paths are those inside the context tar.
 #[derive(Debug, Clone, Default)]
 pub struct ImageBuild {

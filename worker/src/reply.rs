@@ -1,15 +1,20 @@
 //! The AMQP event sink: publishes a job's events to its reply queue with
 //! publisher confirms, so the consumer acks a job only after its result is
-//! safely with the broker.
+//! safely with the broker; and a copy of each to the events topic exchange
+//! for dashboards (routing key `<service_id>.<job_id>.<kind>`).
 
 use crate::events::{EventSink, SinkError};
-use buildbot_protocol::amqp::{CONTENT_TYPE_JSON, HEADER_ATTEMPT, HEADER_KIND, HEADER_SEQ};
-use buildbot_protocol::Event;
+use crate::metrics::Metrics;
+use buildbot_protocol::amqp::{
+    CONTENT_TYPE_JSON, EVENTS_EXCHANGE, HEADER_ATTEMPT, HEADER_KIND, HEADER_SEQ,
+};
+use buildbot_protocol::{Event, EventBody};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::PublisherConfirm;
 use lapin::{BasicProperties, Channel, Connection};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Confirms awaited lazily before the oldest is awaited: enough to keep the
 /// channel busy, bounded so a stalled broker applies back-pressure.
@@ -18,32 +23,55 @@ const MAX_UNCONFIRMED: usize = 256;
 /// AMQP delivery mode of messages that survive a broker restart.
 const PERSISTENT: u8 = 2;
 
+/// Where a job's events go.
+pub struct ReplyTarget {
+    /// The caller's reply queue.
+    pub reply_to: String,
+    /// The job id, as `correlation_id` of every event.
+    pub correlation_id: String,
+    /// The job's `service_id`, first word of the events exchange routing
+    /// key; `unknown` for a job rejected before it was read.
+    pub service_id: Option<String>,
+}
+
 /// Publishes events to one reply queue through the default exchange.
 pub struct ReplySink {
     channel: Channel,
     reply_to: String,
     correlation_id: String,
+    /// `<service_id>.<job_id>.` of the events exchange routing keys.
+    routing_prefix: String,
+    metrics: Arc<Metrics>,
     unconfirmed: VecDeque<(u64, PublisherConfirm)>,
     warned_unroutable: bool,
 }
 
 impl ReplySink {
-    /// Opens a confirm-mode channel on `connection` for events of the job
-    /// `correlation_id`, to be published to `reply_to`.
+    /// Opens a confirm-mode channel on `connection` for events to `target`.
+    /// The events exchange must exist (the consumer declares it).
     pub async fn open(
         connection: &Connection,
-        reply_to: String,
-        correlation_id: String,
+        target: ReplyTarget,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, SinkError> {
         let channel = connection.create_channel().await.map_err(transport)?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(transport)?;
+        // A `.` inside the service id would split it into two topic words.
+        let service = target
+            .service_id
+            .as_deref()
+            .unwrap_or("unknown")
+            .replace('.', "_");
+        let job = target.correlation_id.replace('.', "_");
         Ok(Self {
             channel,
-            reply_to,
-            correlation_id,
+            reply_to: target.reply_to,
+            routing_prefix: format!("{service}.{job}."),
+            correlation_id: target.correlation_id,
+            metrics,
             unconfirmed: VecDeque::new(),
             warned_unroutable: false,
         })
@@ -97,7 +125,8 @@ impl EventSink for ReplySink {
     async fn send(&mut self, event: &Event) -> Result<(), SinkError> {
         let payload = serde_json::to_vec(event)
             .map_err(|e| SinkError::Transport(format!("cannot encode event: {e}")))?;
-        let confirm = self
+        let properties = self.properties(event);
+        let reply = self
             .channel
             .basic_publish(
                 ShortString::from(""),
@@ -107,11 +136,30 @@ impl EventSink for ReplySink {
                     ..Default::default()
                 },
                 &payload,
-                self.properties(event),
+                properties.clone(),
             )
             .await
             .map_err(transport)?;
-        self.unconfirmed.push_back((event.seq, confirm));
+        self.unconfirmed.push_back((event.seq, reply));
+        // The dashboards' copy: not mandatory, nobody may be listening.
+        let routing_key = format!("{}{}", self.routing_prefix, event.body.kind());
+        if let Ok(routing_key) = ShortString::try_new(routing_key) {
+            let copy = self
+                .channel
+                .basic_publish(
+                    ShortString::from(EVENTS_EXCHANGE),
+                    routing_key,
+                    BasicPublishOptions::default(),
+                    &payload,
+                    properties,
+                )
+                .await
+                .map_err(transport)?;
+            self.unconfirmed.push_back((event.seq, copy));
+        }
+        if let EventBody::Log(log) = &event.body {
+            self.metrics.log_published(log.text.len());
+        }
         while self.unconfirmed.len() > MAX_UNCONFIRMED {
             self.await_oldest().await?;
         }
