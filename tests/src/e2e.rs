@@ -20,7 +20,7 @@ pub struct Setup {
     pub queue: String,
     /// The orchestrator's connection.
     pub orchestrator: Orchestrator,
-    _worker: WorkerProcess,
+    worker: WorkerProcess,
 }
 
 impl Setup {
@@ -45,22 +45,27 @@ impl Setup {
             rig,
             queue,
             orchestrator,
-            _worker: worker,
+            worker,
         }
     }
 
     /// Publishes `job` and returns every event of its first attempt.
     pub async fn run(&self, job: &Job) -> Attempt {
-        let job_id = job.job_id.to_string();
+        let body = serde_json::to_vec(job).expect("encode the job");
+        self.run_message(&job.job_id.to_string(), &body).await
+    }
+
+    /// Publishes `body` (any bytes) as job `job_id` and returns every event
+    /// of its first attempt.
+    pub async fn run_message(&self, job_id: &str, body: &[u8]) -> Attempt {
         let reply_to = format!("test.reply.{job_id}");
         let mut replies = self
             .orchestrator
             .reply_queue(&reply_to)
             .await
             .expect("declare the reply queue");
-        let body = serde_json::to_vec(job).expect("encode the job");
         self.orchestrator
-            .publish_job(&self.queue, &body, &job_id, Some(&reply_to))
+            .publish_job(&self.queue, body, job_id, Some(&reply_to))
             .await
             .expect("publish the job");
         replies
@@ -69,9 +74,9 @@ impl Setup {
             .expect("the job's result")
     }
 
-    /// Everything the worker logged so far.
-    pub fn worker_log(&self) -> String {
-        self._worker.log()
+    /// The worker process.
+    pub fn worker(&self) -> &WorkerProcess {
+        &self.worker
     }
 
     /// The auth registry's test login as a job's `registry_auth`.

@@ -38,6 +38,14 @@ impl Orchestrator {
         Ok(self.client.publish(queue, body, job_id, reply_to).await?)
     }
 
+    /// Reads the events exchange through a private queue bound with
+    /// `binding_key`.
+    pub async fn watch_events(&self, binding_key: &str) -> anyhow::Result<ReplyQueue> {
+        Ok(ReplyQueue {
+            events: self.client.watch_events(binding_key).await?,
+        })
+    }
+
     /// Asks every worker to cancel job `job_id`.
     pub async fn cancel(&self, job_id: uuid::Uuid) -> anyhow::Result<()> {
         Ok(self.client.cancel(job_id).await?)

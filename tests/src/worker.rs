@@ -35,11 +35,22 @@ impl WorkerProcess {
     /// to the test's stderr, so a failing test shows what the worker did,
     /// and is kept for [`WorkerProcess::log`].
     pub fn start(amqp_url: &str, queue: &str, args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(amqp_url, queue, args, &[])
+    }
+
+    /// [`WorkerProcess::start`] with extra environment variables.
+    pub fn start_with_env(
+        amqp_url: &str,
+        queue: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(worker_binary())
             .arg("worker")
             .args(["--amqp-url", amqp_url, "--queue", queue])
             .args(args)
             .env("BUILDBOT_LOG", "info,buildbot_worker=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -49,6 +60,28 @@ impl WorkerProcess {
             tokio::spawn(keep_log(stderr, Arc::clone(&log)));
         }
         Ok(Self { child, log })
+    }
+
+    /// The address of the worker's HTTP endpoint (started with
+    /// `--http-addr 127.0.0.1:0`), read from its log.
+    pub async fn http_addr(&self, limit: std::time::Duration) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let log = self.log();
+            let addr = log
+                .lines()
+                .filter(|line| line.contains("serving /metrics"))
+                .find_map(|line| line.split("addr=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next());
+            if let Some(addr) = addr {
+                return Ok(addr.to_owned());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the worker logged no HTTP address within {limit:?}:\n{log}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Everything the worker logged so far.

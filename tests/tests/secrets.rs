@@ -72,7 +72,7 @@ async fn canary_secrets_are_masked_in_every_event_and_in_the_worker_log() {
             "{form:?} leaked into the events: {log}"
         );
         assert!(
-            !setup.worker_log().contains(form),
+            !setup.worker().log().contains(form),
             "{form:?} leaked into the worker's log"
         );
     }
@@ -102,7 +102,7 @@ async fn an_https_token_in_a_failing_clone_is_masked() {
     for form in [CANARY, CANARY_URL_ENCODED] {
         assert!(!events.contains(form), "{form:?} leaked: {events}");
         assert!(
-            !setup.worker_log().contains(form),
+            !setup.worker().log().contains(form),
             "{form:?} in the worker log"
         );
     }

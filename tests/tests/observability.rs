@@ -1,0 +1,160 @@
+//! What operators and dashboards see: the worker's `/metrics`, `/healthz`
+//! and `/readyz`, and the copy of every event on the events exchange.
+
+use buildbot_protocol::{EventBody, JobStatus, StepName};
+use buildbot_tests::e2e::{Setup, RESULT_WITHIN};
+use buildbot_tests::orchestrator::Orchestrator;
+use buildbot_tests::worker::WorkerProcess;
+use buildbot_tests::Rig;
+use std::time::Duration;
+use uuid::Uuid;
+
+const HTTP: [&str; 2] = ["--http-addr", "127.0.0.1:0"];
+
+/// Status and body of `GET http://{addr}{path}`.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent();
+    let mut response = agent
+        .get(format!("http://{addr}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .unwrap_or_else(|e| panic!("GET {path} body: {e}"));
+    (status, body)
+}
+
+/// The value of the metric line starting with `name` (labels included).
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_the_events_exchange_after_a_job() {
+    let setup = Setup::start_with(&HTTP).await;
+    let addr = setup
+        .worker()
+        .http_addr(Duration::from_secs(10))
+        .await
+        .expect("the HTTP endpoint");
+    assert_eq!(get(&addr, "/healthz").0, 200);
+    let (status, body) = get(&addr, "/readyz");
+    assert_eq!(status, 200, "{body}");
+
+    let repo = setup.rig.create_repo(
+        "observed",
+        &[(
+            "Dockerfile",
+            b"FROM buildbot-base:busybox\nRUN echo observed\n",
+        )],
+    );
+    let job = setup.rig.job(&repo, &setup.rig.registry);
+    let mut dashboard = setup
+        .orchestrator
+        .watch_events(&format!("{}.{}.#", job.service_id, job.job_id))
+        .await
+        .expect("bind to the events exchange");
+    let attempt = setup.run(&job).await;
+    assert_eq!(attempt.result().status, JobStatus::Succeeded);
+
+    let watched = dashboard
+        .until_result(RESULT_WITHIN)
+        .await
+        .expect("the dashboard sees the result");
+    let seqs = |events: &[buildbot_protocol::Event]| -> Vec<(u64, &'static str)> {
+        events.iter().map(|e| (e.seq, e.body.kind())).collect()
+    };
+    assert_eq!(seqs(&watched.events), seqs(&attempt.events));
+
+    let (status, text) = get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(&text, "buildbot_jobs_total{status=\"succeeded\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "buildbot_jobs_in_flight"),
+        Some(0.0),
+        "{text}"
+    );
+    for step in [StepName::Clone, StepName::Build, StepName::Push] {
+        let name = format!(
+            "buildbot_step_duration_seconds_count{{step=\"{}\"}}",
+            step.as_str()
+        );
+        assert_eq!(metric(&text, &name), Some(1.0), "{name} in {text}");
+    }
+    let logged: usize = attempt
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Log(log) => Some(log.text.len()),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(
+        metric(&text, "buildbot_log_published_bytes_total"),
+        Some(logged as f64),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_docker_engine_jobs_fail_clearly_and_the_worker_is_not_ready() {
+    let rig = Rig::load();
+    let queue = format!("test.jobs.{}", Uuid::new_v4().simple());
+    // A daemon that died and left its socket behind: the path exists,
+    // nothing answers on it.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let socket = dir.path().join("docker.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind a socket"));
+    let docker_host = format!("unix://{}", socket.display());
+    let worker = WorkerProcess::start_with_env(
+        &rig.amqp_url,
+        &queue,
+        &HTTP,
+        &[("DOCKER_HOST", docker_host.as_str())],
+    )
+    .expect("start the worker");
+    let orchestrator = Orchestrator::connect(&rig.amqp_url).await.expect("connect");
+    orchestrator
+        .wait_for_consumer(&queue, Duration::from_secs(30))
+        .await
+        .expect("the worker consumes without a Docker Engine");
+    let addr = worker
+        .http_addr(Duration::from_secs(10))
+        .await
+        .expect("the HTTP endpoint");
+    let (status, body) = get(&addr, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("Docker Engine"), "{body}");
+    assert_eq!(get(&addr, "/healthz").0, 200);
+
+    let repo = rig.create_repo("no-docker", &[("Dockerfile", b"FROM scratch\n")]);
+    let job = rig.job(&repo, &rig.registry);
+    let reply_to = format!("test.reply.{}", job.job_id);
+    let mut replies = orchestrator
+        .reply_queue(&reply_to)
+        .await
+        .expect("reply queue");
+    let body = serde_json::to_vec(&job).expect("JSON");
+    orchestrator
+        .publish_job(&queue, &body, &job.job_id.to_string(), Some(&reply_to))
+        .await
+        .expect("publish");
+    let attempt = replies.until_result(RESULT_WITHIN).await.expect("a result");
+    let result = attempt.result();
+    assert_eq!(result.status, JobStatus::Failed, "{result:#?}");
+    let error = result.error.as_ref().expect("an error");
+    assert_eq!(error.step, StepName::Build);
+    assert!(error.message.contains("Docker Engine"), "{error:#?}");
+    assert_eq!(orchestrator.consumer_count(&queue).await.ok(), Some(1));
+}
