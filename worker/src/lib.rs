@@ -16,6 +16,7 @@ pub mod dockerignore;
 pub mod events;
 pub mod git;
 pub mod http;
+pub mod local;
 pub mod metrics;
 pub mod pipeline;
 pub mod redact;

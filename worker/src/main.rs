@@ -4,6 +4,7 @@
 use anyhow::Context;
 use buildbot_worker::config::WorkerConfig;
 use buildbot_worker::consumer::{self, Observers};
+use buildbot_worker::local::{self, BuildArgs};
 use buildbot_worker::metrics::Metrics;
 use buildbot_worker::pipeline::Pipeline;
 use buildbot_worker::schema::{self, SchemaArgs};
@@ -44,6 +45,12 @@ enum Command {
     /// Publish a job file and, with --follow, print its live log and exit
     /// with a status that reflects the result.
     Submit(SubmitArgs),
+    /// Run one job here against the local Docker Engine, without a broker,
+    /// printing its live log; the exit status is the result (0 succeeded,
+    /// 1 failed, 2 invalid job, 3 timed out, 4 interrupted, 5 could not
+    /// run).
+    // Boxed: its many flags would make every other variant as large.
+    Build(Box<BuildArgs>),
     /// Write the JSON Schemas of the job and event messages into a
     /// directory, check them (--check), or print one (--print).
     Schema(SchemaArgs),
@@ -60,6 +67,10 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Submit(args) => Ok(submit::run(&args).await.unwrap_or_else(|e| {
             eprintln!("buildbot submit: {e}");
+            e.exit_code()
+        })),
+        Command::Build(args) => Ok(local::run(&args).await.unwrap_or_else(|e| {
+            eprintln!("buildbot build: {e}");
             e.exit_code()
         })),
         Command::Schema(args) => Ok(schema::run(&args)?),
