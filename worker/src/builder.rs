@@ -24,8 +24,8 @@ use crate::registry_auth::{self, RegistryAuthError};
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, CreateImageInfo};
 use bollard::query_parameters::{
-    CreateImageOptions, DownloadFromContainerOptions, LogsOptions, RemoveContainerOptions,
-    RemoveImageOptions, UploadToContainerOptions,
+    CreateImageOptions, DownloadFromContainerOptions, ListContainersOptions, ListImagesOptions,
+    LogsOptions, RemoveContainerOptions, RemoveImageOptions, UploadToContainerOptions,
 };
 use bollard::Docker;
 use buildbot_protocol::{registry_host, Builder, Job, LogStream, StepName};
@@ -40,6 +40,10 @@ use tokio::io::AsyncWriteExt;
 pub const JOB_ID_LABEL: &str = "buildbot.job_id";
 /// Label naming what a labelled object is for.
 pub const ROLE_LABEL: &str = "buildbot.role";
+/// Label carrying the worker id on every builder container and image, so
+/// a worker restarted with the same `--worker-id` removes what it left
+/// behind when it crashed.
+pub const WORKER_LABEL: &str = "buildbot.worker";
 /// [`ROLE_LABEL`]'s value on builder containers and images.
 pub const BUILDER_ROLE: &str = "builder";
 /// Repository of builder images built from a job's Dockerfile; the tag is
@@ -138,6 +142,8 @@ pub struct BuilderRun<'a> {
     pub job: &'a Job,
     /// The job's `build.builder`.
     pub builder: &'a Builder,
+    /// The worker running it, labelled for the clean-up after a crash.
+    pub worker_id: &'a str,
     /// The checkout (uploaded as the source).
     pub checkout: &'a Path,
     /// Modification time of the uploaded files (the commit's).
@@ -318,6 +324,7 @@ fn labels(spec: &BuilderRun<'_>) -> HashMap<String, String> {
     HashMap::from([
         (JOB_ID_LABEL.to_owned(), spec.job.job_id.to_string()),
         (ROLE_LABEL.to_owned(), BUILDER_ROLE.to_owned()),
+        (WORKER_LABEL.to_owned(), spec.worker_id.to_owned()),
     ])
 }
 
@@ -607,6 +614,37 @@ impl Drop for Leftovers {
             }
         });
     }
+}
+
+/// Removes the builder containers and images a previous run of worker
+/// `worker_id` left behind (it was killed before it could); returns how
+/// many were removed. Run at start-up, before any job of this worker.
+pub async fn remove_leftovers(docker: &Docker, worker_id: &str) -> Result<usize, BuilderError> {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{WORKER_LABEL}={worker_id}")],
+    )]);
+    let containers = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters.clone()),
+            ..Default::default()
+        }))
+        .await?;
+    let images = docker
+        .list_images(Some(ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await?;
+    let mut removed = 0;
+    for container in containers.into_iter().filter_map(|c| c.id) {
+        removed += usize::from(remove(docker, Some(container), None).await.is_empty());
+    }
+    for image in images {
+        removed += usize::from(remove(docker, None, Some(image.id)).await.is_empty());
+    }
+    Ok(removed)
 }
 
 /// Removes the container (killing it if it still runs) and then the image;

@@ -9,7 +9,7 @@ use buildbot_worker::metrics::Metrics;
 use buildbot_worker::pipeline::Pipeline;
 use buildbot_worker::schema::{self, SchemaArgs};
 use buildbot_worker::submit::{self, SubmitArgs};
-use buildbot_worker::{docker, http};
+use buildbot_worker::{builder, docker, http};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -99,6 +99,11 @@ async fn run_worker(config: WorkerConfig) -> anyhow::Result<()> {
         .context("DOCKER_HOST does not name a usable Docker Engine address")?;
     let worker_id = config.resolved_worker_id();
     tracing::info!(worker_id = %worker_id, "worker starting");
+    match builder::remove_leftovers(&docker, &worker_id).await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed builder leftovers of an earlier run"),
+        Err(e) => tracing::warn!(error = %e, "cannot look for builder leftovers"),
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let observers = Observers {

@@ -146,6 +146,7 @@ impl Pipeline {
                 let run = BuilderRun {
                     job,
                     builder,
+                    worker_id: &self.worker_id,
                     checkout: &checkout_dir,
                     mtime: spec.mtime,
                     context_dir: &context_dir,
