@@ -4,7 +4,8 @@
 
 use bollard::Docker;
 use buildbot_protocol::amqp::JOB_QUEUE;
-use buildbot_protocol::{EventBody, Job, JobResult, JobStatus, StepName};
+use buildbot_protocol::{Builder, EventBody, Job, JobResult, JobStatus, StepName};
+use buildbot_tests::daemon;
 use buildbot_tests::orchestrator::{log_contains, Orchestrator, ReplyQueue};
 use buildbot_tests::worker::WorkerProcess;
 use buildbot_tests::Rig;
@@ -358,4 +359,42 @@ async fn sigterm_requeues_a_job_that_outlasts_the_drain_timeout() {
         "the job is back in the queue"
     );
     assert_container_removed(&container).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_removes_the_builder_its_crash_left() {
+    let fleet = Fleet::new().await;
+    let worker_id = format!("leftover-{}", Uuid::new_v4().simple());
+    let args = ["--worker-id", worker_id.as_str()];
+    let repo = fleet.rig.create_repo(
+        "leftover",
+        &[("Dockerfile", b"FROM buildbot-base:busybox\n")],
+    );
+    let mut job = fleet.rig.job(&repo, &fleet.rig.registry);
+    job.build.builder = Some(Builder {
+        image: Some(fleet.rig.base_image.clone()),
+        dockerfile: None,
+        command: ["sh", "-c", "echo builder-$((1+1)) && sleep 120"]
+            .map(String::from)
+            .to_vec(),
+        workdir: "/src".into(),
+        env: Default::default(),
+        artifacts: "out".into(),
+        artifacts_dest: "artifact".into(),
+    });
+    let mut worker = fleet.worker(&args).await;
+    let mut replies = fleet.submit(&job).await;
+    replies
+        .until(RESULT_WITHIN, |e| log_contains(e, "builder-2"))
+        .await
+        .expect("the builder runs");
+    worker.kill().await.expect("SIGKILL the worker");
+    let docker = daemon::connect().await;
+    assert!(
+        !daemon::job_containers(&docker, job.job_id).await.is_empty(),
+        "the killed worker left its builder container"
+    );
+
+    let _restarted = fleet.worker(&args).await;
+    daemon::assert_nothing_left(&docker, job.job_id, Duration::from_secs(20)).await;
 }
