@@ -1,0 +1,311 @@
+//! The files users deploy with: `docker-compose.yml` as Docker Compose
+//! itself reads it (`docker-compose config`, installed by scripts/rig-up)
+//! and the worker's `Dockerfile` as a sequence of build stages. Neither is
+//! started or built here, because this machine cannot pull images; these
+//! tests hold the properties a user depends on.
+
+use buildbot_protocol::MAX_TIMEOUT_SECS;
+use serde_norway::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("the repository root")
+}
+
+fn read(name: &str) -> String {
+    let path = repo_root().join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+// ---------------------------------------------------------- compose --
+
+/// `docker-compose config` of the repository's compose file, with
+/// DOCKER_GID set to `docker_gid` (or unset) and the default credentials.
+fn compose_config(docker_gid: Option<&str>) -> std::process::Output {
+    let mut command = Command::new("docker-compose");
+    command
+        .args(["-f", "docker-compose.yml", "config"])
+        .current_dir(repo_root())
+        .env_remove("RABBITMQ_USER")
+        .env_remove("RABBITMQ_PASSWORD")
+        .env_remove("DOCKER_GID");
+    if let Some(gid) = docker_gid {
+        command.env("DOCKER_GID", gid);
+    }
+    command
+        .output()
+        .expect("docker-compose runs (scripts/rig-up installs Debian's docker-compose)")
+}
+
+/// The compose file as Compose resolves it: anchors merged, variables
+/// interpolated, paths absolute.
+fn resolved_compose() -> Value {
+    let output = compose_config(Some("4242"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "docker-compose config: {stderr}");
+    serde_norway::from_slice(&output.stdout).expect("docker-compose config prints YAML")
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_sequence()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn text<'a>(value: &'a Value, what: &str) -> &'a str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {value:?}"))
+}
+
+#[test]
+fn compose_runs_rabbitmq_a_registry_and_two_workers() {
+    let config = resolved_compose();
+    let services = config["services"].as_mapping().expect("services");
+    let mut names: Vec<&str> = services.keys().filter_map(Value::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["rabbitmq", "registry", "worker-1", "worker-2"]);
+
+    let rabbitmq = &config["services"]["rabbitmq"];
+    let image = text(&rabbitmq["image"], "rabbitmq image");
+    assert!(image.starts_with("rabbitmq:") && image.ends_with("-management"));
+    let ports = strings(&rabbitmq["ports"]);
+    assert!(
+        ports.iter().any(|p| p.contains(":15672:15672")),
+        "{ports:?}"
+    );
+    let registry = &config["services"]["registry"];
+    assert!(text(&registry["image"], "registry image").starts_with("registry:"));
+    assert!(strings(&registry["ports"])
+        .iter()
+        .any(|p| p.contains(":5000:5000")));
+}
+
+#[test]
+fn compose_raises_rabbitmqs_consumer_timeout_above_the_longest_job() {
+    let config = resolved_compose();
+    let conf = repo_root().join("deploy/rabbitmq.conf");
+    let mount = format!("{}:/etc/rabbitmq/conf.d/", conf.display());
+    let volumes = strings(&config["services"]["rabbitmq"]["volumes"]);
+    assert!(
+        volumes.iter().any(|v| v.starts_with(&mount)),
+        "{mount} in {volumes:?}"
+    );
+
+    let text = read("deploy/rabbitmq.conf");
+    let timeout_ms: u64 = text
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .find(|(key, _)| key.trim() == "consumer_timeout")
+        .map(|(_, value)| value.trim().parse().expect("a number of milliseconds"))
+        .expect("rabbitmq.conf sets consumer_timeout");
+    assert!(
+        timeout_ms > MAX_TIMEOUT_SECS * 1000,
+        "consumer_timeout {timeout_ms} ms must exceed the longest job ({MAX_TIMEOUT_SECS} s)"
+    );
+}
+
+#[test]
+fn compose_workers_reach_rabbitmq_and_the_docker_socket() {
+    let config = resolved_compose();
+    let rabbitmq = &config["services"]["rabbitmq"]["environment"];
+    let user = text(&rabbitmq["RABBITMQ_DEFAULT_USER"], "user");
+    let password = text(&rabbitmq["RABBITMQ_DEFAULT_PASS"], "password");
+    let root = repo_root();
+    let mut ids = Vec::new();
+    for name in ["worker-1", "worker-2"] {
+        let worker = &config["services"][name];
+        let context = text(&worker["build"]["context"], "build context");
+        assert_eq!(Path::new(context), root, "{name} builds the Dockerfile");
+        assert_eq!(strings(&worker["command"]), ["worker"]);
+        let env = &worker["environment"];
+        assert_eq!(
+            text(&env["BUILDBOT_AMQP_URL"], "BUILDBOT_AMQP_URL"),
+            format!("amqp://{user}:{password}@rabbitmq:5672/%2f"),
+            "{name}"
+        );
+        ids.push(text(&env["BUILDBOT_WORKER_ID"], "worker id").to_owned());
+        let volumes = strings(&worker["volumes"]);
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v.starts_with("/var/run/docker.sock:/var/run/docker.sock")),
+            "{name}: {volumes:?}"
+        );
+        assert_eq!(strings(&worker["group_add"]), ["4242"], "{name}");
+        assert_eq!(
+            worker["depends_on"]["rabbitmq"]["condition"].as_str(),
+            Some("service_healthy")
+        );
+        assert_health_check_asks_the_http_addr(name, worker);
+    }
+    assert_ne!(ids[0], ids[1], "each worker reports its own id");
+}
+
+/// The health check opens the port the worker serves /readyz on.
+fn assert_health_check_asks_the_http_addr(name: &str, worker: &Value) {
+    let addr = text(&worker["environment"]["BUILDBOT_HTTP_ADDR"], "http addr");
+    let port = addr.rsplit(':').next().expect("a port");
+    let test = strings(&worker["healthcheck"]["test"]).join(" ");
+    assert!(
+        test.contains(&format!("/dev/tcp/127.0.0.1/{port}")) && test.contains("/readyz"),
+        "{name}: {test}"
+    );
+}
+
+#[test]
+fn compose_refuses_to_start_without_the_docker_sockets_group() {
+    let output = compose_config(None);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("DOCKER_GID"), "{stderr}");
+}
+
+// ------------------------------------------------------- Dockerfile --
+
+/// One build stage: its `FROM` line and the instructions after it, each
+/// as (keyword, arguments) with line continuations joined.
+#[derive(Debug)]
+struct Stage {
+    from: String,
+    instructions: Vec<(String, String)>,
+}
+
+impl Stage {
+    fn args_of(&self, keyword: &str) -> Vec<&str> {
+        self.instructions
+            .iter()
+            .filter(|(k, _)| k == keyword)
+            .map(|(_, args)| args.as_str())
+            .collect()
+    }
+}
+
+/// The Dockerfile's instructions before the first `FROM`, and its stages.
+fn dockerfile_stages(text: &str) -> (Vec<(String, String)>, Vec<Stage>) {
+    let mut global = Vec::new();
+    let mut stages: Vec<Stage> = Vec::new();
+    for instruction in instructions(text) {
+        let (keyword, args) = match instruction.split_once(char::is_whitespace) {
+            Some((keyword, args)) => (keyword.to_uppercase(), args.trim().to_owned()),
+            None => (instruction.to_uppercase(), String::new()),
+        };
+        if keyword == "FROM" {
+            stages.push(Stage {
+                from: args,
+                instructions: Vec::new(),
+            });
+        } else if let Some(stage) = stages.last_mut() {
+            stage.instructions.push((keyword, args));
+        } else {
+            global.push((keyword, args));
+        }
+    }
+    (global, stages)
+}
+
+/// Instructions with comments and blank lines dropped and `\` line
+/// continuations joined.
+fn instructions(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                out.push(std::mem::take(&mut current).trim().to_owned());
+            }
+        }
+    }
+    out
+}
+
+fn arg_default<'a>(global: &'a [(String, String)], name: &str) -> &'a str {
+    global
+        .iter()
+        .filter(|(keyword, _)| keyword == "ARG")
+        .find_map(|(_, args)| args.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("ARG {name}=... before the first FROM"))
+}
+
+/// `1.88` -> (1, 88).
+fn minor_version(text: &str) -> (u32, u32) {
+    let mut parts = text.trim_matches('"').split('.');
+    let mut next = || {
+        parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("not a version: {text}"))
+    };
+    (next(), next())
+}
+
+#[test]
+fn dockerfile_builds_with_a_new_enough_rust_and_runs_buildbot_as_non_root() {
+    let (global, stages) = dockerfile_stages(&read("Dockerfile"));
+    assert_eq!(stages.len(), 2, "a build stage and a runtime stage");
+    let (build, runtime) = (&stages[0], &stages[1]);
+
+    // The build stage: Rust at least the workspace's rust-version.
+    assert!(build.from.starts_with("rust:${RUST_VERSION}-") && build.from.ends_with(" AS build"));
+    let workspace = read("Cargo.toml");
+    let required = workspace
+        .lines()
+        .find_map(|line| line.strip_prefix("rust-version = "))
+        .expect("the workspace's rust-version");
+    let rust = arg_default(&global, "RUST_VERSION");
+    assert!(
+        minor_version(rust) >= minor_version(required),
+        "Rust {rust} is older than rust-version {required}"
+    );
+    let runs = build.args_of("RUN").join("\n");
+    assert!(runs.contains("cargo build --release --locked -p buildbot-worker"));
+    assert!(read("worker/Cargo.toml").contains("[[bin]]\nname = \"buildbot\"\n"));
+    assert!(runs.contains("target/release/buildbot /usr/local/bin/buildbot"));
+
+    // The runtime stage: slim Debian, the binary only, a non-root user.
+    assert!(runtime.from.starts_with("debian:") && runtime.from.contains("-slim"));
+    assert_eq!(
+        runtime.args_of("COPY"),
+        ["--from=build /usr/local/bin/buildbot /usr/local/bin/buildbot"]
+    );
+    assert!(runtime
+        .args_of("RUN")
+        .join("\n")
+        .contains("ca-certificates"));
+    let users = runtime.args_of("USER");
+    let user = *users.last().expect("the runtime stage sets USER");
+    assert!(!["root", "0"].contains(&user.split(':').next().unwrap_or(user)));
+    assert!(runtime
+        .args_of("RUN")
+        .iter()
+        .any(|run| run.contains("useradd") && run.ends_with(&format!(" {user}"))));
+    assert_eq!(runtime.args_of("ENTRYPOINT"), ["[\"buildbot\"]"]);
+    assert_eq!(runtime.args_of("CMD"), ["[\"worker\"]"]);
+}
+
+#[test]
+fn the_docker_build_context_leaves_out_target() {
+    let ignored = read(".dockerignore");
+    assert!(ignored
+        .lines()
+        .any(|line| line.trim() == "target/" || line.trim() == "target"));
+}
