@@ -151,24 +151,30 @@ impl Cli {
         Ok(())
     }
 
-    /// `docker build --no-cache` of `dir` with `build_args`, reading its
-    /// output line by line as it arrives; `on_line` gets each line with its
-    /// arrival time. Returns the wall time.
+    /// `docker build --no-cache` of `checkout` with `build_args` and the
+    /// OCI labels the worker adds (the classic builder applies labels in a
+    /// step of their own, so leaving them out would flatter the CLI),
+    /// reading its output line by line as it arrives; `on_line` gets each
+    /// line with its arrival time. Returns the wall time.
     pub async fn build_streaming(
         &self,
-        dir: &Path,
+        checkout: &Checkout,
         build_args: &[(&str, String)],
         tag: &str,
         mut on_line: impl FnMut(&str, DateTime<Utc>),
     ) -> anyhow::Result<Duration> {
+        let dir = checkout.path();
         let mut command = self.command("docker");
         command.args(["build", "--no-cache", "-t", tag]);
         for (name, value) in build_args {
             command.arg("--build-arg").arg(format!("{name}={value}"));
         }
+        for (name, value) in checkout.labels() {
+            command.arg("--label").arg(format!("{name}={value}"));
+        }
         let started = Instant::now();
         let mut child = command
-            .arg(dir)
+            .arg(&dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -192,9 +198,11 @@ impl Cli {
     }
 }
 
-/// A directory for a baseline checkout, removed when dropped.
+/// A baseline checkout in a directory removed when dropped.
 pub struct Checkout {
     dir: tempfile::TempDir,
+    url: String,
+    revision: String,
 }
 
 impl Checkout {
@@ -202,11 +210,27 @@ impl Checkout {
     pub async fn new(cli: &Cli, url: &str, revision: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         cli.checkout(url, revision, &dir.path().join("src")).await?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            url: url.to_owned(),
+            revision: revision.to_owned(),
+        })
     }
 
     /// The working tree.
     pub fn path(&self) -> PathBuf {
         self.dir.path().join("src")
+    }
+
+    /// The OCI labels the worker puts on an image of this checkout.
+    fn labels(&self) -> [(&'static str, String); 3] {
+        [
+            ("org.opencontainers.image.revision", self.revision.clone()),
+            ("org.opencontainers.image.source", self.url.clone()),
+            (
+                "org.opencontainers.image.created",
+                Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            ),
+        ]
     }
 }

@@ -117,7 +117,7 @@ async fn through_cli(
     let build_args = [("PROBES", probes.to_string())];
     bench
         .cli
-        .build_streaming(&checkout.path(), &build_args, &tag, |line, arrived| {
+        .build_streaming(&checkout, &build_args, &tag, |line, arrived| {
             if let Some(printed) = probe_time(line) {
                 latencies.push(ms_between(printed, arrived));
             }

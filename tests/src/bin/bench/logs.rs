@@ -4,11 +4,11 @@
 
 use crate::baseline::Checkout;
 use crate::caller;
-use crate::report::{mib, secs};
+use crate::report::{list, median, mib, secs};
 use crate::Bench;
 use anyhow::bail;
 use buildbot_protocol::StepName;
-use std::time::Duration;
+use buildbot_tests::TestRepo;
 
 /// Checks a stream of lines for `bench line 1` .. `bench line N` in order;
 /// other lines (the builder's step lines) are ignored.
@@ -48,22 +48,96 @@ impl LineCheck {
     }
 }
 
-/// Runs the build through a worker, then with the CLI.
+/// One build through the worker, in seconds after publishing.
+struct WorkerRun {
+    /// Until the last numbered line arrived.
+    last_line: f64,
+    /// Until the result arrived.
+    wall: f64,
+    /// The worker's build step alone.
+    build_step: f64,
+}
+
+/// Runs the build through a worker and with the CLI, alternately.
 pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     let lines = bench.options.log_lines;
-    eprintln!("==> 3. a build printing {lines} lines");
+    let runs = bench.options.log_runs;
+    eprintln!("==> 3. a build printing {lines} lines, {runs} runs per side");
     let queue = bench.caller.new_queue("logs");
     let worker = bench.launcher.start("bench-logs", &queue, 1)?;
     bench.caller.wait_for_consumers(&queue, 1).await?;
     let repo = bench.repos.logs.clone();
+    let checkout = Checkout::new(&bench.cli, &repo.ssh_url, &repo.commit).await?;
+    let mut through_worker = Vec::new();
+    let mut cli = Vec::new();
+    for run in 0..runs {
+        // Alternating, as in section 1, so load drift favours neither.
+        if run % 2 == 0 {
+            through_worker.push(worker_run(bench, &queue, &repo).await?);
+            cli.push(cli_run(bench, &checkout).await?);
+        } else {
+            cli.push(cli_run(bench, &checkout).await?);
+            through_worker.push(worker_run(bench, &queue, &repo).await?);
+        }
+    }
+    let peak = worker.memory()?.peak;
+    report(bench, &through_worker, &cli, peak);
+    Ok(())
+}
+
+fn report(bench: &mut Bench, through_worker: &[WorkerRun], cli: &[f64], peak: u64) {
+    let lines = bench.options.log_lines as f64;
+    let pick = |f: fn(&WorkerRun) -> f64| through_worker.iter().map(f).collect::<Vec<_>>();
+    let (last_line, wall) = (pick(|r| r.last_line), pick(|r| r.wall));
+    let ratios: Vec<f64> = wall.iter().zip(cli).map(|(w, c)| w / c).collect();
+    let with_median = |values: &[f64]| format!("{} (median {:.2})", list(values), median(values));
+    let report = &mut bench.report;
+    report.add(
+        3,
+        format!("{lines} lines through the worker: lines/s at the caller"),
+        format!(
+            "{:.0} lines/s (median; publish → last line {}); every run: all present, in order",
+            lines / median(&last_line),
+            with_median(&last_line)
+        ),
+    );
+    report.add(
+        3,
+        "  job wall time, publish → result (s)",
+        with_median(&wall),
+    );
+    report.add(
+        3,
+        "  of which the worker's build step (s)",
+        with_median(&pick(|r| r.build_step)),
+    );
+    report.add(
+        3,
+        "  same `docker build --no-cache` on the CLI, output read through a pipe (s)",
+        format!("{} ({:.0} lines/s)", with_median(cli), lines / median(cli)),
+    );
+    report.add(
+        3,
+        "  ratio worker job / CLI build, per run",
+        with_median(&ratios),
+    );
+    report.add(
+        3,
+        "  worker peak resident memory over these builds (VmHWM)",
+        mib(peak),
+    );
+}
+
+async fn worker_run(bench: &mut Bench, queue: &str, repo: &TestRepo) -> anyhow::Result<WorkerRun> {
+    let lines = bench.options.log_lines;
     let image = format!("{}/bench/logs", bench.rig.registry);
-    let mut job = caller::job(&bench.rig, &repo, &repo.commit, &image);
+    let mut job = caller::job(&bench.rig, repo, &repo.commit, &image);
     job.image.push = false;
     job.build.no_cache = true;
     job.build
         .build_args
         .insert("LINES".into(), lines.to_string());
-    let followed = bench.caller.run(&queue, &job).await?;
+    let followed = bench.caller.run(queue, &job).await?;
     let mut check = LineCheck::default();
     let mut last_line = followed.published;
     for (arrival, line) in followed.build_lines() {
@@ -72,67 +146,27 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         }
     }
     check.ensure_complete(lines as u64, "through the worker")?;
-    let delivered = last_line - followed.published;
-    let memory = worker.memory()?;
-    drop(worker);
-    let cli = through_cli(bench, &repo.ssh_url, &repo.commit, lines).await?;
-
-    let rate = |elapsed: Duration| lines as f64 / secs(elapsed);
-    let report = &mut bench.report;
-    report.add(
-        3,
-        format!("{lines} lines through the worker: lines/s at the caller"),
-        format!(
-            "{:.0} lines/s (all {lines} present, in order; last line {:.2} s after publish)",
-            rate(delivered),
-            secs(delivered)
-        ),
-    );
-    report.add(
-        3,
-        "  job wall time (publish → result) / worker's build step",
-        format!(
-            "{:.2} s / {:.2} s",
-            secs(followed.elapsed()),
-            followed.step_ms(StepName::Build).unwrap_or(0) as f64 / 1000.0
-        ),
-    );
-    report.add(
-        3,
-        "  same `docker build --no-cache` on the CLI, output read by a pipe",
-        format!("{:.2} s ({:.0} lines/s)", secs(cli), rate(cli)),
-    );
-    report.add(
-        3,
-        "  ratio worker job / CLI build",
-        format!("{:.2}", secs(followed.elapsed()) / secs(cli)),
-    );
-    report.add(
-        3,
-        "  worker peak resident memory during this build (VmHWM)",
-        mib(memory.peak),
-    );
-    Ok(())
+    Ok(WorkerRun {
+        last_line: secs(last_line - followed.published),
+        wall: secs(followed.elapsed()),
+        build_step: followed.step_ms(StepName::Build).unwrap_or(0) as f64 / 1000.0,
+    })
 }
 
-async fn through_cli(
-    bench: &Bench,
-    url: &str,
-    revision: &str,
-    lines: usize,
-) -> anyhow::Result<Duration> {
-    let checkout = Checkout::new(&bench.cli, url, revision).await?;
+/// The same build with the docker CLI; seconds from start to exit.
+async fn cli_run(bench: &Bench, checkout: &Checkout) -> anyhow::Result<f64> {
+    let lines = bench.options.log_lines;
     let tag = format!("{}/bench/logs:cli", bench.rig.registry);
     let mut check = LineCheck::default();
     let build_args = [("LINES", lines.to_string())];
     let elapsed = bench
         .cli
-        .build_streaming(&checkout.path(), &build_args, &tag, |line, _| {
+        .build_streaming(checkout, &build_args, &tag, |line, _| {
             check.feed(line);
         })
         .await?;
     check.ensure_complete(lines as u64, "through the docker CLI")?;
-    Ok(elapsed)
+    Ok(secs(elapsed))
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ pub struct Options {
     pub probes: usize,
     /// Lines of the log-throughput build.
     pub log_lines: usize,
+    /// Runs per side of the log-throughput build.
+    pub log_runs: usize,
     /// Lines each log build prints in the memory section.
     pub memory_log_lines: usize,
     /// Jobs per batch in the cached-throughput section.
@@ -58,6 +60,7 @@ impl Options {
             first_event_jobs: 100,
             probes: 300,
             log_lines: 200_000,
+            log_runs: 3,
             memory_log_lines: 50_000,
             cached_jobs: 20,
             sections: vec![1, 2, 3, 4, 5],
@@ -91,6 +94,7 @@ impl Options {
         self.first_event_jobs = 10;
         self.probes = 30;
         self.log_lines = 20_000;
+        self.log_runs = 1;
         self.memory_log_lines = 5_000;
         self.cached_jobs = 4;
     }
