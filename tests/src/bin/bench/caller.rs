@@ -20,6 +20,26 @@ use uuid::Uuid;
 /// No benchmark job takes this long; a job that does is a failure.
 const RESULT_WITHIN: Duration = Duration::from_secs(300);
 
+/// A healthy broker answers a connect, declare or publish within
+/// milliseconds; one that does not is reported instead of waited for
+/// (lapin itself waits forever on a broker that accepts the TCP connection
+/// but never answers).
+const BROKER_WITHIN: Duration = Duration::from_secs(30);
+
+/// `operation`, or an error naming `what` when the broker does not answer.
+async fn broker<T, E>(
+    what: &str,
+    operation: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(BROKER_WITHIN, operation).await {
+        Ok(result) => result.with_context(|| what.to_owned()),
+        Err(_) => bail!("{what}: RabbitMQ did not answer within {BROKER_WITHIN:?}"),
+    }
+}
+
 /// An event and when it reached the caller.
 pub struct Arrival {
     /// The event.
@@ -99,11 +119,9 @@ pub struct Caller {
 impl Caller {
     /// Connects and declares the reply queue.
     pub async fn connect(amqp_url: &str) -> anyhow::Result<Self> {
-        let client = Client::connect(amqp_url)
-            .await
-            .context("connecting to RabbitMQ")?;
+        let client = broker("connecting to RabbitMQ", Client::connect(amqp_url)).await?;
         let reply_to = format!("bench.reply.{}", Uuid::new_v4().simple());
-        let replies = client.reply_queue(&reply_to).await?;
+        let replies = broker("declaring the reply queue", client.reply_queue(&reply_to)).await?;
         Ok(Self {
             client,
             replies,
@@ -125,7 +143,7 @@ impl Caller {
     pub async fn wait_for_consumers(&self, queue: &str, consumers: u32) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let counts = self.client.queue_counts(queue).await;
+            let counts = broker("counting consumers", self.client.queue_counts(queue)).await;
             if counts.is_ok_and(|c| c.consumers >= consumers) {
                 return Ok(());
             }
@@ -143,9 +161,10 @@ impl Caller {
         let job_id = job.job_id.to_string();
         let published_wall = Utc::now();
         let published = Instant::now();
-        self.client
-            .publish(queue, &body, &job_id, Some(&self.reply_to))
-            .await?;
+        let publish = self
+            .client
+            .publish(queue, &body, &job_id, Some(&self.reply_to));
+        broker("publishing a job", publish).await?;
         let mut events = Vec::new();
         loop {
             let arrival = self.next_event().await?;
@@ -175,9 +194,10 @@ impl Caller {
         for job in jobs {
             let body = serde_json::to_vec(job)?;
             let job_id = job.job_id.to_string();
-            self.client
-                .publish(queue, &body, &job_id, Some(&self.reply_to))
-                .await?;
+            let publish = self
+                .client
+                .publish(queue, &body, &job_id, Some(&self.reply_to));
+            broker("publishing a job", publish).await?;
         }
         let mut waiting: HashSet<String> = jobs.iter().map(|j| j.job_id.to_string()).collect();
         while !waiting.is_empty() {
@@ -213,7 +233,7 @@ impl Caller {
     /// worker declared for it) and the reply queue, so benchmark runs leave
     /// nothing on the broker. Best effort: failures are reported, not fatal.
     pub async fn clean_up(self) {
-        let result = async {
+        let clean_up = async {
             let connection =
                 Connection::connect(&self.amqp_url, ConnectionProperties::default()).await?;
             let channel = connection.create_channel().await?;
@@ -235,8 +255,10 @@ impl Caller {
                 .await?;
             connection.close(200, "benchmark done".into()).await?;
             anyhow::Ok(())
-        }
-        .await;
+        };
+        let result = tokio::time::timeout(BROKER_WITHIN, clean_up)
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("RabbitMQ did not answer")));
         if let Err(error) = result {
             eprintln!("warning: cleaning up the benchmark's queues: {error:#}");
         }
