@@ -312,10 +312,18 @@ fn on_control(data: &[u8], jobs: &RunningJobs) {
     }
 }
 
+/// How long opening (or checking) a broker connection may take: a broker
+/// that accepts TCP but never answers must not hang the worker.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn connection_pool(config: &WorkerConfig) -> Result<Pool, ConsumerError> {
+    let mut pool = deadpool_lapin::PoolConfig::default();
+    pool.timeouts.create = Some(CONNECT_TIMEOUT);
+    pool.timeouts.recycle = Some(CONNECT_TIMEOUT);
+    pool.timeouts.wait = Some(CONNECT_TIMEOUT);
     let pool_config = deadpool_lapin::Config {
         url: Some(config.amqp_url.clone()),
-        ..Default::default()
+        pool: Some(pool),
     };
     pool_config
         .create_pool(lapin::ConnectionProperties::default, Runtime::Tokio1)
