@@ -1,8 +1,9 @@
-//! The end-to-end setup the pipeline tests share: a worker on a queue of
-//! its own, an orchestrator connection (jobs come from [`Rig::job`]), and
-//! assertions on what an attempt reported.
+//! The end-to-end setup the tests share: a queue of its own with an
+//! orchestrator connection and workers on demand ([`Fleet`]) or one worker
+//! ([`Setup`]) (jobs come from [`Rig::job`]), and assertions on what an
+//! attempt reported.
 
-use crate::orchestrator::{Attempt, Orchestrator};
+use crate::orchestrator::{Attempt, Orchestrator, ReplyQueue};
 use crate::worker::WorkerProcess;
 use crate::Rig;
 use buildbot_protocol::{EventBody, Job, JobStatus, RegistryAuth, Secret, StepName, StepState};
@@ -12,15 +13,83 @@ use uuid::Uuid;
 /// A build of the tiny test apps takes a few seconds; generous for CI.
 pub const RESULT_WITHIN: Duration = Duration::from_secs(180);
 
-/// A worker on a queue of its own plus an orchestrator connection.
-pub struct Setup {
+/// A queue of its own and an orchestrator connection; workers on demand.
+pub struct Fleet {
     /// The rig's services.
     pub rig: Rig,
-    /// The queue the worker consumes.
+    /// The queue the workers consume.
     pub queue: String,
     /// The orchestrator's connection.
     pub orchestrator: Orchestrator,
+}
+
+impl Fleet {
+    /// A fresh queue name and a connection to the rig's RabbitMQ.
+    pub async fn new() -> Self {
+        let rig = Rig::load();
+        let orchestrator = Orchestrator::connect(&rig.amqp_url)
+            .await
+            .expect("connect to RabbitMQ");
+        Self {
+            queue: format!("test.jobs.{}", Uuid::new_v4().simple()),
+            rig,
+            orchestrator,
+        }
+    }
+
+    /// Starts a worker with extra `args` on the fleet's queue and waits
+    /// until it consumes.
+    pub async fn worker(&self, args: &[&str]) -> WorkerProcess {
+        self.worker_with_env(args, &[]).await
+    }
+
+    /// [`Fleet::worker`] with extra environment variables.
+    pub async fn worker_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> WorkerProcess {
+        let worker = WorkerProcess::start_with_env(&self.rig.amqp_url, &self.queue, args, env)
+            .expect("start a worker");
+        self.orchestrator
+            .wait_for_consumer(&self.queue, Duration::from_secs(30))
+            .await
+            .expect("the worker consumes its queue");
+        worker
+    }
+
+    /// Publishes `body` (any bytes) as job `job_id` and returns its reply
+    /// queue, declared first.
+    pub async fn publish(&self, job_id: &str, body: &[u8]) -> ReplyQueue {
+        let reply_to = format!("test.reply.{job_id}");
+        let replies = self
+            .orchestrator
+            .reply_queue(&reply_to)
+            .await
+            .expect("declare the reply queue");
+        self.orchestrator
+            .publish_job(&self.queue, body, job_id, Some(&reply_to))
+            .await
+            .expect("publish the job");
+        replies
+    }
+
+    /// Publishes `job` and returns its reply queue.
+    pub async fn submit(&self, job: &Job) -> ReplyQueue {
+        let body = serde_json::to_vec(job).expect("encode the job");
+        self.publish(&job.job_id.to_string(), &body).await
+    }
+}
+
+/// A fleet of one worker.
+pub struct Setup {
+    fleet: Fleet,
     worker: WorkerProcess,
+}
+
+/// The fleet's rig, queue and orchestrator, as `setup.rig` and so on.
+impl std::ops::Deref for Setup {
+    type Target = Fleet;
+
+    fn deref(&self) -> &Fleet {
+        &self.fleet
+    }
 }
 
 impl Setup {
@@ -31,22 +100,9 @@ impl Setup {
 
     /// A worker started with extra command-line `args`.
     pub async fn start_with(args: &[&str]) -> Self {
-        let rig = Rig::load();
-        let queue = format!("test.jobs.{}", Uuid::new_v4().simple());
-        let worker = WorkerProcess::start(&rig.amqp_url, &queue, args).expect("start the worker");
-        let orchestrator = Orchestrator::connect(&rig.amqp_url)
-            .await
-            .expect("connect to RabbitMQ");
-        orchestrator
-            .wait_for_consumer(&queue, Duration::from_secs(30))
-            .await
-            .expect("the worker consumes its queue");
-        Self {
-            rig,
-            queue,
-            orchestrator,
-            worker,
-        }
+        let fleet = Fleet::new().await;
+        let worker = fleet.worker(args).await;
+        Self { fleet, worker }
     }
 
     /// Publishes `job` and returns every event of its first attempt.
@@ -58,17 +114,8 @@ impl Setup {
     /// Publishes `body` (any bytes) as job `job_id` and returns every event
     /// of its first attempt.
     pub async fn run_message(&self, job_id: &str, body: &[u8]) -> Attempt {
-        let reply_to = format!("test.reply.{job_id}");
-        let mut replies = self
-            .orchestrator
-            .reply_queue(&reply_to)
+        self.publish(job_id, body)
             .await
-            .expect("declare the reply queue");
-        self.orchestrator
-            .publish_job(&self.queue, body, job_id, Some(&reply_to))
-            .await
-            .expect("publish the job");
-        replies
             .until_result(RESULT_WITHIN)
             .await
             .expect("the job's result")

@@ -12,11 +12,14 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
-    /// Connects to RabbitMQ at `url`.
+    /// Connects to RabbitMQ at `url`, failing after 30 s rather than
+    /// hanging a test on a broker that does not answer.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        Ok(Self {
-            client: Client::connect(url).await?,
-        })
+        let limit = Duration::from_secs(30);
+        let client = tokio::time::timeout(limit, Client::connect(url))
+            .await
+            .map_err(|_| anyhow::anyhow!("RabbitMQ at {url} did not answer within {limit:?}"))??;
+        Ok(Self { client })
     }
 
     /// Declares the reply queue `reply_to` and starts reading it.

@@ -2,12 +2,8 @@
 //! and `/readyz`, and the copy of every event on the events exchange.
 
 use buildbot_protocol::{EventBody, JobStatus, StepName};
-use buildbot_tests::e2e::{Setup, RESULT_WITHIN};
-use buildbot_tests::orchestrator::Orchestrator;
-use buildbot_tests::worker::WorkerProcess;
-use buildbot_tests::Rig;
+use buildbot_tests::e2e::{Fleet, Setup, RESULT_WITHIN};
 use std::time::Duration;
-use uuid::Uuid;
 
 const HTTP: [&str; 2] = ["--http-addr", "127.0.0.1:0"];
 
@@ -109,26 +105,16 @@ async fn metrics_health_and_the_events_exchange_after_a_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_docker_engine_jobs_fail_clearly_and_the_worker_is_not_ready() {
-    let rig = Rig::load();
-    let queue = format!("test.jobs.{}", Uuid::new_v4().simple());
+    let fleet = Fleet::new().await;
     // A daemon that died and left its socket behind: the path exists,
     // nothing answers on it.
     let dir = tempfile::tempdir().expect("a temp dir");
     let socket = dir.path().join("docker.sock");
     drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind a socket"));
     let docker_host = format!("unix://{}", socket.display());
-    let worker = WorkerProcess::start_with_env(
-        &rig.amqp_url,
-        &queue,
-        &HTTP,
-        &[("DOCKER_HOST", docker_host.as_str())],
-    )
-    .expect("start the worker");
-    let orchestrator = Orchestrator::connect(&rig.amqp_url).await.expect("connect");
-    orchestrator
-        .wait_for_consumer(&queue, Duration::from_secs(30))
-        .await
-        .expect("the worker consumes without a Docker Engine");
+    let worker = fleet
+        .worker_with_env(&HTTP, &[("DOCKER_HOST", docker_host.as_str())])
+        .await;
     let addr = worker
         .http_addr(Duration::from_secs(10))
         .await
@@ -138,23 +124,19 @@ async fn without_the_docker_engine_jobs_fail_clearly_and_the_worker_is_not_ready
     assert!(body.contains("Docker Engine"), "{body}");
     assert_eq!(get(&addr, "/healthz").0, 200);
 
-    let repo = rig.create_repo("no-docker", &[("Dockerfile", b"FROM scratch\n")]);
-    let job = rig.job(&repo, &rig.registry);
-    let reply_to = format!("test.reply.{}", job.job_id);
-    let mut replies = orchestrator
-        .reply_queue(&reply_to)
-        .await
-        .expect("reply queue");
-    let body = serde_json::to_vec(&job).expect("JSON");
-    orchestrator
-        .publish_job(&queue, &body, &job.job_id.to_string(), Some(&reply_to))
-        .await
-        .expect("publish");
+    let repo = fleet
+        .rig
+        .create_repo("no-docker", &[("Dockerfile", b"FROM scratch\n")]);
+    let job = fleet.rig.job(&repo, &fleet.rig.registry);
+    let mut replies = fleet.submit(&job).await;
     let attempt = replies.until_result(RESULT_WITHIN).await.expect("a result");
     let result = attempt.result();
     assert_eq!(result.status, JobStatus::Failed, "{result:#?}");
     let error = result.error.as_ref().expect("an error");
     assert_eq!(error.step, StepName::Build);
     assert!(error.message.contains("Docker Engine"), "{error:#?}");
-    assert_eq!(orchestrator.consumer_count(&queue).await.ok(), Some(1));
+    assert_eq!(
+        fleet.orchestrator.consumer_count(&fleet.queue).await.ok(),
+        Some(1)
+    );
 }

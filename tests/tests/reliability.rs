@@ -3,100 +3,44 @@
 //! starts the real `buildbot worker` binaries it needs.
 
 use bollard::Docker;
-use buildbot_protocol::amqp::JOB_QUEUE;
 use buildbot_protocol::{Builder, EventBody, Job, JobResult, JobStatus, StepName};
 use buildbot_tests::daemon;
-use buildbot_tests::orchestrator::{log_contains, Orchestrator, ReplyQueue};
-use buildbot_tests::worker::WorkerProcess;
-use buildbot_tests::Rig;
+use buildbot_tests::e2e::{Fleet, RESULT_WITHIN};
+use buildbot_tests::orchestrator::{log_contains, ReplyQueue};
 use std::time::Duration;
 use uuid::Uuid;
 
-const RESULT_WITHIN: Duration = Duration::from_secs(180);
-
-/// A queue of its own, an orchestrator connection, and workers on demand.
-struct Fleet {
-    rig: Rig,
-    queue: String,
-    orchestrator: Orchestrator,
+/// A job whose build prints `build-2` and the build container's id,
+/// sleeps `seconds`, then prints `build-3`. The arithmetic keeps the
+/// markers out of the echoed command line.
+fn slow_job(fleet: &Fleet, seconds: u32) -> Job {
+    let dockerfile = format!(
+        "FROM {}\nRUN echo build-$((1+1)) in-$(hostname)- && sleep {seconds} && echo build-$((2+1))\n",
+        fleet.rig.base_image
+    );
+    let repo = fleet
+        .rig
+        .create_repo("slow", &[("Dockerfile", dockerfile.as_bytes())]);
+    let mut job = fleet.rig.job(&repo, &fleet.rig.registry);
+    job.build.no_cache = true;
+    job
 }
 
-impl Fleet {
-    async fn new() -> Self {
-        let rig = Rig::load();
-        let orchestrator = Orchestrator::connect(&rig.amqp_url)
-            .await
-            .expect("connect to RabbitMQ");
-        Self {
-            queue: format!("{JOB_QUEUE}.test.{}", Uuid::new_v4().simple()),
-            rig,
-            orchestrator,
-        }
-    }
+async fn dead_letters(fleet: &Fleet) -> u32 {
+    let dead = format!("{}.dead", fleet.queue);
+    fleet.orchestrator.message_count(&dead).await.unwrap_or(0)
+}
 
-    /// Starts a worker on the fleet's queue and waits until it consumes.
-    async fn worker(&self, args: &[&str]) -> WorkerProcess {
-        let worker =
-            WorkerProcess::start(&self.rig.amqp_url, &self.queue, args).expect("start a worker");
-        self.orchestrator
-            .wait_for_consumer(&self.queue, Duration::from_secs(30))
-            .await
-            .expect("the worker consumes its queue");
-        worker
-    }
-
-    /// Publishes `body` as job `job_id` and returns its reply queue.
-    async fn publish(&self, job_id: &str, body: &[u8]) -> ReplyQueue {
-        let reply_to = format!("test.reply.{job_id}");
-        let replies = self
-            .orchestrator
-            .reply_queue(&reply_to)
-            .await
-            .expect("declare the reply queue");
-        self.orchestrator
-            .publish_job(&self.queue, body, job_id, Some(&reply_to))
-            .await
-            .expect("publish the job");
-        replies
-    }
-
-    async fn submit(&self, job: &Job) -> ReplyQueue {
-        let body = serde_json::to_vec(job).expect("encode the job");
-        self.publish(&job.job_id.to_string(), &body).await
-    }
-
-    /// A job whose build prints `build-2` and the build container's id,
-    /// sleeps `seconds`, then prints `build-3`. The arithmetic keeps the
-    /// markers out of the echoed command line.
-    fn slow_job(&self, seconds: u32) -> Job {
-        let dockerfile = format!(
-            "FROM {}\nRUN echo build-$((1+1)) in-$(hostname)- && sleep {seconds} && echo build-$((2+1))\n",
-            self.rig.base_image
+/// Waits until `<queue>.dead` holds `count` messages.
+async fn wait_for_dead_letters(fleet: &Fleet, count: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while dead_letters(fleet).await < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {count} jobs dead-lettered",
+            dead_letters(fleet).await
         );
-        let repo = self
-            .rig
-            .create_repo("slow", &[("Dockerfile", dockerfile.as_bytes())]);
-        let mut job = self.rig.job(&repo, &self.rig.registry);
-        job.build.no_cache = true;
-        job
-    }
-
-    async fn dead_letters(&self) -> u32 {
-        let dead = format!("{}.dead", self.queue);
-        self.orchestrator.message_count(&dead).await.unwrap_or(0)
-    }
-
-    /// Waits until `<queue>.dead` holds `count` messages.
-    async fn wait_for_dead_letters(&self, count: u32) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while self.dead_letters().await < count {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} of {count} jobs dead-lettered",
-                self.dead_letters().await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -152,7 +96,7 @@ async fn assert_container_removed(id: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_s_job_is_redelivered_and_succeeds_exactly_once() {
     let fleet = Fleet::new().await;
-    let job = fleet.slow_job(3);
+    let job = slow_job(&fleet, 3);
     let mut first = fleet.worker(&[]).await;
     let mut replies = fleet.submit(&job).await;
     build_container(&mut replies, 1).await;
@@ -183,7 +127,7 @@ async fn a_killed_worker_s_job_is_redelivered_and_succeeds_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_keeps_killing_workers_is_dead_lettered() {
     let fleet = Fleet::new().await;
-    let job = fleet.slow_job(30);
+    let job = slow_job(&fleet, 30);
     // A delivery limit of 1: the job is returned once and redelivered, the
     // second return dead-letters it. Both its workers die mid-build.
     let limit = ["--delivery-limit", "1"];
@@ -194,7 +138,7 @@ async fn a_job_that_keeps_killing_workers_is_dead_lettered() {
     let mut worker = fleet.worker(&limit).await;
     build_container(&mut replies, 2).await;
     worker.kill().await.expect("SIGKILL the second worker");
-    fleet.wait_for_dead_letters(1).await;
+    wait_for_dead_letters(&fleet, 1).await;
     let _survivor = fleet.worker(&limit).await;
     let late = replies
         .next_within(Duration::from_secs(3))
@@ -253,7 +197,7 @@ async fn poison_messages_are_rejected_dead_lettered_and_the_worker_goes_on() {
         .publish_job(&fleet.queue, b"not json", "no-reply", None)
         .await
         .expect("publish");
-    fleet.wait_for_dead_letters(4).await;
+    wait_for_dead_letters(&fleet, 4).await;
 
     let attempt = fleet
         .submit(&good)
@@ -268,7 +212,7 @@ async fn poison_messages_are_rejected_dead_lettered_and_the_worker_goes_on() {
 async fn a_job_over_its_timeout_is_stopped_and_its_container_removed() {
     let fleet = Fleet::new().await;
     let _worker = fleet.worker(&[]).await;
-    let mut job = fleet.slow_job(120);
+    let mut job = slow_job(&fleet, 120);
     job.timeout_secs = 5;
     let mut replies = fleet.submit(&job).await;
     let container = build_container(&mut replies, 1).await;
@@ -288,7 +232,7 @@ async fn a_job_over_its_timeout_is_stopped_and_its_container_removed() {
 async fn a_cancel_message_stops_the_build_within_seconds() {
     let fleet = Fleet::new().await;
     let _worker = fleet.worker(&[]).await;
-    let job = fleet.slow_job(120);
+    let job = slow_job(&fleet, 120);
     let mut replies = fleet.submit(&job).await;
     let container = build_container(&mut replies, 1).await;
     fleet
@@ -310,7 +254,7 @@ async fn a_cancel_message_stops_the_build_within_seconds() {
 async fn sigterm_lets_a_running_job_finish() {
     let fleet = Fleet::new().await;
     let mut worker = fleet.worker(&["--drain-timeout-secs", "120"]).await;
-    let job = fleet.slow_job(3);
+    let job = slow_job(&fleet, 3);
     let mut replies = fleet.submit(&job).await;
     build_container(&mut replies, 1).await;
     let exit = worker
@@ -334,7 +278,7 @@ async fn sigterm_lets_a_running_job_finish() {
 async fn sigterm_requeues_a_job_that_outlasts_the_drain_timeout() {
     let fleet = Fleet::new().await;
     let mut worker = fleet.worker(&["--drain-timeout-secs", "1"]).await;
-    let job = fleet.slow_job(120);
+    let job = slow_job(&fleet, 120);
     let mut replies = fleet.submit(&job).await;
     let container = build_container(&mut replies, 1).await;
     let exit = worker
