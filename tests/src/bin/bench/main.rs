@@ -23,13 +23,15 @@ use buildbot_tests::{Rig, TestRepo};
 use std::path::PathBuf;
 use std::time::Instant;
 
-const USAGE: &str = "usage: bench [--runs N] [--quick] [--only 1,2,3,4,5] [--worker-bin PATH]
+const USAGE: &str =
+    "usage: bench [--runs N] [--quick] [--only 1,2,3,4,5] [--worker-bin PATH] [--amqp-url URL]
 
   --runs N          runs per side in section 1 (default 5)
   --quick           small counts everywhere, to check the benchmark itself works
   --only LIST       run only these sections (1 overhead, 2 latency, 3 logs,
                     4 memory, 5 cached-job throughput)
-  --worker-bin PATH the buildbot binary to measure (default target/release/buildbot)";
+  --worker-bin PATH the buildbot binary to measure (default target/release/buildbot)
+  --amqp-url URL    another RabbitMQ than the rig's (workers and caller both use it)";
 
 /// What to run and how much of it.
 pub struct Options {
@@ -51,6 +53,8 @@ pub struct Options {
     pub sections: Vec<u8>,
     /// The worker binary.
     pub worker_bin: PathBuf,
+    /// RabbitMQ to use instead of the rig's.
+    pub amqp_url: Option<String>,
 }
 
 impl Options {
@@ -66,12 +70,14 @@ impl Options {
             sections: vec![1, 2, 3, 4, 5],
             worker_bin: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("../target/release/buildbot"),
+            amqp_url: None,
         };
         while let Some(arg) = args.next() {
             let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
             match arg.as_str() {
                 "--runs" => options.runs = value()?.parse().context("--runs")?,
                 "--worker-bin" => options.worker_bin = value()?.into(),
+                "--amqp-url" => options.amqp_url = Some(value()?),
                 "--only" => {
                     options.sections = value()?
                         .split(',')
@@ -145,13 +151,14 @@ async fn main() -> anyhow::Result<()> {
     let mut bench = setup(options, work.path()).await?;
     let outcome = run_sections(&mut bench).await;
     let worker_bin = bench.launcher.binary.clone();
+    let broker = broker_address(&bench.launcher.amqp_url);
     let Bench { caller, report, .. } = bench;
     caller.clean_up().await;
     if let Err(error) = &outcome {
         eprintln!("the benchmark stopped early: {error:#}");
         eprintln!("worker logs kept in {}", work.keep().display());
     }
-    println!("{}", machine(&load_before, &worker_bin));
+    println!("{}", machine(&load_before, &worker_bin, &broker));
     println!("{}", report.markdown());
     println!(
         "total benchmark time: {:.0} s",
@@ -170,13 +177,17 @@ async fn setup(options: Options, work: &std::path::Path) -> anyhow::Result<Bench
         logs: repos::log_app(&rig)?,
         latency: repos::latency_app(&rig)?,
     };
+    let amqp_url = options
+        .amqp_url
+        .clone()
+        .unwrap_or_else(|| rig.amqp_url.clone());
     let launcher = workers::Launcher {
         binary: options.worker_bin.clone(),
-        amqp_url: rig.amqp_url.clone(),
+        amqp_url: amqp_url.clone(),
         log_dir: work.to_owned(),
     };
     Ok(Bench {
-        caller: caller::Caller::connect(&rig.amqp_url).await?,
+        caller: caller::Caller::connect(&amqp_url).await?,
         cli: baseline::Cli::new(&rig.ssh_key, &known_hosts),
         launcher,
         options,
@@ -203,7 +214,7 @@ async fn run_sections(bench: &mut Bench) -> anyhow::Result<()> {
 }
 
 /// The machine the figures were taken on, and how busy it was.
-fn machine(load_before: &str, worker_bin: &std::path::Path) -> String {
+fn machine(load_before: &str, worker_bin: &std::path::Path, broker: &str) -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = read("/proc/cpuinfo")
         .lines()
@@ -218,11 +229,19 @@ fn machine(load_before: &str, worker_bin: &std::path::Path) -> String {
     format!(
         "machine: {cpus} CPUs ({model}), {memory} RAM, kernel {}\n\
          load average (1, 5, 15 min) at start: {load_before}; at end: {}\n\
-         worker binary: {}\n",
+         worker binary: {}, RabbitMQ at {broker}\n",
         read("/proc/sys/kernel/osrelease").trim(),
         load_average(),
         worker_bin.display()
     )
+}
+
+/// Host, port and vhost of an AMQP URL, without the credentials.
+fn broker_address(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.rsplit_once('@')
+        .map_or(rest, |(_, host)| host)
+        .to_owned()
 }
 
 fn load_average() -> String {
