@@ -10,7 +10,7 @@ use crate::{ControlMessage, Event, EventBody, Job, JobResult};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
@@ -239,6 +239,15 @@ impl Client {
         if !confirmation.is_ack() {
             return Err(ClientError::Refused);
         }
+        Ok(())
+    }
+
+    /// Deletes `queue` and the messages in it (a reply queue read to its
+    /// end, say). Deleting a queue that does not exist succeeds.
+    pub async fn delete_queue(&self, queue: &str) -> Result<(), ClientError> {
+        self.channel
+            .queue_delete(short(queue, "queue name")?, QueueDeleteOptions::default())
+            .await?;
         Ok(())
     }
 

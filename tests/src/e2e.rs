@@ -77,10 +77,41 @@ impl Fleet {
     }
 }
 
+/// Every test's job queue and dead-letter queue are quorum queues, each a
+/// Raft group on the broker: left behind by hundreds of test runs they
+/// make RabbitMQ slow to the point of not answering. So they go when the
+/// test is done. Workers declared after the fleet are dropped (killed)
+/// before it.
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let url = self.rig.amqp_url.clone();
+        let queues = [self.queue.clone(), format!("{}.dead", self.queue)];
+        // Drop cannot await, and the test's runtime may be shutting down:
+        // a thread with a runtime of its own does the deleting.
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let orchestrator = Orchestrator::connect(&url).await?;
+                for queue in &queues {
+                    orchestrator.delete_queue(queue).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = deleted {
+            eprintln!("could not delete the test's queues: {e:#}");
+        }
+    }
+}
+
 /// A fleet of one worker.
 pub struct Setup {
-    fleet: Fleet,
+    // Before `fleet`: the worker is killed before its queue is deleted.
     worker: WorkerProcess,
+    fleet: Fleet,
 }
 
 /// The fleet's rig, queue and orchestrator, as `setup.rig` and so on.
@@ -102,7 +133,7 @@ impl Setup {
     pub async fn start_with(args: &[&str]) -> Self {
         let fleet = Fleet::new().await;
         let worker = fleet.worker(args).await;
-        Self { fleet, worker }
+        Self { worker, fleet }
     }
 
     /// Publishes `job` and returns every event of its first attempt.

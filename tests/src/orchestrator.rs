@@ -49,6 +49,11 @@ impl Orchestrator {
         })
     }
 
+    /// Deletes `queue` with its messages.
+    pub async fn delete_queue(&self, queue: &str) -> anyhow::Result<()> {
+        Ok(self.client.delete_queue(queue).await?)
+    }
+
     /// Asks every worker to cancel job `job_id`.
     pub async fn cancel(&self, job_id: uuid::Uuid) -> anyhow::Result<()> {
         Ok(self.client.cancel(job_id).await?)
