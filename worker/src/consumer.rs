@@ -224,6 +224,15 @@ pub async fn run(
             let cancel = BasicCancelOptions::default();
             let _ = channel.basic_cancel(deliveries.tag(), cancel).await;
             drain(&mut running, &context.jobs, config.drain_timeout()).await;
+            // An ack is a frame queued for the socket: closing the channel
+            // (which waits for the broker's close-ok) makes sure the acks
+            // of the drained jobs were sent before the process exits.
+            let _ = channel
+                .close(200, ShortString::from("worker stopping"))
+                .await;
+            let _ = connection
+                .close(200, ShortString::from("worker stopping"))
+                .await;
         }
         Err(e) => {
             // Their deliveries can no longer be acked: the broker redelivers
