@@ -64,7 +64,7 @@ impl Options {
             first_event_jobs: 100,
             probes: 300,
             log_lines: 200_000,
-            log_runs: 3,
+            log_runs: 5,
             memory_log_lines: 50_000,
             cached_jobs: 20,
             sections: vec![1, 2, 3, 4, 5],

@@ -56,12 +56,24 @@ impl Launcher {
     /// `<log_dir>/<name>.log` so it neither clutters the table nor costs a
     /// terminal.
     pub fn start(&self, name: &str, queue: &str, concurrency: u16) -> anyhow::Result<Worker> {
+        self.start_on(&self.amqp_url, name, queue, concurrency)
+    }
+
+    /// [`Launcher::start`] with another AMQP URL (e.g. one setting
+    /// connection parameters in its query).
+    pub fn start_on(
+        &self,
+        amqp_url: &str,
+        name: &str,
+        queue: &str,
+        concurrency: u16,
+    ) -> anyhow::Result<Worker> {
         let log_path = self.log_dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let child = Command::new(&self.binary)
             .arg("worker")
-            .args(["--amqp-url", &self.amqp_url, "--queue", queue])
+            .args(["--amqp-url", amqp_url, "--queue", queue])
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--worker-id", name])
             .env("BUILDBOT_LOG", "info")
