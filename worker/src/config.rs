@@ -7,9 +7,9 @@ use buildbot_protocol::MAX_JOB_BYTES;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Settings of `buildbot worker`.
+/// Where RabbitMQ is: the setting of every subcommand that talks to it.
 #[derive(Debug, Clone, clap::Args)]
-pub struct WorkerConfig {
+pub struct BrokerArgs {
     /// RabbitMQ URL. Its password is never logged.
     #[arg(
         long,
@@ -18,6 +18,14 @@ pub struct WorkerConfig {
         hide_env_values = true
     )]
     pub amqp_url: String,
+}
+
+/// Settings of `buildbot worker`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerConfig {
+    /// Where RabbitMQ is.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
 
     /// Queue the worker takes jobs from. Its dead-letter exchange and queue
     /// are named `<queue>.dlx` and `<queue>.dead`.

@@ -331,7 +331,7 @@ fn connection_pool(config: &WorkerConfig) -> Result<Pool, ConsumerError> {
     pool.timeouts.recycle = Some(CONNECT_TIMEOUT);
     pool.timeouts.wait = Some(CONNECT_TIMEOUT);
     let pool_config = deadpool_lapin::Config {
-        url: Some(config.amqp_url.clone()),
+        url: Some(config.broker.amqp_url.clone()),
         pool: Some(pool),
     };
     pool_config

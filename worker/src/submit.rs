@@ -3,6 +3,7 @@
 //! log with step progress, then the result as the exit status (rendered by
 //! [`crate::terminal`], as `buildbot build` shows a local run).
 
+use crate::config::BrokerArgs;
 use crate::terminal::{exit_code, Printer};
 use buildbot_protocol::client::{Client, ClientError};
 use buildbot_protocol::{decode_job, EventBody};
@@ -15,14 +16,9 @@ pub struct SubmitArgs {
     /// The job, a protocol v1 JSON file (see `protocol/examples/`).
     pub job: PathBuf,
 
-    /// RabbitMQ URL.
-    #[arg(
-        long,
-        env = "BUILDBOT_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    pub amqp_url: String,
+    /// Where RabbitMQ is.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
 
     /// Queue to publish the job to.
     #[arg(long, env = "BUILDBOT_QUEUE", default_value = buildbot_protocol::amqp::JOB_QUEUE)]
@@ -88,7 +84,7 @@ pub async fn run(args: &SubmitArgs) -> Result<ExitCode, SubmitError> {
         path: args.job.clone(),
         problems: e.problems(),
     })?;
-    let client = Client::connect(&args.amqp_url).await?;
+    let client = Client::connect(&args.broker.amqp_url).await?;
     let mut events = client.submit(&args.queue, &job).await?;
     let job_id = job.job_id;
     if !args.follow {
