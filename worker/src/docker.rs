@@ -30,6 +30,10 @@ pub enum DockerError {
         /// What the daemon said.
         message: String,
     },
+    /// A tag was moved to another image while the job pushed it (another
+    /// job on the same daemon building the same tag).
+    #[error("{0}: another job on this Docker Engine pushed the same tag at the same time; run the job again")]
+    Moved(String),
     /// The registry accepted the push but no digest was reported.
     #[error("pushing {0} reported no manifest digest")]
     NoDigest(String),
@@ -161,16 +165,41 @@ pub async fn push_tags(
     credentials: Option<DockerCredentials>,
     reporter: &Reporter,
 ) -> Result<String, DockerError> {
-    let mut digest = None;
+    let mut digest: Option<String> = None;
     for tag in tags {
         let reference = format!("{repository}:{tag}");
         reporter
             .system(StepName::Push, format!("pushing {reference}"))
             .await;
         let pushed = push_one(docker, repository, tag, credentials.clone(), reporter).await?;
+        if let Some(first) = digest.as_ref().filter(|first| **first != pushed) {
+            return Err(DockerError::Moved(format!(
+                "{reference} was pushed as {pushed} but the job's first tag as {first}"
+            )));
+        }
         digest = Some(pushed);
     }
     digest.ok_or_else(|| DockerError::NoDigest(repository.to_owned()))
+}
+
+/// Checks that `digest`, pushed for `repository`, is image `image_id`:
+/// the tags are pushed by name, so another job on the same daemon tagging
+/// the same name in between would otherwise be reported as this job's.
+pub async fn verify_pushed(
+    docker: &Docker,
+    image_id: &str,
+    repository: &str,
+    digest: &str,
+) -> Result<(), DockerError> {
+    let image = docker.inspect_image(image_id).await?;
+    let expected = format!("{repository}@{digest}");
+    if image.repo_digests.unwrap_or_default().contains(&expected) {
+        Ok(())
+    } else {
+        Err(DockerError::Moved(format!(
+            "{expected} is not the image this job built ({image_id})"
+        )))
+    }
 }
 
 async fn push_one(

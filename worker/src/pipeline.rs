@@ -256,6 +256,9 @@ impl Pipeline {
         )
         .await
         .map_err(|e| e.to_string())?;
+        docker::verify_pushed(&self.docker, image_id, &job.image.repository, &digest)
+            .await
+            .map_err(|e| e.to_string())?;
         reporter
             .system(StepName::Push, format!("pushed {image_id} as {digest}"))
             .await;
