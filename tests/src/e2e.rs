@@ -216,3 +216,23 @@ pub fn assert_failed(attempt: &Attempt, step: StepName, message_part: &str) {
     );
     assert!(steps(attempt).contains(&(step, StepState::Failed)));
 }
+
+/// The attempt is a `rejected` result alone, naming `reason` among its
+/// problems: nothing ran.
+pub fn assert_rejected(attempt: &Attempt, reason: &str) {
+    let result = attempt.result();
+    assert_eq!(result.status, JobStatus::Rejected, "{result:#?}");
+    let error = result.error.as_ref().expect("the problem");
+    assert_eq!(error.step, StepName::Validate);
+    assert!(
+        error.problems.iter().any(|p| p.contains(reason)),
+        "{reason:?} not in {:?}",
+        error.problems
+    );
+    assert_eq!(
+        attempt.events.len(),
+        1,
+        "nothing ran: {:#?}",
+        attempt.events
+    );
+}

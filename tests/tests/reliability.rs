@@ -5,7 +5,7 @@
 use bollard::Docker;
 use buildbot_protocol::{Builder, EventBody, Job, JobResult, JobStatus, StepName};
 use buildbot_tests::daemon;
-use buildbot_tests::e2e::{Fleet, RESULT_WITHIN};
+use buildbot_tests::e2e::{assert_rejected, Fleet, RESULT_WITHIN};
 use buildbot_tests::orchestrator::{log_contains, ReplyQueue};
 use std::time::Duration;
 use uuid::Uuid;
@@ -181,15 +181,7 @@ async fn poison_messages_are_rejected_dead_lettered_and_the_worker_goes_on() {
             .until_result(RESULT_WITHIN)
             .await
             .expect("a rejected result");
-        let result = attempt.result();
-        assert_eq!(result.status, JobStatus::Rejected, "{result:#?}");
-        let error = result.error.as_ref().expect("the problems");
-        assert_eq!(error.step, StepName::Validate);
-        assert!(
-            error.problems.iter().any(|p| p.contains(expected)),
-            "{expected:?} not in {:?}",
-            error.problems
-        );
+        assert_rejected(&attempt, expected);
     }
     // Without a reply queue a bad job cannot be answered, only set aside.
     fleet

@@ -2,30 +2,11 @@
 //! rejects the rest before touching git or Docker.
 
 use buildbot_protocol::signature::{public_key_base64, sign_job, SigningKey};
-use buildbot_protocol::{JobStatus, StepName};
-use buildbot_tests::e2e::Setup;
-use buildbot_tests::orchestrator::Attempt;
+use buildbot_protocol::JobStatus;
+use buildbot_tests::e2e::{assert_rejected, Setup};
 
 fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
-}
-
-fn assert_rejected(attempt: &Attempt, reason: &str) {
-    let result = attempt.result();
-    assert_eq!(result.status, JobStatus::Rejected, "{result:#?}");
-    let error = result.error.as_ref().expect("the problem");
-    assert_eq!(error.step, StepName::Validate);
-    assert!(
-        error.problems.iter().any(|p| p.contains(reason)),
-        "{reason:?} not in {:?}",
-        error.problems
-    );
-    assert_eq!(
-        attempt.events.len(),
-        1,
-        "nothing ran: {:#?}",
-        attempt.events
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
