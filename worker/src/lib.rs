@@ -1,27 +1,35 @@
 //! buildbot worker: takes build jobs from RabbitMQ, clones, builds and pushes
 //! images, and streams events to each job's reply queue.
 //!
-//! Data flows one way: delivery -> decode/validate -> [`pipeline`] -> steps ->
-//! events -> sink -> ack. A step never talks to AMQP; the consumer never talks
-//! to Docker.
+//! # Layout
+//!
+//! Data flows one way, and the folders follow it:
+//!
+//! ```text
+//! delivery -> consumer (decode, validate) -> pipeline (steps) -> events -> sink -> ack
+//! ```
+//!
+//! - [`cli`]: the command line. Raw flags become domain values here; one
+//!   module per subcommand (`worker`, `build`, `submit`, `schema`).
+//! - `consumer`: the AMQP side. Connection, declared topology, control
+//!   (cancel) messages, delivery decoding, one job's run and ack, and the
+//!   registry of running jobs. It never talks to Docker.
+//! - `pipeline`: one job's steps in a private workspace. `mod.rs` is the
+//!   spine (order, step events, timeout, cancel); `steps/` has one module
+//!   per step (`clone`, `builder`, `build`, `push`). A step never talks to
+//!   AMQP.
+//! - `events`: what steps report becomes numbered, batched, masked events
+//!   for a sink: the reply queue (`reply`) or the terminal (`terminal`).
+//! - `observe`: metrics, readiness, and the HTTP endpoint serving them.
+//! - `shutdown`: SIGTERM/SIGINT, for the worker and `buildbot build`.
+//!
+//! Formats from jobs (repository URLs, known_hosts, keys, docker config,
+//! paths) are parsed once, by `buildbot_protocol`'s grammar.
+#![warn(missing_docs)]
 
-pub mod artifact;
-pub mod builder;
-pub mod config;
-pub mod consumer;
-pub mod context;
-pub mod control;
-pub mod docker;
-pub mod dockerignore;
-pub mod events;
-pub mod git;
-pub mod http;
-pub mod local;
-pub mod metrics;
-pub mod pipeline;
-pub mod redact;
-pub mod registry_auth;
-pub mod reply;
-pub mod schema;
-pub mod submit;
-pub mod terminal;
+pub mod cli;
+mod consumer;
+mod events;
+mod observe;
+mod pipeline;
+mod shutdown;

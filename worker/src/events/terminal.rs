@@ -14,7 +14,7 @@ use std::time::Instant;
 /// The exit status of a command that ran or followed a job: 0 succeeded,
 /// 1 failed, 2 rejected, 3 timed out, 4 cancelled. (5 is left for "could
 /// not run or follow the job at all".)
-pub fn exit_code(status: JobStatus) -> ExitCode {
+pub(crate) fn exit_code(status: JobStatus) -> ExitCode {
     ExitCode::from(match status {
         JobStatus::Succeeded => 0,
         JobStatus::Failed => 1,
@@ -25,7 +25,7 @@ pub fn exit_code(status: JobStatus) -> ExitCode {
 }
 
 /// Renders events for a person (or as JSON lines), noting gaps in `seq`.
-pub struct Printer {
+pub(crate) struct Printer {
     json: bool,
     started: Instant,
     /// (attempt, seq) of the last event rendered.
@@ -35,7 +35,7 @@ pub struct Printer {
 impl Printer {
     /// A printer whose elapsed times count from now; `json` prints each
     /// event as one JSON line instead.
-    pub fn new(json: bool) -> Self {
+    pub(crate) fn new(json: bool) -> Self {
         Self {
             json,
             started: Instant::now(),
@@ -45,7 +45,7 @@ impl Printer {
 
     /// Writes `event` to stdout at once. Write errors (a closed pipe) are
     /// ignored: the job must not fail because nobody reads its log.
-    pub fn print(&mut self, event: &Event) {
+    pub(crate) fn print(&mut self, event: &Event) {
         let text = self.render(event);
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes());
@@ -53,7 +53,7 @@ impl Printer {
     }
 
     /// The text [`Printer::print`] writes for `event`.
-    pub fn render(&mut self, event: &Event) -> String {
+    pub(crate) fn render(&mut self, event: &Event) -> String {
         if self.json {
             // An Event always serializes; an empty line would be the sign.
             let mut line = serde_json::to_string(event).unwrap_or_default();
@@ -136,13 +136,13 @@ fn summary(result: &JobResult, elapsed: f64) -> String {
 
 /// An [`EventSink`] that prints a local run's events as they are
 /// published. Nothing is buffered, so there is nothing to confirm.
-pub struct TerminalSink {
+pub(crate) struct TerminalSink {
     printer: Printer,
 }
 
 impl TerminalSink {
     /// A sink printing with a fresh [`Printer`].
-    pub fn new(json: bool) -> Self {
+    pub(crate) fn new(json: bool) -> Self {
         Self {
             printer: Printer::new(json),
         }

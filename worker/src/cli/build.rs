@@ -10,11 +10,12 @@
 //! read from files, passwords and tokens from environment variables, and
 //! they are held only in memory (masked in the log like a worker's).
 
-use crate::docker;
+use super::GitTimeoutArgs;
+use crate::events::redact::Redactor;
+use crate::events::terminal::{exit_code, TerminalSink};
 use crate::events::{self, AttemptId, LogBatching, SinkError};
+use crate::pipeline::docker;
 use crate::pipeline::Pipeline;
-use crate::redact::Redactor;
-use crate::terminal::{exit_code, TerminalSink};
 use base64::Engine as _;
 use buildbot_protocol::{
     decode_job, Build, Image, Job, JobStatus, Problem, RegistryAuth, Repo, RepoAuth, Secret,
@@ -26,15 +27,15 @@ use std::process::ExitCode;
 use zeroize::Zeroizing;
 
 /// Environment variable holding the registry password of `--registry-user`.
-pub const REGISTRY_PASSWORD_ENV: &str = "BUILDBOT_REGISTRY_PASSWORD";
+pub(crate) const REGISTRY_PASSWORD_ENV: &str = "BUILDBOT_REGISTRY_PASSWORD";
 /// Environment variable holding the passphrase of `--key-file`'s key.
-pub const KEY_PASSPHRASE_ENV: &str = "BUILDBOT_KEY_PASSPHRASE";
+pub(crate) const KEY_PASSPHRASE_ENV: &str = "BUILDBOT_KEY_PASSPHRASE";
 /// Environment variable holding the HTTPS token of `--repo-user`.
-pub const REPO_TOKEN_ENV: &str = "BUILDBOT_REPO_TOKEN";
+pub(crate) const REPO_TOKEN_ENV: &str = "BUILDBOT_REPO_TOKEN";
 
 /// Settings of `buildbot build`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct BuildArgs {
+pub(crate) struct BuildArgs {
     /// Run this job file (protocol v1 JSON, see `protocol/examples/`) as
     /// is, instead of a job made from the flags below.
     #[arg(
@@ -43,23 +44,26 @@ pub struct BuildArgs {
         value_name = "FILE",
         conflicts_with = "JobFlags"
     )]
-    pub job: Option<PathBuf>,
+    pub(crate) job: Option<PathBuf>,
 
     #[command(flatten)]
-    pub flags: JobFlags,
+    pub(crate) flags: JobFlags,
 
     /// Print every event as one JSON line instead of the log.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 
     /// Directory for the job's checkout, removed after the job.
     #[arg(long, env = "BUILDBOT_WORKSPACE_DIR", value_name = "DIR")]
-    pub workspace_dir: Option<PathBuf>,
+    pub(crate) workspace_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub(crate) git_timeouts: GitTimeoutArgs,
 }
 
 /// The job made from flags, named like the original `buildbot.sh`'s.
 #[derive(Debug, Clone, clap::Args)]
-pub struct JobFlags {
+pub(crate) struct JobFlags {
     /// Git URL to clone: `ssh://user@host[:port]/path`, scp-like
     /// `user@host:path`, or `https://host/path`.
     #[arg(
@@ -68,18 +72,18 @@ pub struct JobFlags {
         value_name = "URL",
         required_unless_present = "job"
     )]
-    pub repo: Option<String>,
+    pub(crate) repo: Option<String>,
 
     /// Commit SHA to build, or a branch or tag name (resolved and reported
     /// as a SHA).
     #[arg(long, env = "BUILDBOT_REVISION", required_unless_present = "job")]
-    pub revision: Option<String>,
+    pub(crate) revision: Option<String>,
 
     /// SSH private key file (PEM or OpenSSH) for the repository. It is
     /// read into memory; its passphrase, if any, comes from
     /// BUILDBOT_KEY_PASSPHRASE.
     #[arg(long, env = "BUILDBOT_KEY_FILE", value_name = "PATH")]
-    pub key_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
 
     /// User name for an https:// repository; the token or password comes
     /// from BUILDBOT_REPO_TOKEN.
@@ -89,16 +93,16 @@ pub struct JobFlags {
         value_name = "USER",
         conflicts_with = "key_file"
     )]
-    pub repo_user: Option<String>,
+    pub(crate) repo_user: Option<String>,
 
     /// File of OpenSSH `known_hosts` lines the SSH host key must match.
     /// Without it the host key is not checked.
     #[arg(long, env = "BUILDBOT_KNOWN_HOSTS", value_name = "FILE")]
-    pub known_hosts: Option<PathBuf>,
+    pub(crate) known_hosts: Option<PathBuf>,
 
     /// Also check out the repository's submodules.
     #[arg(long)]
-    pub submodules: bool,
+    pub(crate) submodules: bool,
 
     /// Image repository without tag, e.g.
     /// `registry.example.com:5000/team/app`.
@@ -108,7 +112,7 @@ pub struct JobFlags {
         value_name = "REPOSITORY",
         required_unless_present = "job"
     )]
-    pub image: Option<String>,
+    pub(crate) image: Option<String>,
 
     /// Tag to apply and push; repeat for more (all pushed in one job).
     /// In the environment, comma-separated.
@@ -119,12 +123,12 @@ pub struct JobFlags {
         value_delimiter = ',',
         default_value = "latest"
     )]
-    pub tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
 
     /// Label for logs and results. Defaults to the last path component of
     /// --image.
     #[arg(long, env = "BUILDBOT_SERVICE_ID", value_name = "ID")]
-    pub service_id: Option<String>,
+    pub(crate) service_id: Option<String>,
 
     /// Build context directory, relative to the checkout root.
     #[arg(
@@ -133,7 +137,7 @@ pub struct JobFlags {
         value_name = "DIR",
         default_value = "."
     )]
-    pub context: String,
+    pub(crate) context: String,
 
     /// Dockerfile path, relative to the context.
     #[arg(
@@ -142,31 +146,31 @@ pub struct JobFlags {
         value_name = "PATH",
         default_value = "Dockerfile"
     )]
-    pub dockerfile: String,
+    pub(crate) dockerfile: String,
 
     /// Build argument; repeat for more.
     #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub build_args: Vec<(String, String)>,
+    pub(crate) build_args: Vec<(String, String)>,
 
     /// Extra image label; repeat for more.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub labels: Vec<(String, String)>,
+    pub(crate) labels: Vec<(String, String)>,
 
     /// Stage of a multi-stage Dockerfile to build.
     #[arg(long, env = "BUILDBOT_TARGET", value_name = "STAGE")]
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
 
     /// Build without the daemon's layer cache.
     #[arg(long)]
-    pub no_cache: bool,
+    pub(crate) no_cache: bool,
 
     /// Pull newer versions of the base images first.
     #[arg(long)]
-    pub pull: bool,
+    pub(crate) pull: bool,
 
     /// Build and tag the image on the local daemon, but do not push it.
     #[arg(long, env = "BUILDBOT_NO_PUSH")]
-    pub no_push: bool,
+    pub(crate) no_push: bool,
 
     /// Registry user name; the password or token comes from
     /// BUILDBOT_REGISTRY_PASSWORD.
@@ -176,7 +180,7 @@ pub struct JobFlags {
         value_name = "USER",
         conflicts_with = "docker_config"
     )]
-    pub registry_user: Option<String>,
+    pub(crate) registry_user: Option<String>,
 
     /// Registry host (`host[:port]`) the --registry-user login is for.
     /// Defaults to the registry of --image.
@@ -186,24 +190,24 @@ pub struct JobFlags {
         value_name = "HOST",
         requires = "registry_user"
     )]
-    pub registry_server: Option<String>,
+    pub(crate) registry_server: Option<String>,
 
     /// Docker `config.json` whose `auths` entry for the image's registry is
     /// used (the original's --docker_login_cache). Credential helpers are
     /// not consulted: the file must hold the `auth` itself.
     #[arg(long, env = "BUILDBOT_DOCKER_CONFIG", value_name = "FILE")]
-    pub docker_config: Option<PathBuf>,
+    pub(crate) docker_config: Option<PathBuf>,
 
     /// Seconds the whole job may take before it is stopped (at most 86400).
     #[arg(long = "timeout", env = "BUILDBOT_TIMEOUT_SECS", value_name = "SECS", default_value_t = DEFAULT_TIMEOUT_SECS)]
-    pub timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
 }
 
 /// Why a local build could not run (exit status 2 for an invalid job, 5
 /// otherwise). A job that ran and failed is not an error: its result is
 /// the exit status.
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
+pub(crate) enum BuildError {
     /// A file named by a flag cannot be read.
     #[error("cannot read the {what} {}: {source}", path.display())]
     Read {
@@ -233,6 +237,9 @@ pub enum BuildError {
     /// The Docker Engine cannot be reached.
     #[error("cannot reach the Docker Engine (DOCKER_HOST or /var/run/docker.sock): {0}")]
     Docker(#[from] docker::DockerError),
+    /// libgit2 refused the network timeouts.
+    #[error("cannot set the git network timeouts: {0}")]
+    GitTimeouts(git2::Error),
     /// The events could not be printed to the end.
     #[error(transparent)]
     Events(#[from] SinkError),
@@ -241,7 +248,7 @@ pub enum BuildError {
 impl BuildError {
     /// Exit status: an invalid job is `rejected` (2), as a worker would
     /// report it; anything else means the job could not run (5).
-    pub fn exit_code(&self) -> ExitCode {
+    pub(crate) fn exit_code(&self) -> ExitCode {
         match self {
             BuildError::Invalid { .. } => ExitCode::from(2),
             _ => ExitCode::from(5),
@@ -250,11 +257,12 @@ impl BuildError {
 }
 
 /// Runs the job and prints its events; returns the result's exit status.
-pub async fn run(args: &BuildArgs) -> Result<ExitCode, BuildError> {
+pub(crate) async fn run(args: &BuildArgs) -> Result<ExitCode, BuildError> {
     let job = match &args.job {
         Some(path) => job_from_file(path)?,
         None => job_from_flags(&args.flags)?,
     };
+    args.git_timeouts.apply().map_err(BuildError::GitTimeouts)?;
     let docker = docker::connect().await?;
     let pipeline = Pipeline::new(docker, local_worker_id(), args.workspace_dir.clone());
     if !args.json {
@@ -271,7 +279,11 @@ pub async fn run(args: &BuildArgs) -> Result<ExitCode, BuildError> {
         Redactor::for_job(&job),
         LogBatching::default(),
     );
-    let result = pipeline.run(&job, &reporter, interrupted()).await;
+    // Ctrl-C or SIGTERM stops the job: it is reported `cancelled` (exit
+    // status 4) and its containers removed, as a cancelled queued job is.
+    let result = pipeline
+        .run(&job, &reporter, crate::shutdown::signalled())
+        .await;
     let status = result.status;
     finisher.finish(result).await?;
     if !args.json && status == JobStatus::Succeeded && !job.image.push {
@@ -291,7 +303,7 @@ fn job_from_file(path: &Path) -> Result<Job, BuildError> {
 
 /// Makes the job the flags describe and validates it; each problem names
 /// the job field and the flag that sets it.
-pub fn job_from_flags(flags: &JobFlags) -> Result<Job, BuildError> {
+pub(crate) fn job_from_flags(flags: &JobFlags) -> Result<Job, BuildError> {
     let image = flags.image.clone().unwrap_or_default();
     let job = Job {
         version: PROTOCOL_VERSION,
@@ -489,30 +501,6 @@ fn local_worker_id() -> String {
         "local".to_owned()
     } else {
         format!("local@{host}")
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM: the job is then stopped and reported
-/// `cancelled` (exit status 4), its containers removed, as a cancelled
-/// queued job is. A signal that cannot be listened for never completes.
-async fn interrupted() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }
 

@@ -12,7 +12,7 @@
 //! so two fresh clones of one commit produce identical bytes and the daemon's
 //! layer cache hits.
 
-use crate::dockerignore::{self, DockerIgnore, PatternError};
+use crate::pipeline::steps::build::dockerignore::{self, DockerIgnore, PatternError};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use std::ffi::{OsStr, OsString};
@@ -27,9 +27,9 @@ use tokio::sync::mpsc;
 /// The job field naming the context directory, used in messages.
 const CONTEXT_FIELD: &str = "build.context";
 /// The job field naming the runtime Dockerfile, used in messages.
-pub const DOCKERFILE_FIELD: &str = "build.dockerfile";
+pub(crate) const DOCKERFILE_FIELD: &str = "build.dockerfile";
 /// The job field naming a builder image's Dockerfile, used in messages.
-pub const BUILDER_DOCKERFILE_FIELD: &str = "build.builder.dockerfile";
+pub(crate) const BUILDER_DOCKERFILE_FIELD: &str = "build.builder.dockerfile";
 /// The ignore file, at the context root.
 const IGNORE_FILE: &str = ".dockerignore";
 /// Bytes per chunk of [`stream_tar`]: large enough to keep per-chunk
@@ -41,35 +41,35 @@ const CHANNEL_CHUNKS: usize = 4;
 
 /// What to pack: a job's context and Dockerfile inside a checkout.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContextSpec {
+pub(crate) struct ContextSpec {
     /// Checkout root (trusted, absolute).
-    pub checkout: PathBuf,
+    pub(crate) checkout: PathBuf,
     /// The job's `build.context`, relative to the checkout.
-    pub context: String,
+    pub(crate) context: String,
     /// The job's `build.dockerfile`, relative to the context.
-    pub dockerfile: String,
+    pub(crate) dockerfile: String,
     /// The job field `dockerfile` comes from, named in messages:
     /// [`DOCKERFILE_FIELD`], or [`BUILDER_DOCKERFILE_FIELD`] when building
     /// a builder image (with the checkout as its context).
-    pub dockerfile_field: &'static str,
+    pub(crate) dockerfile_field: &'static str,
     /// Modification time written into every tar header (the commit time):
     /// the same in every fresh clone, so the daemon's layer cache hits.
-    pub mtime: u64,
+    pub(crate) mtime: u64,
 }
 
 /// What went into a tar.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ContextStats {
+pub(crate) struct ContextStats {
     /// Regular files and symlinks written (directories not counted).
-    pub files: u64,
+    pub(crate) files: u64,
     /// Bytes of file content written.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 /// Why a build context cannot be produced. Messages name the job's fields,
 /// and paths relative to the checkout or context, never worker paths.
 #[derive(Debug, Error)]
-pub enum ContextError {
+pub(crate) enum ContextError {
     /// The context directory or the Dockerfile does not exist.
     #[error("{field}: {path} not found in the {}", scope_of(field))]
     NotFound { field: &'static str, path: String },
@@ -115,7 +115,7 @@ fn io_error(path: &str) -> impl FnOnce(io::Error) -> ContextError + '_ {
 /// Checks the spec (context dir and Dockerfile exist, are inside the
 /// checkout after resolving symlinks, the Dockerfile is a regular file) and
 /// returns the resolved context dir.
-pub fn resolve(spec: &ContextSpec) -> Result<PathBuf, ContextError> {
+pub(crate) fn resolve(spec: &ContextSpec) -> Result<PathBuf, ContextError> {
     resolve_paths(spec).map(|resolved| resolved.context_dir)
 }
 
@@ -130,7 +130,10 @@ pub fn resolve(spec: &ContextSpec) -> Result<PathBuf, ContextError> {
 /// points to (which [`resolve`] has checked is inside the checkout), because
 /// the daemon looks it up inside the context, where a link to elsewhere in
 /// the checkout would not resolve. Sockets, FIFOs and devices are skipped.
-pub fn write_tar<W: Write>(spec: &ContextSpec, out: W) -> Result<ContextStats, ContextError> {
+pub(crate) fn write_tar<W: Write>(
+    spec: &ContextSpec,
+    out: W,
+) -> Result<ContextStats, ContextError> {
     let resolved = resolve_paths(spec)?;
     let ignore = read_ignore(&resolved)?;
     let dockerfile = Some(DockerfileEntry {
@@ -147,7 +150,7 @@ pub fn write_tar<W: Write>(spec: &ContextSpec, out: W) -> Result<ContextStats, C
 /// container gets the source exactly as checked out (`.git` included, for
 /// tools that read the history). Symlinks are stored as links, never
 /// followed, so nothing outside the checkout is read.
-pub fn write_source_tar<W: Write>(
+pub(crate) fn write_source_tar<W: Write>(
     checkout: &Path,
     mtime: u64,
     out: W,
@@ -163,13 +166,15 @@ pub fn write_source_tar<W: Write>(
 /// build body). An error ends the stream with an `io::Error` carrying the
 /// [`ContextError`] (as its message and inner error). Dropping the stream
 /// stops the thread at its next write.
-pub fn stream_tar(spec: ContextSpec) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+pub(crate) fn stream_tar(
+    spec: ContextSpec,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
     stream_from(move |out| write_tar(&spec, out))
 }
 
 /// [`write_source_tar`], streamed as [`stream_tar`] is (for bollard's
 /// upload body).
-pub fn stream_source_tar(
+pub(crate) fn stream_source_tar(
     checkout: PathBuf,
     mtime: u64,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {

@@ -24,7 +24,7 @@ struct StepLabel {
 type StepHistograms = Family<StepLabel, Histogram, fn() -> Histogram>;
 
 /// Every metric the worker exports.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     jobs: Family<StatusLabel, Counter>,
     step_seconds: StepHistograms,
@@ -41,7 +41,7 @@ fn step_histogram() -> Histogram {
 
 impl Metrics {
     /// Registers every metric, all at zero.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("buildbot");
         let jobs = Family::<StatusLabel, Counter>::default();
         registry.register("jobs", "Jobs finished, by result status", jobs.clone());
@@ -76,7 +76,7 @@ impl Metrics {
     }
 
     /// Counts a job as running until the returned guard is dropped.
-    pub fn job_running(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn job_running(self: &Arc<Self>) -> InFlight {
         self.in_flight.inc();
         InFlight {
             metrics: Arc::clone(self),
@@ -84,7 +84,7 @@ impl Metrics {
     }
 
     /// Records a finished (or rejected) job and its step durations.
-    pub fn job_finished(&self, result: &JobResult) {
+    pub(crate) fn job_finished(&self, result: &JobResult) {
         self.jobs
             .get_or_create(&StatusLabel {
                 status: status_name(result.status),
@@ -100,17 +100,17 @@ impl Metrics {
     }
 
     /// Records log text published.
-    pub fn log_published(&self, bytes: usize) {
+    pub(crate) fn log_published(&self, bytes: usize) {
         self.log_bytes.inc_by(bytes as u64);
     }
 
     /// Records a reconnection attempt to RabbitMQ.
-    pub fn reconnecting(&self) {
+    pub(crate) fn reconnecting(&self) {
         self.reconnects.inc();
     }
 
     /// The metrics in Prometheus' text format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -119,7 +119,7 @@ impl Metrics {
 }
 
 /// A job counted in `jobs_in_flight`.
-pub struct InFlight {
+pub(crate) struct InFlight {
     metrics: Arc<Metrics>,
 }
 

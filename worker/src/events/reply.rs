@@ -4,7 +4,7 @@
 //! for dashboards (routing key `<service_id>.<job_id>.<kind>`).
 
 use crate::events::{EventSink, SinkError};
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use buildbot_protocol::amqp::{
     CONTENT_TYPE_JSON, EVENTS_EXCHANGE, HEADER_ATTEMPT, HEADER_KIND, HEADER_SEQ,
 };
@@ -24,18 +24,18 @@ const MAX_UNCONFIRMED: usize = 256;
 const PERSISTENT: u8 = 2;
 
 /// Where a job's events go.
-pub struct ReplyTarget {
+pub(crate) struct ReplyTarget {
     /// The caller's reply queue.
-    pub reply_to: String,
+    pub(crate) reply_to: String,
     /// The job id, as `correlation_id` of every event.
-    pub correlation_id: String,
+    pub(crate) correlation_id: String,
     /// The job's `service_id`, first word of the events exchange routing
     /// key; `unknown` for a job rejected before it was read.
-    pub service_id: Option<String>,
+    pub(crate) service_id: Option<String>,
 }
 
 /// Publishes events to one reply queue through the default exchange.
-pub struct ReplySink {
+pub(crate) struct ReplySink {
     channel: Channel,
     reply_to: String,
     correlation_id: String,
@@ -49,7 +49,7 @@ pub struct ReplySink {
 impl ReplySink {
     /// Opens a confirm-mode channel on `connection` for events to `target`.
     /// The events exchange must exist (the consumer declares it).
-    pub async fn open(
+    pub(crate) async fn open(
         connection: &Connection,
         target: ReplyTarget,
         metrics: Arc<Metrics>,

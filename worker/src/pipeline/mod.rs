@@ -2,29 +2,39 @@
 //! job sets `build.builder`, build, push) in a private workspace and
 //! describes the outcome as a [`JobResult`].
 //!
+//! This module is the spine: the order of the steps, each run between its
+//! `started` and end events with its duration recorded ([`run_step`]), and
+//! the job's timeout and cancellation. `steps/` has one module per
+//! [`StepName`]; [`docker`] and [`registry_auth`] are what they share.
+//! Adding a step: a `StepName` variant, a module under `steps/`, a line in
+//! [`Pipeline::steps`].
+//!
 //! It knows nothing of AMQP: it reports through a [`Reporter`] and returns
 //! the result; the caller publishes it and acks.
 
-use crate::builder::{self, BuilderError, BuilderRun};
-use crate::context::{self, ContextSpec, DOCKERFILE_FIELD};
-use crate::docker::{self, ImageBuild};
+pub(crate) mod docker;
+pub(crate) mod registry_auth;
+mod steps;
+
+pub(crate) use steps::builder::remove_leftovers;
+pub(crate) use steps::clone::set_network_timeouts as set_git_timeouts;
+
 use crate::events::Reporter;
-use crate::git::{self, Checkout};
-use crate::registry_auth;
 use bollard::Docker;
-use buildbot_protocol::{
-    registry_host, ImageResult, Job, JobError, JobResult, JobStatus, StepName, StepState,
-};
-use std::collections::{BTreeMap, HashMap};
+use buildbot_protocol::{ImageResult, Job, JobError, JobResult, JobStatus, StepName, StepState};
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use steps::build::{self, context, runtime_context};
+use steps::builder::{self, BuilderError, BuilderRun};
+use steps::{clone, push};
 
 /// Runs jobs against one Docker Engine.
 #[derive(Clone)]
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     docker: Docker,
     worker_id: String,
     /// Parent of the per-job workspaces; the system temp dir when None.
@@ -67,7 +77,7 @@ struct Progress {
 
 impl Pipeline {
     /// A pipeline building on `docker`, reporting results as `worker_id`.
-    pub fn new(docker: Docker, worker_id: String, workspace_root: Option<PathBuf>) -> Self {
+    pub(crate) fn new(docker: Docker, worker_id: String, workspace_root: Option<PathBuf>) -> Self {
         Self {
             docker,
             worker_id,
@@ -76,7 +86,7 @@ impl Pipeline {
     }
 
     /// The id results are reported under.
-    pub fn worker_id(&self) -> &str {
+    pub(crate) fn worker_id(&self) -> &str {
         &self.worker_id
     }
 
@@ -84,7 +94,7 @@ impl Pipeline {
     /// completes. Never fails: every failure is described in the returned
     /// result (`last_seq` is left for the publisher to fill in). Stopping
     /// drops the steps' futures, which stops their work on the daemon.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         job: &Job,
         reporter: &Reporter,
@@ -134,7 +144,7 @@ impl Pipeline {
         })?;
         let checkout_dir = workspace.path().join("src");
         let checkout = run_step(StepName::Clone, reporter, progress, async {
-            self.clone_repo(job, &checkout_dir, reporter).await
+            clone::run(job, &checkout_dir, reporter).await
         })
         .await?;
         lock(progress).revision = Some(checkout.commit.clone());
@@ -157,14 +167,14 @@ impl Pipeline {
             .await?;
         }
         let image_id = run_step(StepName::Build, reporter, progress, async {
-            self.build(job, &checkout_dir, &checkout, reporter).await
+            build::run(&self.docker, job, &checkout_dir, &checkout, reporter).await
         })
         .await?;
         if !job.image.push {
             return Ok(None);
         }
         let digest = run_step(StepName::Push, reporter, progress, async {
-            self.push(job, &image_id, reporter).await
+            push::run(&self.docker, job, &image_id, reporter).await
         })
         .await?;
         Ok(Some(ImageResult {
@@ -182,131 +192,6 @@ impl Pipeline {
             Some(root) => builder.tempdir_in(root),
             None => builder.tempdir(),
         }
-    }
-
-    async fn clone_repo(
-        &self,
-        job: &Job,
-        dest: &Path,
-        reporter: &Reporter,
-    ) -> Result<Checkout, String> {
-        let repo = job.repo.clone();
-        let dest = dest.to_owned();
-        let progress = reporter.clone();
-        let fetched = tokio::task::spawn_blocking(move || {
-            git::fetch_revision(&repo, &dest, &mut |line| {
-                progress.system_blocking(StepName::Clone, line)
-            })
-        })
-        .await
-        .map_err(|e| format!("clone task failed: {e}"))?;
-        let checkout = fetched.map_err(|e| e.to_string())?;
-        reporter
-            .system(StepName::Clone, format!("revision {}", checkout.commit))
-            .await;
-        Ok(checkout)
-    }
-
-    async fn build(
-        &self,
-        job: &Job,
-        checkout_dir: &Path,
-        checkout: &Checkout,
-        reporter: &Reporter,
-    ) -> Result<String, String> {
-        let spec = runtime_context(job, checkout_dir, checkout);
-        context::resolve(&spec).map_err(|e| e.to_string())?;
-        let registry = registry_host(&job.image.repository);
-        let credentials = registry_auth::all_credentials(job.registry_auth.as_ref(), &registry)
-            .map_err(|e| e.to_string())?;
-        let build = image_build(job, &checkout.commit, credentials);
-        let stream = context::stream_tar(spec);
-        let image_id = docker::build_image(&self.docker, build, stream, StepName::Build, reporter)
-            .await
-            .map_err(|e| e.to_string())?;
-        docker::tag_image(
-            &self.docker,
-            &image_id,
-            &job.image.repository,
-            &job.image.tags,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        reporter
-            .system(StepName::Build, format!("built image {image_id}"))
-            .await;
-        Ok(image_id)
-    }
-
-    async fn push(&self, job: &Job, image_id: &str, reporter: &Reporter) -> Result<String, String> {
-        let registry = registry_host(&job.image.repository);
-        let credentials = registry_auth::credentials_for(job.registry_auth.as_ref(), &registry)
-            .map_err(|e| e.to_string())?;
-        if credentials.is_none() && job.registry_auth.is_some() {
-            let line =
-                format!("registry_auth holds no credentials for {registry}; pushing anonymously");
-            reporter.system(StepName::Push, line).await;
-        }
-        let digest = docker::push_tags(
-            &self.docker,
-            &job.image.repository,
-            &job.image.tags,
-            credentials,
-            reporter,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        docker::verify_pushed(&self.docker, image_id, &job.image.repository, &digest)
-            .await
-            .map_err(|e| e.to_string())?;
-        reporter
-            .system(StepName::Push, format!("pushed {image_id} as {digest}"))
-            .await;
-        Ok(digest)
-    }
-}
-
-/// The runtime image's build context in the checkout.
-fn runtime_context(job: &Job, checkout_dir: &Path, checkout: &Checkout) -> ContextSpec {
-    ContextSpec {
-        checkout: checkout_dir.to_owned(),
-        context: job.build.context.clone(),
-        dockerfile: job.build.dockerfile.clone(),
-        dockerfile_field: DOCKERFILE_FIELD,
-        mtime: u64::try_from(checkout.commit_time).unwrap_or(0),
-    }
-}
-
-/// The daemon-side description of the job's build, OCI labels included.
-fn image_build(
-    job: &Job,
-    commit: &str,
-    registry_credentials: HashMap<String, bollard::auth::DockerCredentials>,
-) -> ImageBuild {
-    let mut labels: HashMap<String, String> = job.build.labels.clone().into_iter().collect();
-    labels.insert(
-        "org.opencontainers.image.revision".into(),
-        commit.to_owned(),
-    );
-    labels.insert(
-        "org.opencontainers.image.source".into(),
-        job.repo.url.clone(),
-    );
-    labels.insert(
-        "org.opencontainers.image.created".into(),
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    );
-    let first_tag = job.image.tags.first().map_or("latest", String::as_str);
-    ImageBuild {
-        dockerfile: job.build.dockerfile.clone(),
-        reference: format!("{}:{first_tag}", job.image.repository),
-        build_args: job.build.build_args.clone().into_iter().collect(),
-        labels,
-        target: job.build.target.clone(),
-        no_cache: job.build.no_cache,
-        pull: job.build.pull,
-        cache_from: job.build.cache_from.clone(),
-        registry_credentials,
     }
 }
 

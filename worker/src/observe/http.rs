@@ -1,38 +1,21 @@
 //! The worker's HTTP endpoint: `/metrics` (Prometheus), `/healthz` (the
 //! process answers) and `/readyz` (connected to RabbitMQ and the Docker
-//! Engine answers). Owns the readiness state the consumer updates.
+//! Engine answers).
 
-use crate::metrics::Metrics;
+use super::metrics::Metrics;
+use super::readiness::Readiness;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use bollard::Docker;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How long `/readyz` waits for the Docker Engine's answer.
 const DOCKER_PING_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Whether the worker can take jobs; shared with the consumer.
-#[derive(Default)]
-pub struct Readiness {
-    consuming: AtomicBool,
-}
-
-impl Readiness {
-    /// The consumer is (or is no longer) attached to the job queue.
-    pub fn set_consuming(&self, consuming: bool) {
-        self.consuming.store(consuming, Ordering::Relaxed);
-    }
-
-    fn consuming(&self) -> bool {
-        self.consuming.load(Ordering::Relaxed)
-    }
-}
 
 /// What the endpoints read.
 #[derive(Clone)]
@@ -44,7 +27,7 @@ struct Endpoint {
 
 /// Binds `addr` and serves until `shutdown` is cancelled. Returns the bound
 /// address (useful with port 0) once listening.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,

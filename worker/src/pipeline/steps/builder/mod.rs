@@ -7,7 +7,7 @@
 //! repository's Dockerfile), creating the container labelled with the job
 //! id, uploading the checkout into it through the Docker API, running the
 //! command with its output streamed as log events of step `builder`, and
-//! copying the artifact back out (placed by [`crate::artifact`]).
+//! copying the artifact back out (placed by [`crate::pipeline::steps::builder::artifact`]).
 //!
 //! Only the Docker API is used, never a host bind mount, so this works the
 //! same when the worker itself runs in a container with only the Docker
@@ -16,11 +16,16 @@
 //! the job's timeout or a cancellation. The container's environment is
 //! exactly `build.builder.env`: no credential ever reaches it.
 
-use crate::artifact::{self, ArtifactError, Unpacked};
-use crate::context::{self, ContextError, ContextSpec, BUILDER_DOCKERFILE_FIELD};
-use crate::docker::{self, DockerError, ImageBuild};
+mod artifact;
+
 use crate::events::Reporter;
-use crate::registry_auth::{self, RegistryAuthError};
+use crate::pipeline::docker::DockerError;
+use crate::pipeline::registry_auth::{self, RegistryAuthError};
+use crate::pipeline::steps::build::context::{
+    self, ContextError, ContextSpec, BUILDER_DOCKERFILE_FIELD,
+};
+use crate::pipeline::steps::build::{build_image, ImageBuild};
+use artifact::{ArtifactError, Unpacked};
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, CreateImageInfo};
 use bollard::query_parameters::{
@@ -37,15 +42,15 @@ use tokio::io::AsyncWriteExt;
 /// Label carrying the job id on every builder container and builder image,
 /// so whatever a job left behind can be found (and tests can check that
 /// nothing is).
-pub const JOB_ID_LABEL: &str = "buildbot.job_id";
+pub(crate) const JOB_ID_LABEL: &str = "buildbot.job_id";
 /// Label naming what a labelled object is for.
-pub const ROLE_LABEL: &str = "buildbot.role";
+pub(crate) const ROLE_LABEL: &str = "buildbot.role";
 /// Label carrying the worker id on every builder container and image, so
 /// a worker restarted with the same `--worker-id` removes what it left
 /// behind when it crashed.
-pub const WORKER_LABEL: &str = "buildbot.worker";
+pub(crate) const WORKER_LABEL: &str = "buildbot.worker";
 /// [`ROLE_LABEL`]'s value on builder containers and images.
-pub const BUILDER_ROLE: &str = "builder";
+pub(crate) const BUILDER_ROLE: &str = "builder";
 /// Repository of builder images built from a job's Dockerfile; the tag is
 /// the job id.
 const BUILDER_IMAGE_REPOSITORY: &str = "buildbot-builder";
@@ -56,7 +61,7 @@ const TAIL_BYTES: usize = 4096;
 
 /// Why the builder step failed. Messages name the job's fields.
 #[derive(Debug, thiserror::Error)]
-pub enum BuilderError {
+pub(crate) enum BuilderError {
     /// The daemon could not be reached or answered with an API error.
     #[error("Docker Engine: {0}")]
     Api(String),
@@ -111,7 +116,7 @@ pub enum BuilderError {
 
 impl BuilderError {
     /// The command's exit code, when it was the command that failed.
-    pub fn exit_code(&self) -> Option<i64> {
+    pub(crate) fn exit_code(&self) -> Option<i64> {
         match self {
             BuilderError::CommandFailed { code, .. } => Some(*code),
             _ => None,
@@ -136,29 +141,29 @@ fn quoted(tail: &str) -> String {
 
 /// One job's builder run: what [`run`] needs from the job and the
 /// pipeline.
-pub struct BuilderRun<'a> {
+pub(crate) struct BuilderRun<'a> {
     /// The job: its id is labelled on everything the run creates, its
     /// `registry_auth` pulls or builds the builder image.
-    pub job: &'a Job,
+    pub(crate) job: &'a Job,
     /// The job's `build.builder`.
-    pub builder: &'a Builder,
+    pub(crate) builder: &'a Builder,
     /// The worker running it, labelled for the clean-up after a crash.
-    pub worker_id: &'a str,
+    pub(crate) worker_id: &'a str,
     /// The checkout (uploaded as the source).
-    pub checkout: &'a Path,
+    pub(crate) checkout: &'a Path,
     /// Modification time of the uploaded files (the commit's).
-    pub mtime: u64,
+    pub(crate) mtime: u64,
     /// The runtime build's context directory, checked to be inside the
     /// checkout: the artifact is placed under it.
-    pub context_dir: &'a Path,
+    pub(crate) context_dir: &'a Path,
     /// A private directory of the job for the downloaded artifact archive.
-    pub scratch: &'a Path,
+    pub(crate) scratch: &'a Path,
 }
 
 /// Runs the builder: image, container, upload, command, artifact. Whatever
 /// happens, the container and a built builder image are removed before
 /// this returns (or, if the future is dropped, right after).
-pub async fn run(
+pub(crate) async fn run(
     docker: &Docker,
     spec: &BuilderRun<'_>,
     reporter: &Reporter,
@@ -252,7 +257,7 @@ async fn build_builder_image(
         ..Default::default()
     };
     let stream = context::stream_tar(context);
-    docker::build_image(docker, build, stream, StepName::Builder, reporter)
+    build_image(docker, build, stream, StepName::Builder, reporter)
         .await
         .map_err(BuilderError::Build)
 }
@@ -619,7 +624,10 @@ impl Drop for Leftovers {
 /// Removes the builder containers and images a previous run of worker
 /// `worker_id` left behind (it was killed before it could); returns how
 /// many were removed. Run at start-up, before any job of this worker.
-pub async fn remove_leftovers(docker: &Docker, worker_id: &str) -> Result<usize, BuilderError> {
+pub(crate) async fn remove_leftovers(
+    docker: &Docker,
+    worker_id: &str,
+) -> Result<usize, BuilderError> {
     let filters = HashMap::from([(
         "label".to_owned(),
         vec![format!("{WORKER_LABEL}={worker_id}")],

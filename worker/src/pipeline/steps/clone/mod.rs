@@ -11,9 +11,10 @@
 //! libssh2 from memory, and every message built from a libgit2 error has the
 //! token and passphrase masked.
 
+use crate::events::Reporter;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
-use buildbot_protocol::{Repo, RepoAuth, Secret};
+use buildbot_protocol::{Job, Repo, RepoAuth, Secret, StepName};
 use git2::build::CheckoutBuilder;
 use git2::cert::Cert;
 use git2::{
@@ -28,6 +29,26 @@ use std::path::{Component, Path};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
+/// Clones the job's revision into `dest`, on a blocking thread (git2 is
+/// synchronous), reporting git's progress as it goes.
+pub(crate) async fn run(job: &Job, dest: &Path, reporter: &Reporter) -> Result<Checkout, String> {
+    let repo = job.repo.clone();
+    let dest = dest.to_owned();
+    let progress = reporter.clone();
+    let fetched = tokio::task::spawn_blocking(move || {
+        fetch_revision(&repo, &dest, &mut |line| {
+            progress.system_blocking(StepName::Clone, line)
+        })
+    })
+    .await
+    .map_err(|e| format!("clone task failed: {e}"))?;
+    let checkout = fetched.map_err(|e| e.to_string())?;
+    reporter
+        .system(StepName::Clone, format!("revision {}", checkout.commit))
+        .await;
+    Ok(checkout)
+}
+
 /// User name for SSH when the URL names none: what every git host expects.
 const DEFAULT_SSH_USER: &str = "git";
 /// Local ref that keeps a commit fetched by SHA.
@@ -40,17 +61,17 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The commit that was checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checkout {
+pub(crate) struct Checkout {
     /// Full hex SHA of the commit.
-    pub commit: String,
+    pub(crate) commit: String,
     /// The commit's committer time, in seconds since the Unix epoch.
-    pub commit_time: i64,
+    pub(crate) commit_time: i64,
 }
 
 /// Why the clone step failed. `Display` is the message shown to the user;
 /// it never contains a key, passphrase or token.
 #[derive(Debug, thiserror::Error)]
-pub enum GitError {
+pub(crate) enum GitError {
     /// The remote refused the credentials, or asked for some the job lacks.
     #[error("{0}")]
     Authentication(String),
@@ -99,7 +120,7 @@ pub enum GitError {
 /// out every submodule. `progress` receives human-readable lines.
 ///
 /// Blocking: call it from `spawn_blocking`.
-pub fn fetch_revision(
+pub(crate) fn fetch_revision(
     repo: &Repo,
     dest: &Path,
     progress: &mut dyn FnMut(&str),
@@ -111,7 +132,7 @@ pub fn fetch_revision(
 /// from it, so a stalled server fails the clone instead of holding a
 /// blocking thread that the job's timeout cannot interrupt. Process-wide:
 /// call once at startup, before any clone runs.
-pub fn set_network_timeouts(connect: Duration, read: Duration) -> Result<(), git2::Error> {
+pub(crate) fn set_network_timeouts(connect: Duration, read: Duration) -> Result<(), git2::Error> {
     let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
     // SAFETY: libgit2's global options are plain integers read when a
     // connection opens; git2 marks the setters unsafe only because they are
@@ -460,9 +481,15 @@ impl Session<'_, '_> {
         }
         let url = target.url.display.clone();
         let mut message = self.scrub(error.message().trim());
-        // How a read timeout (see `set_network_timeouts`) surfaces over TLS.
-        if message.contains("Resource temporarily unavailable") {
-            message = format!("timed out waiting for the server ({message})");
+        // How a read timeout (see `set_network_timeouts`) surfaces: over TLS
+        // as EAGAIN, over SSH as libssh2's own words.
+        if message.contains("Resource temporarily unavailable")
+            || message.contains("Timed out waiting on socket")
+        {
+            message = format!(
+                "timed out: the server sent nothing within the read timeout \
+                 (--git-read-timeout-secs) ({message})"
+            );
         }
         if attempt.offered_key.get() && error.class() == ErrorClass::Ssh {
             if let Auth::SshKey(key) = &self.auth {
@@ -1514,6 +1541,41 @@ mod tests {
             "{}",
             fetched.error()
         );
+    }
+
+    /// A server that accepts connections and never says a word.
+    fn silent_server() -> std::net::SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            // Held, never answered, until the test process ends.
+            let held: Vec<_> = listener.incoming().take(8).collect();
+            std::thread::sleep(Duration::from_secs(600));
+            drop(held);
+        });
+        addr
+    }
+
+    #[test]
+    fn a_silent_server_fails_the_clone_at_the_read_timeout() {
+        let read_timeout = Duration::from_secs(1);
+        set_network_timeouts(Duration::from_secs(5), read_timeout).unwrap();
+        let addr = silent_server();
+        for url in [
+            format!("ssh://git@{addr}/repo.git"),
+            format!("https://{addr}/repo.git"),
+        ] {
+            let started = Instant::now();
+            let fetched = fetch_as(&job_repo(&url, "main"), Policy::JOB);
+            let error = fetched.error();
+            assert!(
+                matches!(fetched.result, Err(GitError::Remote { .. })),
+                "{url}: {error}"
+            );
+            assert!(error.contains("timed out"), "{url}: {error}");
+            // Not a speed target: without the timeout this never returns.
+            assert!(started.elapsed() < Duration::from_secs(30), "{url}");
+        }
     }
 
     /// parent.git has `deps/lib` -> sub.git (relative URL) at an old commit;

@@ -13,7 +13,7 @@ const DOCKER_HUB_HOSTS: [&str; 3] = ["docker.io", "index.docker.io", "registry-1
 
 /// Why the job's registry credentials could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum RegistryAuthError {
+pub(crate) enum RegistryAuthError {
     /// `registry_auth.config` is not base64 of a Docker config.json.
     #[error("registry_auth.config: {0}")]
     BadDockerConfig(String),
@@ -40,7 +40,7 @@ struct DockerConfigFile {
 
 /// The credentials in `auth` for `registry` (a `host[:port]`, or
 /// `docker.io`), or None when it holds none for that registry.
-pub fn credentials_for(
+pub(crate) fn credentials_for(
     auth: Option<&RegistryAuth>,
     registry: &str,
 ) -> Result<Option<DockerCredentials>, RegistryAuthError> {
@@ -72,7 +72,7 @@ pub fn credentials_for(
 
 /// Credentials for every registry `auth` names, keyed by registry host, for
 /// the build's base-image pulls (`X-Registry-Config`).
-pub fn all_credentials(
+pub(crate) fn all_credentials(
     auth: Option<&RegistryAuth>,
     image_registry: &str,
 ) -> Result<HashMap<String, DockerCredentials>, RegistryAuthError> {
@@ -100,7 +100,7 @@ pub fn all_credentials(
 /// entry's `auth`, password and identity token, so that masking finds them
 /// when a build prints one on its own. Empty for basic auth (its password is
 /// the job's secret already) and for a config that does not parse.
-pub fn docker_config_secrets(auth: &RegistryAuth) -> Vec<String> {
+pub(crate) fn docker_config_secrets(auth: &RegistryAuth) -> Vec<String> {
     let RegistryAuth::DockerConfig { config } = auth else {
         return Vec::new();
     };

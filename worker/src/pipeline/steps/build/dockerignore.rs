@@ -35,25 +35,25 @@ use thiserror::Error;
 
 /// A parsed `.dockerignore`: ordered patterns, the last match wins.
 #[derive(Debug, Clone, Default)]
-pub struct DockerIgnore {
+pub(crate) struct DockerIgnore {
     patterns: Vec<Pattern>,
 }
 
 /// A `.dockerignore` line that is not a valid pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error(".dockerignore line {line}: invalid pattern {pattern:?}: {reason}")]
-pub struct PatternError {
+pub(crate) struct PatternError {
     /// 1-based line number in the file.
-    pub line: usize,
+    pub(crate) line: usize,
     /// The line as written, trimmed.
-    pub pattern: String,
+    pub(crate) pattern: String,
     /// What is wrong with it.
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
 }
 
 impl DockerIgnore {
     /// Parses the text of a `.dockerignore` file.
-    pub fn parse(text: &str) -> Result<DockerIgnore, PatternError> {
+    pub(crate) fn parse(text: &str) -> Result<DockerIgnore, PatternError> {
         // Docker strips a UTF-8 byte order mark from the first line.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut patterns = Vec::new();
@@ -73,7 +73,7 @@ impl DockerIgnore {
 
     /// Whether `rel_path` (slash-separated, relative to the context root) is
     /// excluded from the context, directly or through a parent directory.
-    pub fn is_excluded(&self, rel_path: &str) -> bool {
+    pub(crate) fn is_excluded(&self, rel_path: &str) -> bool {
         let path = clean(rel_path);
         if path == "." {
             // The context root itself is never excluded, as in moby.
@@ -103,7 +103,7 @@ impl DockerIgnore {
     /// skipping a directory is only an optimisation. (moby's walkers make the
     /// same decision with a literal prefix test and walk everything as soon as
     /// one exception has a wildcard; this one runs the pattern itself.)
-    pub fn may_reinclude_under(&self, dir: &str) -> bool {
+    pub(crate) fn may_reinclude_under(&self, dir: &str) -> bool {
         let dir = clean(dir);
         let prefix = if dir == "." {
             String::new()
@@ -114,11 +114,6 @@ impl DockerIgnore {
             .iter()
             .any(|p| p.exception && p.matcher.may_match_below(&prefix))
     }
-}
-
-/// `DockerIgnore::parse`, as a free function.
-pub fn parse(text: &str) -> Result<DockerIgnore, PatternError> {
-    DockerIgnore::parse(text)
 }
 
 /// One line of the file as `ignorefile.ReadAll` turns it into a pattern

@@ -14,7 +14,7 @@ const REMEMBER_CANCELS: Duration = Duration::from_secs(60 * 60);
 
 /// Why a running job must stop before it finishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// The caller cancelled it: report `cancelled`, do not retry.
     Cancel,
     /// This worker cannot finish it (drain timeout, connection lost):
@@ -31,7 +31,7 @@ struct State {
 
 /// Shared registry of running jobs. Cloning is cheap.
 #[derive(Clone, Default)]
-pub struct RunningJobs {
+pub(crate) struct RunningJobs {
     state: Arc<Mutex<State>>,
 }
 
@@ -44,7 +44,7 @@ impl RunningJobs {
 
     /// Registers a job that starts running; it is forgotten when the
     /// returned handle is dropped.
-    pub fn register(&self, job_id: &str) -> JobHandle {
+    pub(crate) fn register(&self, job_id: &str) -> JobHandle {
         let (sender, receiver) = watch::channel(None);
         let mut state = self.lock();
         let id = state.next_id;
@@ -59,7 +59,7 @@ impl RunningJobs {
 
     /// Cancels job `job_id`: stops it where it runs and remembers the id
     /// for a later delivery. True when it was running here.
-    pub fn cancel(&self, job_id: &str) -> bool {
+    pub(crate) fn cancel(&self, job_id: &str) -> bool {
         let mut state = self.lock();
         let now = Instant::now();
         state
@@ -77,12 +77,12 @@ impl RunningJobs {
     }
 
     /// Whether a cancel for `job_id` arrived recently.
-    pub fn is_cancelled(&self, job_id: &str) -> bool {
+    pub(crate) fn is_cancelled(&self, job_id: &str) -> bool {
         self.lock().cancelled.contains_key(job_id)
     }
 
     /// Stops every running job for the same reason.
-    pub fn stop_all(&self, stop: Stop) {
+    pub(crate) fn stop_all(&self, stop: Stop) {
         for (_, sender) in self.lock().running.values() {
             sender.send_if_modified(|current| {
                 // A cancel already requested stands: it is the caller's word.
@@ -97,18 +97,13 @@ impl RunningJobs {
     }
 
     /// Jobs running now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().running.len()
-    }
-
-    /// Whether no job runs.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
 /// One running job's membership in [`RunningJobs`].
-pub struct JobHandle {
+pub(crate) struct JobHandle {
     id: u64,
     jobs: RunningJobs,
     stop: watch::Receiver<Option<Stop>>,
@@ -117,7 +112,7 @@ pub struct JobHandle {
 impl JobHandle {
     /// Completes when the job must stop, with the reason. Never completes
     /// for a job allowed to finish.
-    pub async fn stopped(&self) -> Stop {
+    pub(crate) async fn stopped(&self) -> Stop {
         let mut stop = self.stop.clone();
         let reason = stop.wait_for(Option::is_some).await.map(|r| *r);
         match reason {
@@ -128,7 +123,7 @@ impl JobHandle {
     }
 
     /// Completes when the job is cancelled; never for any other stop.
-    pub async fn cancelled(&self) {
+    pub(crate) async fn cancelled(&self) {
         let mut stop = self.stop.clone();
         if stop.wait_for(|s| *s == Some(Stop::Cancel)).await.is_err() {
             std::future::pending::<()>().await;
@@ -176,7 +171,7 @@ mod tests {
         let handle = jobs.register("a");
         assert_eq!(jobs.len(), 1);
         drop(handle);
-        assert!(jobs.is_empty());
+        assert_eq!(jobs.len(), 0);
         assert!(!jobs.cancel("a"), "nothing runs to cancel");
     }
 }

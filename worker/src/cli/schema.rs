@@ -14,25 +14,25 @@ use std::process::ExitCode;
 
 /// Settings of `buildbot schema`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct SchemaArgs {
+pub(crate) struct SchemaArgs {
     /// Directory for `job.schema.json` and `event.schema.json`; created
     /// when missing.
     #[arg(default_value = ".", env = "BUILDBOT_SCHEMA_DIR", value_name = "DIR")]
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
 
     /// Write nothing: exit 1 when a schema file in DIR is missing or not
     /// what this version of buildbot generates (for CI).
     #[arg(long, conflicts_with = "print")]
-    pub check: bool,
+    pub(crate) check: bool,
 
     /// Print one schema to stdout instead of writing files.
     #[arg(long, value_enum, value_name = "MESSAGE")]
-    pub print: Option<Message>,
+    pub(crate) print: Option<Message>,
 }
 
 /// Which message's schema to print.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Message {
+pub(crate) enum Message {
     /// The build job an orchestrator publishes.
     Job,
     /// The events a worker streams to the reply queue.
@@ -41,7 +41,7 @@ pub enum Message {
 
 /// Writes, checks or prints the schemas as `args` say; the exit status is
 /// 1 when `--check` finds a stale file.
-pub fn run(args: &SchemaArgs) -> Result<ExitCode, WriteSchemaError> {
+pub(crate) fn run(args: &SchemaArgs) -> Result<ExitCode, WriteSchemaError> {
     if let Some(message) = args.print {
         let wanted = match message {
             Message::Job => JOB_SCHEMA_FILE,

@@ -7,10 +7,17 @@
 //! publishes the result as the last event and returns only once the sink has
 //! confirmed everything, which is when a job may be acked.
 
-use crate::redact::Redactor;
+pub(crate) mod redact;
+pub(crate) mod reply;
+pub(crate) mod terminal;
+
+mod batcher;
+
+use batcher::LogBatcher;
 use buildbot_protocol::{
     Event, EventBody, JobResult, LogEvent, LogStream, StepEvent, StepName, StepState,
 };
+use redact::Redactor;
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -21,7 +28,7 @@ use tokio::time::Instant;
 const REPORT_QUEUE: usize = 1024;
 
 /// Where numbered events go: the job's reply queue, or a terminal.
-pub trait EventSink: Send + 'static {
+pub(crate) trait EventSink: Send + 'static {
     /// Sends one event. May return before the event is durable.
     fn send(&mut self, event: &Event) -> impl Future<Output = Result<(), SinkError>> + Send;
     /// Returns once every event sent so far is durable at its destination.
@@ -30,7 +37,7 @@ pub trait EventSink: Send + 'static {
 
 /// Why events could not be delivered.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum SinkError {
+pub(crate) enum SinkError {
     /// The transport failed (connection or channel lost, I/O error).
     #[error("publishing events failed: {0}")]
     Transport(String),
@@ -47,14 +54,14 @@ pub enum SinkError {
 
 /// How log output is batched into log events.
 #[derive(Debug, Clone, Copy)]
-pub struct LogBatching {
+pub(crate) struct LogBatching {
     /// A chunk is published once this many bytes are waiting.
-    pub max_bytes: usize,
+    pub(crate) max_bytes: usize,
     /// Complete lines wait at most this long before they are published.
-    pub max_delay: Duration,
+    pub(crate) max_delay: Duration,
     /// A line without its newline yet (a prompt, a progress bar) waits at
     /// most this long.
-    pub partial_line_delay: Duration,
+    pub(crate) partial_line_delay: Duration,
 }
 
 impl Default for LogBatching {
@@ -69,11 +76,11 @@ impl Default for LogBatching {
 
 /// Identity of the attempt every event belongs to.
 #[derive(Debug, Clone)]
-pub struct AttemptId {
+pub(crate) struct AttemptId {
     /// The job's id, as the caller sent it.
-    pub job_id: String,
+    pub(crate) job_id: String,
     /// Delivery attempt, 1 for the first.
-    pub attempt: u32,
+    pub(crate) attempt: u32,
 }
 
 enum Report {
@@ -85,31 +92,31 @@ enum Report {
 /// Handle the pipeline steps report through. Cloning is cheap. Reports made
 /// after the result was published are dropped: the result stays last.
 #[derive(Clone)]
-pub struct Reporter {
+pub(crate) struct Reporter {
     reports: mpsc::Sender<Report>,
 }
 
 impl Reporter {
     /// A step changed state.
-    pub async fn step(&self, name: StepName, state: StepState) {
+    pub(crate) async fn step(&self, name: StepName, state: StepState) {
         self.send(Report::Step(StepEvent { name, state })).await;
     }
 
     /// Output of a step.
-    pub async fn log(&self, step: StepName, stream: LogStream, text: impl Into<String>) {
+    pub(crate) async fn log(&self, step: StepName, stream: LogStream, text: impl Into<String>) {
         let text = text.into();
         self.send(Report::Log(LogEvent { step, stream, text }))
             .await;
     }
 
     /// A line from the worker itself about `step`.
-    pub async fn system(&self, step: StepName, line: impl AsRef<str>) {
+    pub(crate) async fn system(&self, step: StepName, line: impl AsRef<str>) {
         self.log(step, LogStream::System, format!("{}\n", line.as_ref()))
             .await;
     }
 
     /// [`Reporter::system`] for code on a blocking thread (git2 callbacks).
-    pub fn system_blocking(&self, step: StepName, line: &str) {
+    pub(crate) fn system_blocking(&self, step: StepName, line: &str) {
         let text = format!("{line}\n");
         let report = Report::Log(LogEvent {
             step,
@@ -127,7 +134,7 @@ impl Reporter {
 }
 
 /// Publishes the result of an attempt; consumed by doing so.
-pub struct Finisher {
+pub(crate) struct Finisher {
     reports: mpsc::Sender<Report>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -136,7 +143,7 @@ impl Finisher {
     /// Publishes `result` as the last event of the attempt, with `last_seq`
     /// filled in, and waits until the sink confirmed every event. Returns the
     /// result's `seq`.
-    pub async fn finish(self, result: JobResult) -> Result<u64, SinkError> {
+    pub(crate) async fn finish(self, result: JobResult) -> Result<u64, SinkError> {
         let (reply, confirmed) = oneshot::channel();
         if self
             .reports
@@ -155,7 +162,7 @@ impl Finisher {
 }
 
 /// Starts the publishing task of one attempt.
-pub fn start<S: EventSink>(
+pub(crate) fn start<S: EventSink>(
     sink: S,
     attempt: AttemptId,
     redactor: Redactor,
@@ -330,122 +337,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Output waiting to be published: text of one step and stream.
-struct PendingLog {
-    step: StepName,
-    stream: LogStream,
-    text: String,
-    /// When the oldest byte of `text` arrived.
-    since: Instant,
-}
-
-/// Batches log output into chunks of whole lines, at most `max_bytes` each.
-/// Pure (time is passed in) so it is tested without a runtime.
-struct LogBatcher {
-    batching: LogBatching,
-    pending: Option<PendingLog>,
-}
-
-impl LogBatcher {
-    fn new(batching: LogBatching) -> Self {
-        Self {
-            batching,
-            pending: None,
-        }
-    }
-
-    /// Adds output; returns the chunks that are full.
-    fn push(&mut self, log: LogEvent, now: Instant) -> Vec<LogEvent> {
-        let mut ready = Vec::new();
-        let same_source = self
-            .pending
-            .as_ref()
-            .is_some_and(|p| p.step == log.step && p.stream == log.stream);
-        if !same_source {
-            ready.extend(self.take_all());
-        }
-        let pending = self.pending.get_or_insert_with(|| PendingLog {
-            step: log.step,
-            stream: log.stream,
-            text: String::new(),
-            since: now,
-        });
-        pending.text.push_str(&log.text);
-        while self
-            .pending
-            .as_ref()
-            .is_some_and(|p| p.text.len() >= self.batching.max_bytes)
-        {
-            ready.extend(self.take_prefix(self.batching.max_bytes, now));
-        }
-        ready
-    }
-
-    /// When the pending output must be published, if there is any.
-    fn due(&self) -> Option<Instant> {
-        self.pending.as_ref().map(|p| {
-            let delay = if p.text.contains('\n') {
-                self.batching.max_delay
-            } else {
-                self.batching.partial_line_delay
-            };
-            p.since + delay
-        })
-    }
-
-    /// The output whose time has come: every complete line, or a partial
-    /// line that waited long enough.
-    fn take_due(&mut self, now: Instant) -> Option<LogEvent> {
-        let pending = self.pending.as_ref()?;
-        match pending.text.rfind('\n') {
-            Some(last_newline) => self.take_prefix(last_newline + 1, now),
-            None => self.take_all(),
-        }
-    }
-
-    /// Everything pending, partial line included.
-    fn take_all(&mut self) -> Option<LogEvent> {
-        self.pending.take().map(|p| LogEvent {
-            step: p.step,
-            stream: p.stream,
-            text: p.text,
-        })
-    }
-
-    /// Up to `limit` bytes, cut after the last newline within the limit
-    /// (or at the limit when a single line is longer).
-    fn take_prefix(&mut self, limit: usize, now: Instant) -> Option<LogEvent> {
-        let pending = self.pending.as_mut()?;
-        if pending.text.len() <= limit {
-            return self.take_all();
-        }
-        let cut = cut_point(&pending.text, limit);
-        let rest = pending.text.split_off(cut);
-        let chunk = std::mem::replace(&mut pending.text, rest);
-        pending.since = now;
-        Some(LogEvent {
-            step: pending.step,
-            stream: pending.stream,
-            text: chunk,
-        })
-    }
-}
-
-/// Where to cut `text` so the first part is at most `limit` bytes: after the
-/// last newline before the limit, else at the last char boundary.
-fn cut_point(text: &str, limit: usize) -> usize {
-    let mut boundary = limit.min(text.len());
-    while !text.is_char_boundary(boundary) {
-        boundary -= 1;
-    }
-    match text[..boundary].rfind('\n') {
-        Some(newline) => newline + 1,
-        None if boundary > 0 => boundary,
-        // A single multi-byte char longer than the limit: take it whole.
-        None => text.chars().next().map_or(text.len(), char::len_utf8),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,59 +349,6 @@ mod tests {
             max_delay: Duration::from_millis(50),
             partial_line_delay: Duration::from_secs(1),
         }
-    }
-
-    fn log(text: &str) -> LogEvent {
-        LogEvent {
-            step: StepName::Build,
-            stream: LogStream::Stdout,
-            text: text.to_owned(),
-        }
-    }
-
-    #[test]
-    fn batcher_cuts_full_chunks_at_line_ends() {
-        let mut b = LogBatcher::new(batching(10));
-        let now = Instant::now();
-        let ready = b.push(log("aaaa\nbbbb\ncccc\n"), now);
-        let texts: Vec<_> = ready.iter().map(|c| c.text.as_str()).collect();
-        assert_eq!(texts, ["aaaa\nbbbb\n"]);
-        assert_eq!(b.take_all().map(|c| c.text), Some("cccc\n".to_owned()));
-    }
-
-    #[test]
-    fn batcher_cuts_an_overlong_line_at_the_limit() {
-        let mut b = LogBatcher::new(batching(4));
-        let ready = b.push(log("0123456789"), Instant::now());
-        let texts: Vec<_> = ready.iter().map(|c| c.text.as_str()).collect();
-        assert_eq!(texts, ["0123", "4567"]);
-    }
-
-    #[test]
-    fn batcher_keeps_partial_line_until_its_delay() {
-        let mut b = LogBatcher::new(batching(1024));
-        let start = Instant::now();
-        assert!(b.push(log("line\npartial"), start).is_empty());
-        assert_eq!(b.due(), Some(start + Duration::from_millis(50)));
-        let chunk = b.take_due(start + Duration::from_millis(50));
-        assert_eq!(chunk.map(|c| c.text), Some("line\n".to_owned()));
-        let later = start + Duration::from_millis(50);
-        assert_eq!(b.due(), Some(later + Duration::from_secs(1)));
-        let chunk = b.take_due(later + Duration::from_secs(1));
-        assert_eq!(chunk.map(|c| c.text), Some("partial".to_owned()));
-        assert!(b.due().is_none());
-    }
-
-    #[test]
-    fn batcher_flushes_when_the_source_changes() {
-        let mut b = LogBatcher::new(batching(1024));
-        let now = Instant::now();
-        assert!(b.push(log("out\n"), now).is_empty());
-        let mut err = log("err\n");
-        err.stream = LogStream::Stderr;
-        let ready = b.push(err, now);
-        assert_eq!(ready.len(), 1);
-        assert_eq!(ready[0].stream, LogStream::Stdout);
     }
 
     #[tokio::test(start_paused = true)]
@@ -546,12 +384,6 @@ mod tests {
             other => panic!("expected a log event, got {other:?}"),
         };
         assert_eq!(first, "pw ", "the possible start of a secret is held back");
-    }
-
-    #[test]
-    fn cut_point_respects_char_boundaries() {
-        assert_eq!(cut_point("ééé", 3), 2);
-        assert_eq!(cut_point("é", 1), 2);
     }
 
     /// A sink that records what it was sent, in memory.

@@ -13,7 +13,7 @@ use base64::Engine;
 use buildbot_protocol::{Job, RegistryAuth, RepoAuth};
 
 /// What a masked value is replaced with.
-pub const MASK: &str = "********";
+pub(crate) const MASK: &str = "********";
 
 /// Values shorter than this are not masked on their own: masking every `a`
 /// or `1` would destroy the log without protecting anything.
@@ -21,7 +21,7 @@ const MIN_SECRET_LEN: usize = 4;
 
 /// Replaces every known form of a job's credentials with [`MASK`].
 #[derive(Debug, Clone, Default)]
-pub struct Redactor {
+pub(crate) struct Redactor {
     /// Every needle, longest first so a longer form is masked before a
     /// shorter one that it contains.
     needles: Vec<String>,
@@ -29,7 +29,7 @@ pub struct Redactor {
 
 impl Redactor {
     /// A redactor for the given secret values.
-    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
         let mut needles: Vec<String> = secrets.into_iter().flat_map(forms_of).collect();
         needles.retain(|n| n.len() >= MIN_SECRET_LEN);
         needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
@@ -39,11 +39,11 @@ impl Redactor {
 
     /// A redactor for every credential in `job`, including each one inside
     /// a docker config.
-    pub fn for_job(job: &Job) -> Self {
+    pub(crate) fn for_job(job: &Job) -> Self {
         let inner = job
             .registry_auth
             .as_ref()
-            .map(crate::registry_auth::docker_config_secrets)
+            .map(crate::pipeline::registry_auth::docker_config_secrets)
             .unwrap_or_default();
         Self::new(
             job_secrets(job)
@@ -53,7 +53,7 @@ impl Redactor {
     }
 
     /// `text` with every needle replaced by [`MASK`].
-    pub fn mask(&self, text: &str) -> String {
+    pub(crate) fn mask(&self, text: &str) -> String {
         let mut masked = text.to_owned();
         for needle in &self.needles {
             if masked.contains(needle.as_str()) {
@@ -63,17 +63,11 @@ impl Redactor {
         masked
     }
 
-    /// The longest needle in bytes: a streaming caller must hold back this
-    /// many bytes minus one to mask a secret split across two chunks.
-    pub fn longest(&self) -> usize {
-        self.needles.first().map_or(0, String::len)
-    }
-
     /// Bytes at the end of (already masked) `text` that could be the start
     /// of a secret continued in the next chunk: a streaming caller holds
     /// them back until it knows. Zero for text that ends a line, since no
     /// needle spans lines.
-    pub fn unsafe_suffix_len(&self, text: &str) -> usize {
+    pub(crate) fn unsafe_suffix_len(&self, text: &str) -> usize {
         if text.ends_with('\n') {
             return 0;
         }

@@ -24,20 +24,20 @@ const DEST_FIELD: &str = "build.builder.artifacts_dest";
 
 /// What was unpacked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Unpacked {
+pub(crate) struct Unpacked {
     /// Regular files, symlinks and hard links written.
-    pub files: u64,
+    pub(crate) files: u64,
     /// Bytes of file content written.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Whether something from the checkout was at the destination and was
     /// replaced by the artifact.
-    pub replaced: bool,
+    pub(crate) replaced: bool,
 }
 
 /// Why the artifact could not be placed. Messages name the job's fields and
 /// paths inside the artifact or context, never worker paths.
 #[derive(Debug, Error)]
-pub enum ArtifactError {
+pub(crate) enum ArtifactError {
     /// The archive is not a readable tar.
     #[error("{ARTIFACTS_FIELD}: the archive copied out of the builder is unreadable: {0}")]
     Archive(#[source] io::Error),
@@ -75,7 +75,7 @@ pub enum ArtifactError {
 /// entry under one top-level name) so that the file or directory it holds
 /// becomes `context_dir/dest`. `context_dir` is trusted; `dest` is the
 /// job's relative path. Whatever the checkout had at `dest` is replaced.
-pub fn unpack(
+pub(crate) fn unpack(
     archive: impl Read,
     context_dir: &Path,
     dest: &str,

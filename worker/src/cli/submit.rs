@@ -1,10 +1,10 @@
 //! `buildbot submit`: the orchestrator's side from a terminal. Validates a
 //! job file, publishes it with confirms, and follows its events: the live
 //! log with step progress, then the result as the exit status (rendered by
-//! [`crate::terminal`], as `buildbot build` shows a local run).
+//! [`crate::events::terminal`], as `buildbot build` shows a local run).
 
-use crate::config::BrokerArgs;
-use crate::terminal::{exit_code, Printer};
+use super::BrokerArgs;
+use crate::events::terminal::{exit_code, Printer};
 use buildbot_protocol::client::{Client, ClientError};
 use buildbot_protocol::{decode_job, EventBody};
 use std::path::PathBuf;
@@ -12,32 +12,32 @@ use std::process::ExitCode;
 
 /// Settings of `buildbot submit`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct SubmitArgs {
+pub(crate) struct SubmitArgs {
     /// The job, a protocol v1 JSON file (see `protocol/examples/`).
-    pub job: PathBuf,
+    pub(crate) job: PathBuf,
 
     /// Where RabbitMQ is.
     #[command(flatten)]
-    pub broker: BrokerArgs,
+    pub(crate) broker: BrokerArgs,
 
     /// Queue to publish the job to.
     #[arg(long, env = "BUILDBOT_QUEUE", default_value = buildbot_protocol::amqp::JOB_QUEUE)]
-    pub queue: String,
+    pub(crate) queue: String,
 
     /// Follow the job: print its log and exit with a status that reflects
     /// the result (0 succeeded, 1 failed, 2 rejected, 3 timed out,
     /// 4 cancelled). Without it, print the reply queue and exit.
     #[arg(long)]
-    pub follow: bool,
+    pub(crate) follow: bool,
 
     /// With --follow, print every event as one JSON line instead of the log.
     #[arg(long, requires = "follow")]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Why submitting or following failed (exit status 5).
 #[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
+pub(crate) enum SubmitError {
     /// The job file cannot be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -65,7 +65,7 @@ pub enum SubmitError {
 impl SubmitError {
     /// Exit status: a job that cannot be valid is `rejected`, as a worker
     /// would report it; everything else is a failure to submit.
-    pub fn exit_code(&self) -> ExitCode {
+    pub(crate) fn exit_code(&self) -> ExitCode {
         match self {
             SubmitError::Invalid { .. } => ExitCode::from(2),
             _ => ExitCode::from(5),
@@ -74,7 +74,7 @@ impl SubmitError {
 }
 
 /// Submits the job and, with `--follow`, prints its events until the result.
-pub async fn run(args: &SubmitArgs) -> Result<ExitCode, SubmitError> {
+pub(crate) async fn run(args: &SubmitArgs) -> Result<ExitCode, SubmitError> {
     let bytes = std::fs::read(&args.job).map_err(|source| SubmitError::Read {
         path: args.job.clone(),
         source,

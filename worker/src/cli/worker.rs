@@ -1,0 +1,164 @@
+//! `buildbot worker`: its flags (each also readable from an environment
+//! variable), the settings they make, and the worker's start: Docker
+//! Engine client, leftover sweep, HTTP endpoint, then the consumer until a
+//! shutdown signal.
+
+use super::{BrokerArgs, GitTimeoutArgs};
+use crate::consumer::{self, Observers, Settings};
+use crate::events::LogBatching;
+use crate::observe::{http, metrics::Metrics};
+use crate::pipeline::{docker, remove_leftovers, Pipeline};
+use anyhow::Context;
+use buildbot_protocol::amqp::{DEFAULT_DELIVERY_LIMIT, JOB_QUEUE};
+use buildbot_protocol::signature::{parse_public_keys, VerifyingKey};
+use buildbot_protocol::MAX_JOB_BYTES;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Settings of `buildbot worker`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct WorkerArgs {
+    /// Where RabbitMQ is.
+    #[command(flatten)]
+    pub(crate) broker: BrokerArgs,
+
+    #[command(flatten)]
+    pub(crate) git_timeouts: GitTimeoutArgs,
+
+    /// Queue the worker takes jobs from. Its dead-letter exchange and queue
+    /// are named `<queue>.dlx` and `<queue>.dead`.
+    #[arg(long, env = "BUILDBOT_QUEUE", default_value = JOB_QUEUE)]
+    pub(crate) queue: String,
+
+    /// Jobs run at once; also the AMQP prefetch.
+    #[arg(long, env = "BUILDBOT_CONCURRENCY", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) concurrency: u16,
+
+    /// Deliveries of one job before the broker dead-letters it
+    /// (`x-delivery-limit` of the job queue, set when the queue is created).
+    #[arg(long, env = "BUILDBOT_DELIVERY_LIMIT", default_value_t = DEFAULT_DELIVERY_LIMIT)]
+    pub(crate) delivery_limit: u32,
+
+    /// Id reported in results and logs. Defaults to `<hostname>-<random>`.
+    #[arg(long, env = "BUILDBOT_WORKER_ID")]
+    pub(crate) worker_id: Option<String>,
+
+    /// Directory for the per-job workspaces (removed after every job).
+    /// Defaults to the system temp dir.
+    #[arg(long, env = "BUILDBOT_WORKSPACE_DIR")]
+    pub(crate) workspace_dir: Option<PathBuf>,
+
+    /// Largest job message accepted, in bytes; larger ones are rejected.
+    #[arg(long, env = "BUILDBOT_MAX_JOB_BYTES", default_value_t = MAX_JOB_BYTES)]
+    pub(crate) max_job_bytes: usize,
+
+    /// A log event is published once this many bytes of output wait.
+    #[arg(long, env = "BUILDBOT_LOG_BATCH_BYTES", default_value_t = 64 * 1024)]
+    pub(crate) log_batch_bytes: usize,
+
+    /// Complete log lines wait at most this many milliseconds.
+    #[arg(long, env = "BUILDBOT_LOG_BATCH_MS", default_value_t = 50)]
+    pub(crate) log_batch_ms: u64,
+
+    /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and
+    /// `/readyz` (e.g. `0.0.0.0:9800`; port 0 picks a free one). None: no
+    /// endpoint.
+    #[arg(long, env = "BUILDBOT_HTTP_ADDR")]
+    pub(crate) http_addr: Option<std::net::SocketAddr>,
+
+    /// Accept only jobs signed by one of these ed25519 public keys (base64
+    /// of 32 bytes; comma-separated in the environment). Unsigned or forged
+    /// jobs are rejected before git or Docker is touched. Empty: signatures
+    /// are not checked.
+    #[arg(long = "trusted-key", env = "BUILDBOT_TRUSTED_KEYS", value_delimiter = ',',
+          value_parser = parse_trusted_key)]
+    pub(crate) trusted_keys: Vec<VerifyingKey>,
+
+    /// On SIGTERM/SIGINT, seconds the running jobs get to finish before
+    /// they are stopped and requeued for another worker.
+    #[arg(long, env = "BUILDBOT_DRAIN_TIMEOUT_SECS", default_value_t = 300)]
+    pub(crate) drain_timeout_secs: u64,
+}
+
+fn parse_trusted_key(text: &str) -> Result<VerifyingKey, String> {
+    parse_public_keys([text])
+        .map_err(|_| "not base64 of a 32-byte ed25519 public key".to_owned())
+        .and_then(|keys| keys.into_iter().next().ok_or_else(|| "empty".to_owned()))
+}
+
+impl WorkerArgs {
+    /// The configured worker id, or a fresh `<hostname>-<random>`.
+    fn resolved_worker_id(&self) -> String {
+        self.worker_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "worker".to_owned());
+            let suffix = uuid::Uuid::new_v4().simple().to_string();
+            format!("{host}-{}", &suffix[..8])
+        })
+    }
+
+    /// The consumer's settings these flags make.
+    fn settings(&self) -> Settings {
+        Settings {
+            amqp_url: self.broker.amqp_url.clone(),
+            queue: self.queue.clone(),
+            concurrency: self.concurrency,
+            delivery_limit: self.delivery_limit,
+            max_job_bytes: self.max_job_bytes,
+            batching: LogBatching {
+                max_bytes: self.log_batch_bytes.max(1),
+                max_delay: Duration::from_millis(self.log_batch_ms),
+                ..Default::default()
+            },
+            trusted_keys: self.trusted_keys.clone(),
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+        }
+    }
+}
+
+/// Runs the worker until SIGTERM or SIGINT, then drains.
+pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    args.git_timeouts
+        .apply()
+        .context("cannot set the git network timeouts")?;
+    // A daemon that is down is reported by /readyz and by the jobs that
+    // fail meanwhile; only a malformed DOCKER_HOST stops the worker.
+    let docker = docker::client()
+        .await
+        .context("DOCKER_HOST does not name a usable Docker Engine address")?;
+    let worker_id = args.resolved_worker_id();
+    tracing::info!(worker_id = %worker_id, "worker starting");
+    match remove_leftovers(&docker, &worker_id).await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed builder leftovers of an earlier run"),
+        Err(e) => tracing::warn!(error = %e, "cannot look for builder leftovers"),
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
+    let observers = Observers {
+        metrics: Metrics::new(),
+        readiness: Arc::default(),
+    };
+    if let Some(addr) = args.http_addr {
+        let bound = http::serve(
+            addr,
+            Arc::clone(&observers.metrics),
+            Arc::clone(&observers.readiness),
+            docker.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .with_context(|| format!("cannot serve HTTP on {addr}"))?;
+        tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    }
+    let pipeline = Pipeline::new(docker, worker_id, args.workspace_dir.clone());
+    consumer::run_until_shutdown(&args.settings(), pipeline, shutdown, observers).await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}

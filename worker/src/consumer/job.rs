@@ -1,0 +1,172 @@
+//! One delivery, start to end: decoded, run through the pipeline with its
+//! events going to the reply queue, then acked once the result is
+//! confirmed; or answered `rejected` and dead-lettered; or requeued when
+//! the worker stops or the reply channel cannot be opened.
+
+use super::delivery::{decode, Accepted, Envelope};
+use super::running::Stop;
+use super::JobContext;
+use crate::events::redact::Redactor;
+use crate::events::reply::{ReplySink, ReplyTarget};
+use crate::events::{self, AttemptId};
+use buildbot_protocol::{JobError, JobResult, JobStatus, StepName};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use std::sync::Arc;
+use tracing::Instrument;
+
+pub(super) async fn handle_delivery(delivery: Delivery, context: Arc<JobContext>) {
+    let envelope = Envelope::of(&delivery.properties);
+    let span = tracing::info_span!("job", job_id = %envelope.job_id, attempt = envelope.attempt, service_id = tracing::field::Empty);
+    async move {
+        match decode(&delivery.data, &envelope, &context) {
+            Ok(accepted) => {
+                tracing::Span::current().record("service_id", accepted.job.service_id.as_str());
+                run_job(delivery, envelope.attempt, accepted, &context).await;
+            }
+            Err(problems) => reject(delivery, envelope, problems, &context).await,
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: &JobContext) {
+    let Accepted { job, reply_to } = accepted;
+    let job_id = job.job_id.to_string();
+    let handle = context.jobs.register(&job_id);
+    let _in_flight = context.metrics.job_running();
+    let target = ReplyTarget {
+        reply_to,
+        correlation_id: job_id.clone(),
+        service_id: Some(job.service_id.clone()),
+    };
+    let sink = match open_sink(context, target).await {
+        Ok(sink) => sink,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the reply channel; requeueing the job");
+            requeue(&delivery).await;
+            return;
+        }
+    };
+    let attempt = AttemptId {
+        job_id: job_id.clone(),
+        attempt,
+    };
+    tracing::info!(repo = %job.repo.url, revision = %job.repo.revision, "job started");
+    let (reporter, finisher) =
+        events::start(sink, attempt, Redactor::for_job(&job), context.batching);
+    // A cancel that arrived before the job did stops it before it starts.
+    if context.jobs.is_cancelled(&job_id) {
+        context.jobs.cancel(&job_id);
+    }
+    let result = tokio::select! {
+        result = context.pipeline.run(&job, &reporter, handle.cancelled()) => result,
+        Stop::Requeue = handle.stopped() => {
+            reporter.system(StepName::Validate, "the worker is stopping; the job goes back to the queue").await;
+            drop(finisher);
+            requeue(&delivery).await;
+            return;
+        }
+    };
+    let status = result.status;
+    context.metrics.job_finished(&result);
+    match finisher.finish(result).await {
+        Ok(last_seq) => {
+            tracing::info!(?status, last_seq, "job finished");
+            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                tracing::warn!(error = %e, "ack failed; the broker will redeliver the job");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "result not confirmed; requeueing the job");
+            requeue(&delivery).await;
+        }
+    }
+}
+
+async fn open_sink(context: &JobContext, target: ReplyTarget) -> Result<ReplySink, String> {
+    let connection = context.pool.get().await.map_err(|e| e.to_string())?;
+    ReplySink::open(&connection, target, Arc::clone(&context.metrics))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn requeue(delivery: &Delivery) {
+    let options = BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    };
+    if let Err(e) = delivery.nack(options).await {
+        tracing::warn!(error = %e, "nack failed; the broker will redeliver the job");
+    }
+}
+
+/// Answers an invalid job with a `rejected` result (when there is a reply
+/// queue) and dead-letters it: retrying cannot make it valid.
+async fn reject(
+    delivery: Delivery,
+    envelope: Envelope,
+    problems: Vec<String>,
+    context: &JobContext,
+) {
+    tracing::warn!(problems = %problems.join("; "), "job rejected");
+    if let Some(reply_to) = envelope.reply_to {
+        let result = rejected_result(&problems, context.pipeline.worker_id());
+        context.metrics.job_finished(&result);
+        if let Err(e) = publish_result(
+            context,
+            reply_to,
+            &envelope.job_id,
+            envelope.attempt,
+            result,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "could not publish the rejected result");
+        }
+    }
+    let options = BasicRejectOptions { requeue: false };
+    if let Err(e) = delivery.reject(options).await {
+        tracing::warn!(error = %e, "reject failed");
+    }
+}
+
+fn rejected_result(problems: &[String], worker: &str) -> JobResult {
+    JobResult {
+        status: JobStatus::Rejected,
+        error: Some(JobError {
+            step: StepName::Validate,
+            message: format!("invalid job: {}", problems.join("; ")),
+            exit_code: None,
+            problems: problems.to_vec(),
+        }),
+        revision: None,
+        image: None,
+        durations_ms: Default::default(),
+        worker: worker.to_owned(),
+        service_id: None,
+        last_seq: 0,
+    }
+}
+
+async fn publish_result(
+    context: &JobContext,
+    reply_to: String,
+    job_id: &str,
+    attempt: u32,
+    result: JobResult,
+) -> Result<u64, String> {
+    let target = ReplyTarget {
+        reply_to,
+        correlation_id: job_id.to_owned(),
+        service_id: None,
+    };
+    let sink = open_sink(context, target).await?;
+    let attempt = AttemptId {
+        job_id: job_id.to_owned(),
+        attempt,
+    };
+    let (_reporter, finisher) = events::start(sink, attempt, Redactor::default(), context.batching);
+    finisher.finish(result).await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,303 @@
+//! The AMQP consumer: declares the job queue, takes deliveries, hands valid
+//! jobs to the pipeline, and acks each delivery only after the job's result
+//! is confirmed by the broker. Invalid jobs are answered with a `rejected`
+//! result and dead-lettered. It never talks to Docker.
+//!
+//! - [`connection`]: the broker connection pool and how broker errors read.
+//! - [`topology`]: the queues and exchanges it declares.
+//! - [`control`]: cancel messages from the control exchange.
+//! - [`delivery`]: a delivery decoded into an accepted job or its problems.
+//! - [`job`]: one delivery run, answered and acked (or requeued).
+//! - [`running`]: the jobs running here and how each is stopped early.
+
+mod connection;
+mod control;
+mod delivery;
+mod job;
+mod running;
+mod topology;
+
+use crate::events::LogBatching;
+use crate::observe::metrics::Metrics;
+use crate::observe::readiness::Readiness;
+use crate::pipeline::Pipeline;
+use buildbot_protocol::signature::VerifyingKey;
+use connection::{broker, connection_pool};
+use deadpool_lapin::Pool;
+use futures_util::StreamExt;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{FieldTable, ShortString};
+use running::{RunningJobs, Stop};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What the consumer needs to know, made from the worker's flags.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// AMQP URL of the broker.
+    pub(crate) amqp_url: String,
+    /// Queue jobs are taken from.
+    pub(crate) queue: String,
+    /// Jobs run at once; also the prefetch.
+    pub(crate) concurrency: u16,
+    /// `x-delivery-limit` of the job queue.
+    pub(crate) delivery_limit: u32,
+    /// Largest job message accepted, in bytes.
+    pub(crate) max_job_bytes: usize,
+    /// How log output is batched into events.
+    pub(crate) batching: LogBatching,
+    /// Keys a job must be signed with; empty: signatures are not checked.
+    pub(crate) trusted_keys: Vec<VerifyingKey>,
+    /// How long running jobs may take to finish at shutdown.
+    pub(crate) drain_timeout: Duration,
+}
+
+impl Settings {
+    /// Exchange jobs are dead-lettered to.
+    fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.queue)
+    }
+
+    /// Queue holding dead-lettered jobs.
+    fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.queue)
+    }
+}
+
+/// Why the consumer stopped.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConsumerError {
+    /// The broker could not be reached.
+    #[error("cannot connect to RabbitMQ: {0}")]
+    Connect(String),
+    /// The broker closed the consumer or the connection was lost while
+    /// consuming. Unfinished jobs stay unacked and are redelivered.
+    #[error("lost the job consumer: {0}")]
+    Lost(String),
+    /// A queue name too long for AMQP once `.dead` is appended.
+    #[error(
+        "queue name {0:?} is too long: with `.dead` appended it exceeds AMQP's 255-byte limit"
+    )]
+    NameTooLong(String),
+    /// A queue or exchange exists with other arguments than this worker's
+    /// (for example another `--delivery-limit`). Retrying cannot help.
+    #[error("RabbitMQ refused {what}: {message}; start the worker with the settings the existing queue was declared with, or delete the queue")]
+    Mismatch {
+        /// The operation.
+        what: String,
+        /// The broker's words.
+        message: String,
+    },
+    /// Declaring queues or starting the consumer failed.
+    #[error("RabbitMQ refused {what}: {message}")]
+    Broker {
+        /// The operation.
+        what: String,
+        /// The broker's words.
+        message: String,
+    },
+}
+
+/// Where the consumer reports on itself: metrics and readiness.
+#[derive(Clone)]
+pub(crate) struct Observers {
+    /// The worker's metrics.
+    pub(crate) metrics: Arc<Metrics>,
+    /// Set while the consumer is attached to the job queue.
+    pub(crate) readiness: Arc<Readiness>,
+}
+
+/// What every job task needs, shared.
+struct JobContext {
+    pool: Pool,
+    pipeline: Pipeline,
+    max_job_bytes: usize,
+    batching: LogBatching,
+    jobs: RunningJobs,
+    metrics: Arc<Metrics>,
+    trusted_keys: Vec<VerifyingKey>,
+}
+
+/// Consumes jobs until `shutdown` is cancelled, reconnecting with backoff
+/// when the broker connection is lost. Returns only at shutdown, or with
+/// an error that a retry cannot fix.
+pub(crate) async fn run_until_shutdown(
+    settings: &Settings,
+    pipeline: Pipeline,
+    shutdown: CancellationToken,
+    observers: Observers,
+) -> Result<(), ConsumerError> {
+    let mut backoff = Backoff::default();
+    loop {
+        let started = Instant::now();
+        let outcome = run(settings, pipeline.clone(), shutdown.clone(), &observers).await;
+        observers.readiness.set_consuming(false);
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(e @ (ConsumerError::NameTooLong(_) | ConsumerError::Mismatch { .. })) => {
+                return Err(e)
+            }
+            Err(e) => {
+                if started.elapsed() > HEALTHY_RUN {
+                    backoff = Backoff::default();
+                }
+                let delay = backoff.next_delay();
+                observers.metrics.reconnecting();
+                tracing::warn!(error = %e, retry_in = ?delay, "RabbitMQ unavailable; reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// A connection that lasted this long was healthy: the next loss starts
+/// the backoff from its beginning.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+
+/// Exponential reconnect delay: 0.5 s doubling up to 30 s.
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            next: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(30));
+        delay
+    }
+}
+
+/// Consumes jobs on one connection until `shutdown` is cancelled (then
+/// stops taking jobs and drains the running ones) or the connection is
+/// lost (then the running jobs are stopped unacked, for redelivery).
+async fn run(
+    settings: &Settings,
+    pipeline: Pipeline,
+    shutdown: CancellationToken,
+    observers: &Observers,
+) -> Result<(), ConsumerError> {
+    // The dead-letter queue's name is the longest one derived from it.
+    if settings.dead_letter_queue().len() > 255 {
+        return Err(ConsumerError::NameTooLong(settings.queue.clone()));
+    }
+    let pool = connection_pool(settings)?;
+    let connection = pool
+        .get()
+        .await
+        .map_err(|e| ConsumerError::Connect(e.to_string()))?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(broker("a channel"))?;
+    topology::declare(&channel, settings).await?;
+    let mut cancels = control::consume(&channel).await?;
+    channel
+        .basic_qos(settings.concurrency, BasicQosOptions::default())
+        .await
+        .map_err(broker("the prefetch setting"))?;
+    // An empty tag lets the broker choose one when the id is too long.
+    let consumer_tag = ShortString::try_new(pipeline.worker_id()).unwrap_or_default();
+    let mut deliveries = channel
+        .basic_consume(
+            ShortString::from(settings.queue.as_str()),
+            consumer_tag,
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(broker("the consumer"))?;
+    tracing::info!(queue = %settings.queue, concurrency = settings.concurrency, "consuming jobs");
+    observers.readiness.set_consuming(true);
+
+    let context = Arc::new(JobContext {
+        pool,
+        pipeline,
+        max_job_bytes: settings.max_job_bytes,
+        batching: settings.batching,
+        jobs: RunningJobs::default(),
+        metrics: Arc::clone(&observers.metrics),
+        trusted_keys: settings.trusted_keys.clone(),
+    });
+    let mut running = JoinSet::new();
+    let outcome = loop {
+        tokio::select! {
+            delivery = deliveries.next() => match delivery {
+                Some(Ok(delivery)) => {
+                    running.spawn(job::handle_delivery(delivery, Arc::clone(&context)));
+                }
+                Some(Err(e)) => break Err(ConsumerError::Lost(e.to_string())),
+                None => break Err(ConsumerError::Lost("the broker cancelled the consumer".into())),
+            },
+            control = cancels.next() => match control {
+                Some(Ok(message)) => control::on_message(&message.data, &context.jobs),
+                Some(Err(e)) => break Err(ConsumerError::Lost(e.to_string())),
+                None => break Err(ConsumerError::Lost("the broker cancelled the control consumer".into())),
+            },
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            () = shutdown.cancelled() => break Ok(()),
+        }
+    };
+    observers.readiness.set_consuming(false);
+    match &outcome {
+        Ok(()) => {
+            let cancel = BasicCancelOptions::default();
+            let _ = channel.basic_cancel(deliveries.tag(), cancel).await;
+            drain(&mut running, &context.jobs, settings.drain_timeout).await;
+            // An ack is a frame queued for the socket: closing the channel
+            // (which waits for the broker's close-ok) makes sure the acks
+            // of the drained jobs were sent before the process exits.
+            let _ = channel
+                .close(200, ShortString::from("worker stopping"))
+                .await;
+            let _ = connection
+                .close(200, ShortString::from("worker stopping"))
+                .await;
+        }
+        Err(e) => {
+            // Their deliveries can no longer be acked: the broker redelivers
+            // them, so finishing here would only report a job twice.
+            tracing::warn!(error = %e, jobs = context.jobs.len(), "connection lost; stopping running jobs");
+            context.jobs.stop_all(Stop::Requeue);
+            while running.join_next().await.is_some() {}
+        }
+    }
+    outcome
+}
+
+/// Lets the running jobs finish within `limit`, then stops the rest and
+/// requeues them.
+async fn drain(running: &mut JoinSet<()>, jobs: &RunningJobs, limit: Duration) {
+    if running.is_empty() {
+        return;
+    }
+    tracing::info!(
+        jobs = jobs.len(),
+        ?limit,
+        "shutting down: finishing running jobs"
+    );
+    let finished = tokio::time::timeout(limit, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(
+            jobs = jobs.len(),
+            "drain timeout: stopping and requeueing running jobs"
+        );
+        jobs.stop_all(Stop::Requeue);
+        while running.join_next().await.is_some() {}
+    }
+}

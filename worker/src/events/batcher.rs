@@ -1,0 +1,196 @@
+//! Log batching: output of a step is published in chunks of whole lines,
+//! by size and by time, so a noisy build does not flood the broker and a
+//! quiet one is still seen promptly.
+
+use super::LogBatching;
+use buildbot_protocol::{LogEvent, LogStream, StepName};
+use tokio::time::Instant;
+
+/// Output waiting to be published: text of one step and stream.
+struct PendingLog {
+    step: StepName,
+    stream: LogStream,
+    text: String,
+    /// When the oldest byte of `text` arrived.
+    since: Instant,
+}
+
+/// Batches log output into chunks of whole lines, at most `max_bytes` each.
+/// Pure (time is passed in) so it is tested without a runtime.
+pub(super) struct LogBatcher {
+    batching: LogBatching,
+    pending: Option<PendingLog>,
+}
+
+impl LogBatcher {
+    pub(super) fn new(batching: LogBatching) -> Self {
+        Self {
+            batching,
+            pending: None,
+        }
+    }
+
+    /// Adds output; returns the chunks that are full.
+    pub(super) fn push(&mut self, log: LogEvent, now: Instant) -> Vec<LogEvent> {
+        let mut ready = Vec::new();
+        let same_source = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.step == log.step && p.stream == log.stream);
+        if !same_source {
+            ready.extend(self.take_all());
+        }
+        let pending = self.pending.get_or_insert_with(|| PendingLog {
+            step: log.step,
+            stream: log.stream,
+            text: String::new(),
+            since: now,
+        });
+        pending.text.push_str(&log.text);
+        while self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.text.len() >= self.batching.max_bytes)
+        {
+            ready.extend(self.take_prefix(self.batching.max_bytes, now));
+        }
+        ready
+    }
+
+    /// When the pending output must be published, if there is any.
+    pub(super) fn due(&self) -> Option<Instant> {
+        self.pending.as_ref().map(|p| {
+            let delay = if p.text.contains('\n') {
+                self.batching.max_delay
+            } else {
+                self.batching.partial_line_delay
+            };
+            p.since + delay
+        })
+    }
+
+    /// The output whose time has come: every complete line, or a partial
+    /// line that waited long enough.
+    pub(super) fn take_due(&mut self, now: Instant) -> Option<LogEvent> {
+        let pending = self.pending.as_ref()?;
+        match pending.text.rfind('\n') {
+            Some(last_newline) => self.take_prefix(last_newline + 1, now),
+            None => self.take_all(),
+        }
+    }
+
+    /// Everything pending, partial line included.
+    pub(super) fn take_all(&mut self) -> Option<LogEvent> {
+        self.pending.take().map(|p| LogEvent {
+            step: p.step,
+            stream: p.stream,
+            text: p.text,
+        })
+    }
+
+    /// Up to `limit` bytes, cut after the last newline within the limit
+    /// (or at the limit when a single line is longer).
+    pub(super) fn take_prefix(&mut self, limit: usize, now: Instant) -> Option<LogEvent> {
+        let pending = self.pending.as_mut()?;
+        if pending.text.len() <= limit {
+            return self.take_all();
+        }
+        let cut = cut_point(&pending.text, limit);
+        let rest = pending.text.split_off(cut);
+        let chunk = std::mem::replace(&mut pending.text, rest);
+        pending.since = now;
+        Some(LogEvent {
+            step: pending.step,
+            stream: pending.stream,
+            text: chunk,
+        })
+    }
+}
+
+/// Where to cut `text` so the first part is at most `limit` bytes: after the
+/// last newline before the limit, else at the last char boundary.
+fn cut_point(text: &str, limit: usize) -> usize {
+    let mut boundary = limit.min(text.len());
+    while !text.is_char_boundary(boundary) {
+        boundary -= 1;
+    }
+    match text[..boundary].rfind('\n') {
+        Some(newline) => newline + 1,
+        None if boundary > 0 => boundary,
+        // A single multi-byte char longer than the limit: take it whole.
+        None => text.chars().next().map_or(text.len(), char::len_utf8),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn batching(max_bytes: usize) -> LogBatching {
+        LogBatching {
+            max_bytes,
+            max_delay: Duration::from_millis(50),
+            partial_line_delay: Duration::from_secs(1),
+        }
+    }
+
+    fn log(text: &str) -> LogEvent {
+        LogEvent {
+            step: StepName::Build,
+            stream: LogStream::Stdout,
+            text: text.to_owned(),
+        }
+    }
+
+    #[test]
+    fn batcher_cuts_full_chunks_at_line_ends() {
+        let mut b = LogBatcher::new(batching(10));
+        let now = Instant::now();
+        let ready = b.push(log("aaaa\nbbbb\ncccc\n"), now);
+        let texts: Vec<_> = ready.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, ["aaaa\nbbbb\n"]);
+        assert_eq!(b.take_all().map(|c| c.text), Some("cccc\n".to_owned()));
+    }
+
+    #[test]
+    fn batcher_cuts_an_overlong_line_at_the_limit() {
+        let mut b = LogBatcher::new(batching(4));
+        let ready = b.push(log("0123456789"), Instant::now());
+        let texts: Vec<_> = ready.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, ["0123", "4567"]);
+    }
+
+    #[test]
+    fn batcher_keeps_partial_line_until_its_delay() {
+        let mut b = LogBatcher::new(batching(1024));
+        let start = Instant::now();
+        assert!(b.push(log("line\npartial"), start).is_empty());
+        assert_eq!(b.due(), Some(start + Duration::from_millis(50)));
+        let chunk = b.take_due(start + Duration::from_millis(50));
+        assert_eq!(chunk.map(|c| c.text), Some("line\n".to_owned()));
+        let later = start + Duration::from_millis(50);
+        assert_eq!(b.due(), Some(later + Duration::from_secs(1)));
+        let chunk = b.take_due(later + Duration::from_secs(1));
+        assert_eq!(chunk.map(|c| c.text), Some("partial".to_owned()));
+        assert!(b.due().is_none());
+    }
+
+    #[test]
+    fn batcher_flushes_when_the_source_changes() {
+        let mut b = LogBatcher::new(batching(1024));
+        let now = Instant::now();
+        assert!(b.push(log("out\n"), now).is_empty());
+        let mut err = log("err\n");
+        err.stream = LogStream::Stderr;
+        let ready = b.push(err, now);
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].stream, LogStream::Stdout);
+    }
+
+    #[test]
+    fn cut_point_respects_char_boundaries() {
+        assert_eq!(cut_point("ééé", 3), 2);
+        assert_eq!(cut_point("é", 1), 2);
+    }
+}

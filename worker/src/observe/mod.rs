@@ -1,0 +1,6 @@
+//! How operators watch a worker: Prometheus metrics, and the HTTP endpoint
+//! serving them with the health and readiness checks.
+
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod readiness;

@@ -1,0 +1,175 @@
+//! Build step: the runtime image, built by the Docker Engine from the
+//! job's build context (the checkout, or the builder's output placed in
+//! it), with the job's build settings and the OCI labels.
+//!
+//! - [`context`]: the context tar, `.dockerignore` applied, no symlink
+//!   followed out of the checkout.
+//! - [`dockerignore`]: Docker's ignore-file rules.
+//! - [`labels`]: the labels every image carries.
+
+pub(crate) mod context;
+pub(crate) mod dockerignore;
+mod labels;
+
+use crate::events::Reporter;
+use crate::pipeline::docker::DockerError;
+use crate::pipeline::registry_auth;
+use crate::pipeline::steps::clone::Checkout;
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{BuildImageOptions, TagImageOptions};
+use bollard::Docker;
+use buildbot_protocol::{registry_host, Job, LogStream, StepName};
+use bytes::Bytes;
+use context::{ContextSpec, DOCKERFILE_FIELD};
+use futures_util::{Stream, StreamExt};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Builds the runtime image and tags it with every tag of the job;
+/// returns the image id.
+pub(crate) async fn run(
+    docker: &Docker,
+    job: &Job,
+    checkout_dir: &Path,
+    checkout: &Checkout,
+    reporter: &Reporter,
+) -> Result<String, String> {
+    let spec = runtime_context(job, checkout_dir, checkout);
+    context::resolve(&spec).map_err(|e| e.to_string())?;
+    let registry = registry_host(&job.image.repository);
+    let credentials = registry_auth::all_credentials(job.registry_auth.as_ref(), &registry)
+        .map_err(|e| e.to_string())?;
+    let build = image_build(job, &checkout.commit, credentials);
+    let stream = context::stream_tar(spec);
+    let image_id = build_image(docker, build, stream, StepName::Build, reporter)
+        .await
+        .map_err(|e| e.to_string())?;
+    tag_image(docker, &image_id, &job.image.repository, &job.image.tags)
+        .await
+        .map_err(|e| e.to_string())?;
+    reporter
+        .system(StepName::Build, format!("built image {image_id}"))
+        .await;
+    Ok(image_id)
+}
+
+/// The runtime image's build context in the checkout.
+pub(crate) fn runtime_context(job: &Job, checkout_dir: &Path, checkout: &Checkout) -> ContextSpec {
+    ContextSpec {
+        checkout: checkout_dir.to_owned(),
+        context: job.build.context.clone(),
+        dockerfile: job.build.dockerfile.clone(),
+        dockerfile_field: DOCKERFILE_FIELD,
+        mtime: u64::try_from(checkout.commit_time).unwrap_or(0),
+    }
+}
+
+/// The daemon-side description of the job's build, OCI labels included.
+fn image_build(
+    job: &Job,
+    commit: &str,
+    registry_credentials: HashMap<String, bollard::auth::DockerCredentials>,
+) -> ImageBuild {
+    let labels = labels::image_labels(job, commit);
+    let first_tag = job.image.tags.first().map_or("latest", String::as_str);
+    ImageBuild {
+        dockerfile: job.build.dockerfile.clone(),
+        reference: format!("{}:{first_tag}", job.image.repository),
+        build_args: job.build.build_args.clone().into_iter().collect(),
+        labels,
+        target: job.build.target.clone(),
+        no_cache: job.build.no_cache,
+        pull: job.build.pull,
+        cache_from: job.build.cache_from.clone(),
+        registry_credentials,
+    }
+}
+
+/// What to build; paths are those inside the context tar.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ImageBuild {
+    /// Dockerfile path relative to the context.
+    pub(crate) dockerfile: String,
+    /// Reference the image is tagged with while building (`repo:tag`).
+    pub(crate) reference: String,
+    /// `--build-arg` values.
+    pub(crate) build_args: HashMap<String, String>,
+    /// Image labels, the OCI ones included.
+    pub(crate) labels: HashMap<String, String>,
+    /// Multi-stage target.
+    pub(crate) target: Option<String>,
+    /// Disable the layer cache.
+    pub(crate) no_cache: bool,
+    /// Always pull base images.
+    pub(crate) pull: bool,
+    /// Cache source images.
+    pub(crate) cache_from: Vec<String>,
+    /// Credentials for base-image pulls, by registry host.
+    pub(crate) registry_credentials: HashMap<String, DockerCredentials>,
+}
+
+/// Builds an image from a streamed context tar; returns the image id.
+/// The daemon's output is reported as it arrives, as output of `step`
+/// (the runtime image's build, or a builder image's).
+pub(crate) async fn build_image(
+    docker: &Docker,
+    build: ImageBuild,
+    context: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    step: StepName,
+    reporter: &Reporter,
+) -> Result<String, DockerError> {
+    let options = BuildImageOptions {
+        dockerfile: build.dockerfile,
+        t: Some(build.reference),
+        buildargs: Some(build.build_args),
+        labels: Some(build.labels),
+        target: build.target.unwrap_or_default(),
+        nocache: build.no_cache,
+        pull: build.pull.then(|| "1".to_owned()),
+        cachefrom: Some(build.cache_from),
+        rm: true,
+        forcerm: true,
+        ..Default::default()
+    };
+    let credentials = Some(build.registry_credentials);
+    let body = bollard::body_try_stream(context);
+    let mut output = docker.build_image(options, credentials, Some(body));
+    let mut image_id = None;
+    while let Some(item) = output.next().await {
+        let info = item.map_err(build_error)?;
+        if let Some(text) = info.stream {
+            reporter.log(step, LogStream::Stdout, text).await;
+        }
+        if let Some(status) = info.status {
+            reporter.system(step, status).await;
+        }
+        if let Some(id) = info.aux.and_then(|aux| aux.id) {
+            image_id = Some(id);
+        }
+    }
+    image_id.ok_or(DockerError::NoImageId)
+}
+
+fn build_error(e: bollard::errors::Error) -> DockerError {
+    match e {
+        bollard::errors::Error::DockerStreamError { error } => DockerError::Build(error),
+        other => other.into(),
+    }
+}
+
+/// Tags `image_id` as `repository:tag` for every tag.
+pub(crate) async fn tag_image(
+    docker: &Docker,
+    image_id: &str,
+    repository: &str,
+    tags: &[String],
+) -> Result<(), DockerError> {
+    for tag in tags {
+        let options = TagImageOptions {
+            repo: Some(repository.to_owned()),
+            tag: Some(tag.clone()),
+        };
+        docker.tag_image(image_id, Some(options)).await?;
+    }
+    Ok(())
+}
