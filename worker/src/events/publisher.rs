@@ -1,0 +1,281 @@
+//! The publishing task of one attempt: numbers events, batches log output,
+//! masks credentials (holding back a chunk's tail that may start a secret),
+//! and sends everything in order to the sink; the result goes last, with
+//! `last_seq`, and is confirmed before the job may be acked.
+
+use super::batcher::LogBatcher;
+use super::redact::Redactor;
+use super::reporter::Report;
+use super::{AttemptId, EventSink, SinkError};
+use buildbot_protocol::{Event, EventBody, JobResult, LogEvent};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// The task that owns an attempt's sequence numbers: batches, masks and
+/// sends every event, in order.
+pub(super) struct Publisher<S> {
+    pub(super) sink: S,
+    pub(super) attempt: AttemptId,
+    pub(super) redactor: Redactor,
+    pub(super) batcher: LogBatcher,
+    /// Masked output held back because it may start a secret (see
+    /// `emit_log`).
+    pub(super) held: Option<LogEvent>,
+    pub(super) next_seq: u64,
+    /// First delivery failure; later events are not attempted and the
+    /// result reports it, so the job is not acked.
+    pub(super) failure: Option<SinkError>,
+}
+
+impl<S: EventSink> Publisher<S> {
+    pub(super) async fn run(mut self, mut inbox: mpsc::Receiver<Report>) {
+        loop {
+            let due = self.batcher.due();
+            tokio::select! {
+                report = inbox.recv() => match report {
+                    Some(Report::Finish(result, reply)) => {
+                        let _ = reply.send(self.finish(*result).await);
+                        return;
+                    }
+                    Some(report) => self.handle(report).await,
+                    None => return,
+                },
+                _ = sleep_until(due), if due.is_some() => {
+                    if let Some(chunk) = self.batcher.take_due(Instant::now()) {
+                        self.emit_log(chunk).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, report: Report) {
+        match report {
+            Report::Step(step) => {
+                self.flush_logs().await;
+                self.emit(EventBody::Step(step)).await;
+            }
+            Report::Log(log) => {
+                for chunk in self.batcher.push(log, Instant::now()) {
+                    self.emit_log(chunk).await;
+                }
+            }
+            Report::Finish(..) => {}
+        }
+    }
+
+    async fn flush_logs(&mut self) {
+        if let Some(chunk) = self.batcher.take_all() {
+            self.emit_log(chunk).await;
+        }
+        if let Some(held) = self.held.take() {
+            self.emit(EventBody::Log(held)).await;
+        }
+    }
+
+    /// Masks and sends a chunk of output. A chunk cut inside a line may end
+    /// with the first part of a secret whose rest comes in the next chunk:
+    /// that part is held back and sent with what follows it.
+    async fn emit_log(&mut self, mut chunk: LogEvent) {
+        match self.held.take() {
+            Some(mut held) if held.step == chunk.step && held.stream == chunk.stream => {
+                held.text.push_str(&chunk.text);
+                chunk.text = held.text;
+            }
+            Some(other) => {
+                self.emit(EventBody::Log(other)).await;
+            }
+            None => {}
+        }
+        chunk.text = self.redactor.mask(&chunk.text);
+        let keep = chunk.text.len() - self.redactor.unsafe_suffix_len(&chunk.text);
+        let tail = chunk.text.split_off(keep);
+        if !tail.is_empty() {
+            self.held = Some(LogEvent {
+                step: chunk.step,
+                stream: chunk.stream,
+                text: tail,
+            });
+        }
+        if !chunk.text.is_empty() {
+            self.emit(EventBody::Log(chunk)).await;
+        }
+    }
+
+    async fn finish(&mut self, mut result: JobResult) -> Result<u64, SinkError> {
+        self.flush_logs().await;
+        result.last_seq = self.next_seq;
+        let seq = self.emit(EventBody::Result(result)).await;
+        if self.failure.is_none() {
+            if let Err(e) = self.sink.flush().await {
+                self.failure = Some(e);
+            }
+        }
+        match self.failure.take() {
+            Some(e) => Err(e),
+            None => Ok(seq),
+        }
+    }
+
+    /// Numbers, masks and sends one event; returns its `seq`.
+    async fn emit(&mut self, body: EventBody) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if self.failure.is_some() {
+            return seq;
+        }
+        let event = Event {
+            job_id: self.attempt.job_id.clone(),
+            attempt: self.attempt.attempt,
+            seq,
+            timestamp: chrono::Utc::now(),
+            body: self.mask(body),
+        };
+        if let Err(e) = self.sink.send(&event).await {
+            self.failure = Some(e);
+        }
+        seq
+    }
+
+    fn mask(&self, body: EventBody) -> EventBody {
+        match body {
+            EventBody::Log(mut log) => {
+                log.text = self.redactor.mask(&log.text);
+                EventBody::Log(log)
+            }
+            EventBody::Result(mut result) => {
+                if let Some(error) = result.error.as_mut() {
+                    error.message = self.redactor.mask(&error.message);
+                    for problem in &mut error.problems {
+                        *problem = self.redactor.mask(problem);
+                    }
+                }
+                EventBody::Result(result)
+            }
+            step => step,
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{start, LogBatching};
+    use buildbot_protocol::JobStatus;
+    use buildbot_protocol::{LogStream, StepName, StepState};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    fn batching(max_bytes: usize) -> LogBatching {
+        LogBatching {
+            max_bytes,
+            max_delay: Duration::from_millis(50),
+            partial_line_delay: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_secret_split_across_partial_line_flushes_is_masked() {
+        let sink = RecordingSink::default();
+        let attempt = AttemptId {
+            job_id: "j".into(),
+            attempt: 1,
+        };
+        let redactor = Redactor::new(["hunter22"]);
+        let (reporter, finisher) = start(sink.clone(), attempt, redactor, batching(1024));
+        reporter
+            .log(StepName::Build, LogStream::Stdout, "pw hun")
+            .await;
+        // Past the partial-line delay: the first half is flushed alone.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        reporter
+            .log(StepName::Build, LogStream::Stdout, "ter22 ok\n")
+            .await;
+        finisher.finish(result()).await.expect("finish");
+
+        let events = sink.0.lock().expect("lock").clone();
+        let text: String = events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::Log(l) => Some(l.text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, "pw ******** ok\n");
+        let first = match &events[0].body {
+            EventBody::Log(l) => l.text.clone(),
+            other => panic!("expected a log event, got {other:?}"),
+        };
+        assert_eq!(first, "pw ", "the possible start of a secret is held back");
+    }
+
+    /// A sink that records what it was sent, in memory.
+    #[derive(Clone, Default)]
+    struct RecordingSink(Arc<Mutex<Vec<Event>>>);
+
+    impl EventSink for RecordingSink {
+        async fn send(&mut self, event: &Event) -> Result<(), SinkError> {
+            self.0
+                .lock()
+                .map_err(|_| SinkError::Stopped)?
+                .push(event.clone());
+            Ok(())
+        }
+
+        async fn flush(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    fn result() -> JobResult {
+        JobResult {
+            status: JobStatus::Succeeded,
+            error: None,
+            revision: None,
+            image: None,
+            durations_ms: Default::default(),
+            worker: "w".into(),
+            service_id: None,
+            last_seq: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_are_numbered_masked_and_end_with_the_result() {
+        let sink = RecordingSink::default();
+        let attempt = AttemptId {
+            job_id: "j".into(),
+            attempt: 2,
+        };
+        let redactor = Redactor::new(["hunter22"]);
+        let (reporter, finisher) = start(sink.clone(), attempt, redactor, batching(1024));
+        reporter.step(StepName::Build, StepState::Started).await;
+        reporter
+            .log(StepName::Build, LogStream::Stdout, "pw hunter22\n")
+            .await;
+        reporter.step(StepName::Build, StepState::Succeeded).await;
+        let last = finisher.finish(result()).await.expect("finish");
+        reporter.system(StepName::Build, "too late").await;
+
+        let events = sink.0.lock().expect("lock").clone();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        assert_eq!(last, 4);
+        assert!(events.iter().all(|e| e.attempt == 2 && e.job_id == "j"));
+        match &events[1].body {
+            EventBody::Log(l) => assert_eq!(l.text, "pw ********\n"),
+            other => panic!("expected a log event, got {other:?}"),
+        }
+        match &events[3].body {
+            EventBody::Result(r) => assert_eq!(r.last_seq, 4),
+            other => panic!("expected the result, got {other:?}"),
+        }
+    }
+}

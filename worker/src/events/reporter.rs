@@ -1,0 +1,85 @@
+//! The steps' side of event reporting: a cheap, cloneable [`Reporter`] for
+//! step changes and output, and the [`Finisher`] that publishes the result.
+
+use super::SinkError;
+use buildbot_protocol::{JobResult, LogEvent, LogStream, StepEvent, StepName, StepState};
+use tokio::sync::{mpsc, oneshot};
+
+/// What a step says, queued for the publisher.
+pub(super) enum Report {
+    Step(StepEvent),
+    Log(LogEvent),
+    Finish(Box<JobResult>, oneshot::Sender<Result<u64, SinkError>>),
+}
+
+/// Handle the pipeline steps report through. Cloning is cheap. Reports made
+/// after the result was published are dropped: the result stays last.
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    pub(super) reports: mpsc::Sender<Report>,
+}
+
+impl Reporter {
+    /// A step changed state.
+    pub(crate) async fn step(&self, name: StepName, state: StepState) {
+        self.send(Report::Step(StepEvent { name, state })).await;
+    }
+
+    /// Output of a step.
+    pub(crate) async fn log(&self, step: StepName, stream: LogStream, text: impl Into<String>) {
+        let text = text.into();
+        self.send(Report::Log(LogEvent { step, stream, text }))
+            .await;
+    }
+
+    /// A line from the worker itself about `step`.
+    pub(crate) async fn system(&self, step: StepName, line: impl AsRef<str>) {
+        self.log(step, LogStream::System, format!("{}\n", line.as_ref()))
+            .await;
+    }
+
+    /// [`Reporter::system`] for code on a blocking thread (git2 callbacks).
+    pub(crate) fn system_blocking(&self, step: StepName, line: &str) {
+        let text = format!("{line}\n");
+        let report = Report::Log(LogEvent {
+            step,
+            stream: LogStream::System,
+            text,
+        });
+        // Err only when the publisher is gone; then nobody is listening.
+        let _ = self.reports.blocking_send(report);
+    }
+
+    async fn send(&self, report: Report) {
+        // Err only when the publisher is gone; then nobody is listening.
+        let _ = self.reports.send(report).await;
+    }
+}
+
+/// Publishes the result of an attempt; consumed by doing so.
+pub(crate) struct Finisher {
+    pub(super) reports: mpsc::Sender<Report>,
+    pub(super) task: tokio::task::JoinHandle<()>,
+}
+
+impl Finisher {
+    /// Publishes `result` as the last event of the attempt, with `last_seq`
+    /// filled in, and waits until the sink confirmed every event. Returns the
+    /// result's `seq`.
+    pub(crate) async fn finish(self, result: JobResult) -> Result<u64, SinkError> {
+        let (reply, confirmed) = oneshot::channel();
+        if self
+            .reports
+            .send(Report::Finish(Box::new(result), reply))
+            .await
+            .is_err()
+        {
+            return Err(SinkError::Stopped);
+        }
+        let outcome = confirmed.await.unwrap_or(Err(SinkError::Stopped));
+        // The task ends right after answering; a join error would be a
+        // panic inside it, already reported as Stopped above.
+        let _ = self.task.await;
+        outcome
+    }
+}
