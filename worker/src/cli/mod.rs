@@ -112,16 +112,49 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Environment variable that lifts the cap on dependencies' log levels.
+const LOG_UNSAFE_ENV: &str = "BUILDBOT_LOG_UNSAFE";
+
+/// Logs to stderr, filtered by `BUILDBOT_LOG` (default `info`). Other
+/// crates than buildbot's own are capped at `info` whatever the filter
+/// says: at debug and trace, lapin prints every job body (keys, passwords)
+/// and the AMQP login, and bollard raw build output and build arguments.
+/// `BUILDBOT_LOG_UNSAFE=1` lifts the cap, loudly.
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BUILDBOT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{filter, EnvFilter, Layer};
+    let wanted = EnvFilter::try_from_env("BUILDBOT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let unsafe_logs = std::env::var_os(LOG_UNSAFE_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    let dependency_cap = filter::filter_fn(move |meta| {
+        unsafe_logs || is_own_target(meta.target()) || *meta.level() <= tracing::Level::INFO
+    });
     // Colours only for a person at a terminal, not in files or collectors.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let ansi = std::io::stderr().is_terminal();
+    let layer = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(layer.with_filter(wanted).with_filter(dependency_cap))
+        .init();
+    if unsafe_logs {
+        tracing::warn!(
+            "{LOG_UNSAFE_ENV} is set: dependencies log at any level BUILDBOT_LOG asks for, \
+             and at debug or trace they print job bodies, credentials and build arguments \
+             in clear; unset it outside a debugging session"
+        );
     }
+}
+
+/// Events of buildbot's own crates, which never log a credential at any
+/// level.
+fn is_own_target(target: &str) -> bool {
+    target.starts_with("buildbot")
 }
