@@ -127,7 +127,9 @@ fn init_tracing(format: LogFormat) {
     let wanted = EnvFilter::try_from_env("BUILDBOT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let unsafe_logs = std::env::var_os(LOG_UNSAFE_ENV).is_some_and(|v| !v.is_empty() && v != "0");
     let dependency_cap = filter::filter_fn(move |meta| {
-        unsafe_logs || is_own_target(meta.target()) || *meta.level() <= tracing::Level::INFO
+        unsafe_logs
+            || is_own_target(meta.target())
+            || (*meta.level() <= tracing::Level::INFO && !is_noisy_target(meta.target()))
     });
     // Colours only for a person at a terminal, not in files or collectors.
     let ansi = std::io::stderr().is_terminal();
@@ -151,6 +153,13 @@ fn init_tracing(format: LogFormat) {
              in clear; unset it outside a debugging session"
         );
     }
+}
+
+/// Dependency events that carry whole messages even at warn: lapin dumps
+/// every returned message as a byte array (the worker logs its own line
+/// with the job id and size instead).
+fn is_noisy_target(target: &str) -> bool {
+    target == "lapin::returned_messages"
 }
 
 /// Events of buildbot's own crates, which never log a credential at any

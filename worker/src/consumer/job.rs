@@ -64,16 +64,20 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
         result = context.pipeline.run(&job, &reporter, handle.cancelled()) => result,
         Stop::Requeue = handle.stopped() => {
             reporter.system(StepName::Validate, "the worker is stopping; the job goes back to the queue").await;
-            drop(finisher);
+            // Published and confirmed before the requeue, so the caller
+            // reads it before the next attempt's events.
+            if let Err(e) = finisher.abandon().await {
+                tracing::warn!(error = %e, "the requeue notice was not confirmed");
+            }
             requeue(&delivery).await;
             return;
         }
     };
-    let status = result.status;
     context.metrics.job_finished(&result);
     match finisher.finish(result).await {
-        Ok(last_seq) => {
-            tracing::info!(?status, last_seq, "job finished");
+        Ok(published) => {
+            let error = published.error.as_ref().map(|e| e.message.as_str());
+            tracing::info!(status = ?published.status, last_seq = published.last_seq, error, "job finished");
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                 tracing::warn!(error = %e, "ack failed; the broker will redeliver the job");
             }
@@ -168,5 +172,9 @@ async fn publish_result(
         attempt,
     };
     let (_reporter, finisher) = events::start(sink, attempt, Redactor::default(), context.batching);
-    finisher.finish(result).await.map_err(|e| e.to_string())
+    finisher
+        .finish(result)
+        .await
+        .map(|published| published.last_seq)
+        .map_err(|e| e.to_string())
 }

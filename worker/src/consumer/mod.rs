@@ -155,11 +155,16 @@ pub(crate) async fn run_until_shutdown(
     }
 }
 
+/// Longest wait between reconnects: a broker that comes back is used
+/// within this long (a refused TCP connect every few seconds costs the
+/// broker nothing).
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
 /// A connection that lasted this long was healthy: the next loss starts
 /// the backoff from its beginning.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
-/// Exponential reconnect delay: 0.5 s doubling up to 30 s.
+/// Exponential reconnect delay: 0.5 s doubling up to [`MAX_BACKOFF`].
 struct Backoff {
     next: Duration,
 }
@@ -175,7 +180,7 @@ impl Default for Backoff {
 impl Backoff {
     fn next_delay(&mut self) -> Duration {
         let delay = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(30));
+        self.next = (self.next * 2).min(MAX_BACKOFF);
         delay
     }
 }

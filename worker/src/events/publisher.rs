@@ -37,6 +37,10 @@ impl<S: EventSink> Publisher<S> {
                         let _ = reply.send(self.finish(*result).await);
                         return;
                     }
+                    Some(Report::Abandon(reply)) => {
+                        let _ = reply.send(self.abandon().await);
+                        return;
+                    }
                     Some(report) => self.handle(report).await,
                     None => return,
                 },
@@ -60,7 +64,7 @@ impl<S: EventSink> Publisher<S> {
                     self.emit_log(chunk).await;
                 }
             }
-            Report::Finish(..) => {}
+            Report::Finish(..) | Report::Abandon(_) => {}
         }
     }
 
@@ -102,10 +106,13 @@ impl<S: EventSink> Publisher<S> {
         }
     }
 
-    async fn finish(&mut self, mut result: JobResult) -> Result<u64, SinkError> {
+    /// Publishes the result, masked and with `last_seq`, and waits for the
+    /// sink to confirm everything; returns the result as published.
+    async fn finish(&mut self, mut result: JobResult) -> Result<JobResult, SinkError> {
         self.flush_logs().await;
         result.last_seq = self.next_seq;
-        let seq = self.emit(EventBody::Result(result)).await;
+        self.mask_result(&mut result);
+        self.emit(EventBody::Result(result.clone())).await;
         if self.failure.is_none() {
             if let Err(e) = self.sink.flush().await {
                 self.failure = Some(e);
@@ -113,11 +120,21 @@ impl<S: EventSink> Publisher<S> {
         }
         match self.failure.take() {
             Some(e) => Err(e),
-            None => Ok(seq),
+            None => Ok(result),
         }
     }
 
-    /// Numbers, masks and sends one event; returns its `seq`.
+    async fn abandon(&mut self) -> Result<(), SinkError> {
+        self.flush_logs().await;
+        if self.failure.is_none() {
+            if let Err(e) = self.sink.flush().await {
+                self.failure = Some(e);
+            }
+        }
+        self.failure.take().map_or(Ok(()), Err)
+    }
+
+    /// Numbers and sends one event, already masked; returns its `seq`.
     async fn emit(&mut self, body: EventBody) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -129,7 +146,7 @@ impl<S: EventSink> Publisher<S> {
             attempt: self.attempt.attempt,
             seq,
             timestamp: chrono::Utc::now(),
-            body: self.mask(body),
+            body,
         };
         if let Err(e) = self.sink.send(&event).await {
             self.failure = Some(e);
@@ -137,22 +154,14 @@ impl<S: EventSink> Publisher<S> {
         seq
     }
 
-    fn mask(&self, body: EventBody) -> EventBody {
-        match body {
-            EventBody::Log(mut log) => {
-                log.text = self.redactor.mask(&log.text);
-                EventBody::Log(log)
+    /// Masks the text of a result's error. (Log text is masked once, in
+    /// `emit_log`; step events carry no text.)
+    fn mask_result(&self, result: &mut JobResult) {
+        if let Some(error) = result.error.as_mut() {
+            error.message = self.redactor.mask(&error.message);
+            for problem in &mut error.problems {
+                *problem = self.redactor.mask(problem);
             }
-            EventBody::Result(mut result) => {
-                if let Some(error) = result.error.as_mut() {
-                    error.message = self.redactor.mask(&error.message);
-                    for problem in &mut error.problems {
-                        *problem = self.redactor.mask(problem);
-                    }
-                }
-                EventBody::Result(result)
-            }
-            step => step,
         }
     }
 }
@@ -267,7 +276,7 @@ mod tests {
         let events = sink.0.lock().expect("lock").clone();
         let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [1, 2, 3, 4]);
-        assert_eq!(last, 4);
+        assert_eq!(last.last_seq, 4);
         assert!(events.iter().all(|e| e.attempt == 2 && e.job_id == "j"));
         match &events[1].body {
             EventBody::Log(l) => assert_eq!(l.text, "pw ********\n"),

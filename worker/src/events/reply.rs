@@ -111,11 +111,19 @@ impl ReplySink {
         if confirmation.is_nack() {
             return Err(SinkError::Refused { seq });
         }
-        if confirmation.take_message().is_some() && !self.warned_unroutable {
-            // The caller has not declared its reply queue (or it expired):
-            // the build goes on, its events have nowhere to go.
-            self.warned_unroutable = true;
-            tracing::warn!(reply_to = %self.reply_to, "reply queue does not exist; events are dropped by the broker");
+        if let Some(returned) = confirmation.take_message() {
+            if !self.warned_unroutable {
+                // The caller has not declared its reply queue (or it
+                // expired): the build goes on, its events have nowhere to go.
+                self.warned_unroutable = true;
+                tracing::warn!(
+                    reply_to = %self.reply_to,
+                    job_id = %self.correlation_id,
+                    seq,
+                    bytes = returned.data.len(),
+                    "reply queue does not exist; the broker returned the event, and drops this job's events"
+                );
+            }
         }
         Ok(())
     }

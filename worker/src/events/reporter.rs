@@ -9,7 +9,11 @@ use tokio::sync::{mpsc, oneshot};
 pub(super) enum Report {
     Step(StepEvent),
     Log(LogEvent),
-    Finish(Box<JobResult>, oneshot::Sender<Result<u64, SinkError>>),
+    Finish(
+        Box<JobResult>,
+        oneshot::Sender<Result<JobResult, SinkError>>,
+    ),
+    Abandon(oneshot::Sender<Result<(), SinkError>>),
 }
 
 /// Handle the pipeline steps report through. Cloning is cheap. Reports made
@@ -64,9 +68,9 @@ pub(crate) struct Finisher {
 
 impl Finisher {
     /// Publishes `result` as the last event of the attempt, with `last_seq`
-    /// filled in, and waits until the sink confirmed every event. Returns the
-    /// result's `seq`.
-    pub(crate) async fn finish(self, result: JobResult) -> Result<u64, SinkError> {
+    /// filled in and credentials masked, and waits until the sink confirmed
+    /// every event. Returns the result as published.
+    pub(crate) async fn finish(self, result: JobResult) -> Result<JobResult, SinkError> {
         let (reply, confirmed) = oneshot::channel();
         if self
             .reports
@@ -79,6 +83,19 @@ impl Finisher {
         let outcome = confirmed.await.unwrap_or(Err(SinkError::Stopped));
         // The task ends right after answering; a join error would be a
         // panic inside it, already reported as Stopped above.
+        let _ = self.task.await;
+        outcome
+    }
+
+    /// Ends the attempt without a result (the job goes back to the queue):
+    /// publishes what was reported so far and waits until the sink
+    /// confirmed it, so the caller reads why before another attempt starts.
+    pub(crate) async fn abandon(self) -> Result<(), SinkError> {
+        let (reply, confirmed) = oneshot::channel();
+        if self.reports.send(Report::Abandon(reply)).await.is_err() {
+            return Err(SinkError::Stopped);
+        }
+        let outcome = confirmed.await.unwrap_or(Err(SinkError::Stopped));
         let _ = self.task.await;
         outcome
     }

@@ -70,9 +70,28 @@ impl StepError for BuilderError {
 /// that drops the future still knows how far the job got.
 #[derive(Default)]
 struct Progress {
+    /// The step that started last; kept after it ends, so an interruption
+    /// between steps still names where the job got to.
     current: Option<StepName>,
+    /// The step running now and when it started.
+    running: Option<(StepName, Instant)>,
     durations_ms: BTreeMap<StepName, u64>,
     revision: Option<String>,
+}
+
+impl Progress {
+    fn start(&mut self, step: StepName) {
+        self.current = Some(step);
+        self.running = Some((step, Instant::now()));
+    }
+
+    /// Records the running step's duration and ends it.
+    fn end(&mut self) {
+        if let Some((step, started)) = self.running.take() {
+            let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.durations_ms.insert(step, elapsed);
+        }
+    }
 }
 
 impl Pipeline {
@@ -108,7 +127,13 @@ impl Pipeline {
             }
             () = cancelled => Err(JobStatus::Cancelled),
         };
-        let progress = progress.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut progress = progress.into_inner().unwrap_or_else(|p| p.into_inner());
+        // A step stopped by the timeout or a cancel still gets its end
+        // event and its duration.
+        if let Some((step, _)) = progress.running {
+            progress.end();
+            reporter.step(step, StepState::Failed).await;
+        }
         let (status, error, image) = match outcome {
             Ok(Ok(image)) => (JobStatus::Succeeded, None, image),
             Ok(Err(failure)) => (JobStatus::Failed, Some(failure), None),
@@ -203,12 +228,10 @@ async fn run_step<T, E: StepError>(
     progress: &Mutex<Progress>,
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, StepFailure> {
-    lock(progress).current = Some(step);
+    lock(progress).start(step);
     reporter.step(step, StepState::Started).await;
-    let started = Instant::now();
     let outcome = work.await;
-    let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    lock(progress).durations_ms.insert(step, elapsed);
+    lock(progress).end();
     match outcome {
         Ok(value) => {
             reporter.step(step, StepState::Succeeded).await;

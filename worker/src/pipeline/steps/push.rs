@@ -39,7 +39,14 @@ pub(crate) async fn run(
         .await
         .map_err(|e| e.to_string())?;
     reporter
-        .system(StepName::Push, format!("pushed {image_id} as {digest}"))
+        .system(
+            StepName::Push,
+            format!(
+                "pushed {}:{} as {digest}",
+                job.image.repository,
+                job.image.tags.join(",")
+            ),
+        )
         .await;
     Ok(digest)
 }
