@@ -1,6 +1,7 @@
-//! Shared helpers of the end-to-end tests: access to the real services the
-//! test rig (`scripts/rig-up`) started on this machine, the orchestrator side
-//! of the protocol, and the worker binary under test.
+//! Shared helpers of the end-to-end tests (`tests/tests/e2e/`, built with
+//! the `e2e` feature) and of the benchmark (`src/bin/bench/`): access to the
+//! real services the test rig (`scripts/rig-up`) started on this machine,
+//! the orchestrator side of the protocol, and the worker binary under test.
 
 pub mod daemon;
 pub mod e2e;

@@ -1,7 +1,7 @@
 //! RabbitMQ restarting under a running job. It stops the broker every
 //! other test talks to, so it is ignored by `cargo test` and run alone, as
 //! the last step of `scripts/test`:
-//! `cargo test -p buildbot-tests --test broker_restart -- --ignored`.
+//! `cargo test -p buildbot-tests --features e2e --test e2e -- --ignored broker_restart`.
 
 use buildbot_protocol::{Event, EventBody, JobStatus};
 use buildbot_tests::e2e::Fleet;

@@ -24,17 +24,23 @@ use uuid::Uuid;
 const SITE_FILES: [(&str, &str); 5] = [
     (
         "Dockerfile.build",
-        include_str!("../apps/static-site/Dockerfile.build"),
+        include_str!("../../apps/static-site/Dockerfile.build"),
     ),
-    ("sitegen.sh", include_str!("../apps/static-site/sitegen.sh")),
-    ("Dockerfile", include_str!("../apps/static-site/Dockerfile")),
+    (
+        "sitegen.sh",
+        include_str!("../../apps/static-site/sitegen.sh"),
+    ),
+    (
+        "Dockerfile",
+        include_str!("../../apps/static-site/Dockerfile"),
+    ),
     (
         "content/index.txt",
-        include_str!("../apps/static-site/content/index.txt"),
+        include_str!("../../apps/static-site/content/index.txt"),
     ),
     (
         "content/about.txt",
-        include_str!("../apps/static-site/content/about.txt"),
+        include_str!("../../apps/static-site/content/about.txt"),
     ),
 ];
 

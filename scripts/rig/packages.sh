@@ -1,0 +1,18 @@
+# shellcheck shell=bash
+# rig-up, step 1: the Debian packages of every service, and the state dir.
+# Sourced by scripts/rig-up after scripts/lib/rig.sh.
+
+RIG_PACKAGES=(
+    docker.io rabbitmq-server docker-registry openssh-server openssh-client
+    busybox-static apache2-utils git curl ca-certificates
+    pkg-config libssl-dev cmake
+    # Only for `docker-compose config`: tests/tests/e2e/packaging.rs
+    # validates docker-compose.yml with it (nothing is started).
+    docker-compose
+)
+ensure_packages packages "${RIG_PACKAGES[@]}"
+
+[[ -x "$GIT_SHELL" ]] || die "$GIT_SHELL is missing (Debian package git)"
+
+mkdir -p "$STATE" "$LOGS" "$KEYS"
+chmod 700 "$STATE" "$KEYS"

@@ -1,0 +1,71 @@
+//! The end-to-end tests: the real `buildbot` binary against the real
+//! services of the test rig (`scripts/rig-up`: RabbitMQ, the Docker
+//! Engine, two registries, an SSH git remote), one module per topic, all
+//! linked into this one test binary. The helpers they share are the
+//! `buildbot_tests` library (`tests/src/`).
+//!
+//! They need the rig, so they are behind the `e2e` feature: a plain
+//! `cargo test --workspace` builds only the ignored placeholder below,
+//! whose reason says how to run them. `scripts/test` runs them all:
+//!
+//! ```text
+//! scripts/rig-up
+//! cargo build -p buildbot-worker          # the binary the tests spawn
+//! cargo test -p buildbot-tests --features e2e --test e2e
+//! cargo test -p buildbot-tests --features e2e --test e2e -- --ignored broker_restart
+//! ```
+//!
+//! The last line is `broker_restart`'s only test: it restarts RabbitMQ
+//! under every other test, so it is ignored and run alone, after them.
+//! One topic runs with its module path as filter, e.g. `-- pipeline::`.
+//!
+//! The topics, in the order of the flow:
+//! - `rig_smoke`: each service of the rig does what the tests rely on;
+//! - `pipeline`: a job through clone, build and push, its events in order;
+//! - `builder`: builder containers, and nothing left behind;
+//! - `secrets`: credentials masked in every event and log;
+//! - `signed_jobs`: only jobs signed by a trusted key run;
+//! - `reliability`: crashes, poison messages, timeouts, cancellation,
+//!   graceful shutdown;
+//! - `broker_restart`: RabbitMQ restarting under a running job;
+//! - `observability`: `/metrics`, `/healthz`, `/readyz`, the events
+//!   exchange;
+//! - `cli`: the `buildbot` command line;
+//! - `packaging`: the compose file and Dockerfile users deploy with.
+
+#[cfg(feature = "e2e")]
+mod rig_smoke;
+
+#[cfg(feature = "e2e")]
+mod pipeline;
+
+#[cfg(feature = "e2e")]
+mod builder;
+
+#[cfg(feature = "e2e")]
+mod secrets;
+
+#[cfg(feature = "e2e")]
+mod signed_jobs;
+
+#[cfg(feature = "e2e")]
+mod reliability;
+
+#[cfg(feature = "e2e")]
+mod broker_restart;
+
+#[cfg(feature = "e2e")]
+mod observability;
+
+#[cfg(feature = "e2e")]
+mod cli;
+
+#[cfg(feature = "e2e")]
+mod packaging;
+
+/// Stands in for the end-to-end tests when they are not built: `cargo
+/// test` lists it as ignored, with the reason saying how to run them.
+#[cfg(not(feature = "e2e"))]
+#[test]
+#[ignore = "end-to-end tests need the rig: run scripts/test, or scripts/rig-up then cargo test -p buildbot-tests --features e2e"]
+fn end_to_end_tests_are_skipped_without_the_e2e_feature() {}
