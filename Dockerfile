@@ -24,7 +24,7 @@
 # Written for an ordinary machine that can pull `rust` and `debian` from
 # Docker Hub. The machine this project is developed and tested on cannot
 # pull images, so building this file is not part of the tests;
-# tests/tests/packaging.rs checks its structure.
+# tests/tests/e2e/packaging.rs checks its structure.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
