@@ -145,4 +145,26 @@ mod tests {
         let (second, _) = tar_bytes(&spec);
         assert_eq!(first, second);
     }
+
+    #[test]
+    fn file_content_is_exactly_the_size_measured() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        std::fs::write(&path, "abc").unwrap();
+        // Grown since it was measured: cut at the measured size.
+        let mut grown = ExactReader {
+            inner: File::open(&path).unwrap(),
+            remaining: 2,
+        };
+        let mut read = Vec::new();
+        grown.read_to_end(&mut read).unwrap();
+        assert_eq!(read, b"ab");
+        // Shrunk since: an error, never a short entry.
+        let mut shrunk = ExactReader {
+            inner: File::open(&path).unwrap(),
+            remaining: 5,
+        };
+        let error = shrunk.read_to_end(&mut Vec::new()).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+    }
 }
