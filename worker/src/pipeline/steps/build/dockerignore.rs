@@ -35,7 +35,7 @@ use thiserror::Error;
 
 /// A parsed `.dockerignore`: ordered patterns, the last match wins.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct DockerIgnore {
+pub(super) struct DockerIgnore {
     patterns: Vec<Pattern>,
 }
 
@@ -44,16 +44,16 @@ pub(crate) struct DockerIgnore {
 #[error(".dockerignore line {line}: invalid pattern {pattern:?}: {reason}")]
 pub(crate) struct PatternError {
     /// 1-based line number in the file.
-    pub(crate) line: usize,
+    line: usize,
     /// The line as written, trimmed.
-    pub(crate) pattern: String,
+    pattern: String,
     /// What is wrong with it.
-    pub(crate) reason: &'static str,
+    reason: &'static str,
 }
 
 impl DockerIgnore {
     /// Parses the text of a `.dockerignore` file.
-    pub(crate) fn parse(text: &str) -> Result<DockerIgnore, PatternError> {
+    pub(super) fn parse(text: &str) -> Result<DockerIgnore, PatternError> {
         // Docker strips a UTF-8 byte order mark from the first line.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut patterns = Vec::new();
@@ -73,7 +73,7 @@ impl DockerIgnore {
 
     /// Whether `rel_path` (slash-separated, relative to the context root) is
     /// excluded from the context, directly or through a parent directory.
-    pub(crate) fn is_excluded(&self, rel_path: &str) -> bool {
+    pub(super) fn is_excluded(&self, rel_path: &str) -> bool {
         let path = clean(rel_path);
         if path == "." {
             // The context root itself is never excluded, as in moby.
@@ -103,7 +103,7 @@ impl DockerIgnore {
     /// skipping a directory is only an optimisation. (moby's walkers make the
     /// same decision with a literal prefix test and walk everything as soon as
     /// one exception has a wildcard; this one runs the pattern itself.)
-    pub(crate) fn may_reinclude_under(&self, dir: &str) -> bool {
+    pub(super) fn may_reinclude_under(&self, dir: &str) -> bool {
         let dir = clean(dir);
         let prefix = if dir == "." {
             String::new()
@@ -396,7 +396,7 @@ fn parent_dirs(path: &str) -> Vec<&str> {
 /// Lexically cleans a slash-separated path like Go's `filepath.Clean`:
 /// collapses repeated `/`, drops `.` elements, resolves `..` against the
 /// preceding element, removes a trailing `/`; `""` becomes `.`.
-pub(crate) fn clean(path: &str) -> String {
+pub(super) fn clean(path: &str) -> String {
     let rooted = path.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {

@@ -8,7 +8,7 @@
 //! - [`labels`]: the labels every image carries.
 
 pub(crate) mod context;
-pub(crate) mod dockerignore;
+mod dockerignore;
 mod labels;
 
 use crate::events::Reporter;
@@ -158,7 +158,7 @@ fn build_error(e: bollard::errors::Error) -> DockerError {
 }
 
 /// Tags `image_id` as `repository:tag` for every tag.
-pub(crate) async fn tag_image(
+async fn tag_image(
     docker: &Docker,
     image_id: &str,
     repository: &str,

@@ -26,12 +26,12 @@ const DEST_FIELD: &str = "build.builder.artifacts_dest";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Unpacked {
     /// Regular files, symlinks and hard links written.
-    pub(crate) files: u64,
+    pub(super) files: u64,
     /// Bytes of file content written.
-    pub(crate) bytes: u64,
+    pub(super) bytes: u64,
     /// Whether something from the checkout was at the destination and was
     /// replaced by the artifact.
-    pub(crate) replaced: bool,
+    pub(super) replaced: bool,
 }
 
 /// Why the artifact could not be placed. Messages name the job's fields and
@@ -75,7 +75,7 @@ pub(crate) enum ArtifactError {
 /// entry under one top-level name) so that the file or directory it holds
 /// becomes `context_dir/dest`. `context_dir` is trusted; `dest` is the
 /// job's relative path. Whatever the checkout had at `dest` is replaced.
-pub(crate) fn unpack(
+pub(super) fn unpack(
     archive: impl Read,
     context_dir: &Path,
     dest: &str,

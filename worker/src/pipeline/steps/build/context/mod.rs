@@ -1,0 +1,184 @@
+//! Build context: the tar stream sent to the Docker daemon, built from the
+//! checkout with `.dockerignore` applied and no symlink followed out of it.
+//!
+//! Owns two things: checking that a job's `build.context` and
+//! `build.dockerfile` name a directory and a regular file inside the checkout
+//! ([`resolve`]), and packing the context as the uncompressed tar
+//! `docker build` would send ([`write_tar`], or [`stream_tar`] for a request
+//! body). The same walker packs the whole checkout, nothing ignored, as the
+//! source uploaded into a builder container ([`write_source_tar`],
+//! [`stream_source_tar`]). The tar is reproducible: entries are sorted by name and every
+//! header carries the same owner (root) and modification time (the commit's),
+//! so two fresh clones of one commit produce identical bytes and the daemon's
+//! layer cache hits.
+//!
+//! This file holds the spec, the errors and the entry points; the work is
+//! done by:
+//!
+//! - [`paths`]: the spec's paths (context, Dockerfile, `.dockerignore`)
+//!   resolved and checked to be inside the checkout.
+//! - [`walk`]: the checkout walk, deciding what goes in and how.
+//! - [`archive`]: the tar entries with everything that varies fixed.
+//! - [`stream`]: a tar written on a thread, streamed in bounded chunks.
+
+mod archive;
+#[cfg(test)]
+mod fixture;
+mod paths;
+mod stream;
+mod walk;
+
+use crate::pipeline::steps::build::dockerignore::{DockerIgnore, PatternError};
+use bytes::Bytes;
+use futures_util::Stream;
+use paths::{read_ignore, resolve_paths};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use stream::stream_from;
+use thiserror::Error;
+use walk::{DockerfileEntry, Walker};
+
+/// The job field naming the context directory, used in messages.
+const CONTEXT_FIELD: &str = "build.context";
+/// The job field naming the runtime Dockerfile, used in messages.
+pub(crate) const DOCKERFILE_FIELD: &str = "build.dockerfile";
+/// The job field naming a builder image's Dockerfile, used in messages.
+pub(crate) const BUILDER_DOCKERFILE_FIELD: &str = "build.builder.dockerfile";
+/// The ignore file, at the context root.
+const IGNORE_FILE: &str = ".dockerignore";
+
+/// What to pack: a job's context and Dockerfile inside a checkout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ContextSpec {
+    /// Checkout root (trusted, absolute).
+    pub(crate) checkout: PathBuf,
+    /// The job's `build.context`, relative to the checkout.
+    pub(crate) context: String,
+    /// The job's `build.dockerfile`, relative to the context.
+    pub(crate) dockerfile: String,
+    /// The job field `dockerfile` comes from, named in messages:
+    /// [`DOCKERFILE_FIELD`], or [`BUILDER_DOCKERFILE_FIELD`] when building
+    /// a builder image (with the checkout as its context).
+    pub(crate) dockerfile_field: &'static str,
+    /// Modification time written into every tar header (the commit time):
+    /// the same in every fresh clone, so the daemon's layer cache hits.
+    pub(crate) mtime: u64,
+}
+
+/// What went into a tar.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ContextStats {
+    /// Regular files and symlinks written (directories not counted).
+    files: u64,
+    /// Bytes of file content written.
+    bytes: u64,
+}
+
+/// Why a build context cannot be produced. Messages name the job's fields,
+/// and paths relative to the checkout or context, never worker paths.
+#[derive(Debug, Error)]
+pub(crate) enum ContextError {
+    /// The context directory or the Dockerfile does not exist.
+    #[error("{field}: {path} not found in the {}", scope_of(field))]
+    NotFound { field: &'static str, path: String },
+    /// The path resolves, through a symlink or `..`, outside the checkout.
+    #[error("{field}: points outside the checkout")]
+    EscapesCheckout { field: &'static str },
+    /// The Dockerfile is not a regular file.
+    #[error("{field}: {path} is not a regular file")]
+    NotAFile { field: &'static str, path: String },
+    /// The context is not a directory.
+    #[error("{field}: {path} is not a directory")]
+    NotADirectory { field: &'static str, path: String },
+    /// The `.dockerignore` file has an invalid line.
+    #[error(transparent)]
+    Ignore(#[from] PatternError),
+    /// Reading the checkout or writing the tar failed.
+    #[error("build context: {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Where a field's path is looked up, for messages: only the runtime
+/// Dockerfile is relative to a context; a builder's Dockerfile is relative
+/// to the checkout, which is its context.
+fn scope_of(field: &str) -> &'static str {
+    if field == DOCKERFILE_FIELD {
+        "context"
+    } else {
+        "checkout"
+    }
+}
+
+fn io_error(path: &str) -> impl FnOnce(io::Error) -> ContextError + '_ {
+    move |source| ContextError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Checks the spec (context dir and Dockerfile exist, are inside the
+/// checkout after resolving symlinks, the Dockerfile is a regular file) and
+/// returns the resolved context dir.
+pub(crate) fn resolve(spec: &ContextSpec) -> Result<PathBuf, ContextError> {
+    resolve_paths(spec).map(|resolved| resolved.context_dir)
+}
+
+/// Writes the context as an uncompressed tar to `out`.
+///
+/// What goes in, as `docker build` does it: everything under the context
+/// that `.dockerignore` does not exclude (`.git` included), plus the
+/// Dockerfile and `.dockerignore` themselves even when excluded (the daemon
+/// needs them, and drops them from the context when excluded). Symlinks are stored as links,
+/// never followed: the daemon resolves them inside the context. A symlinked
+/// Dockerfile is the one exception: it is stored as the regular file it
+/// points to (which [`resolve`] has checked is inside the checkout), because
+/// the daemon looks it up inside the context, where a link to elsewhere in
+/// the checkout would not resolve. Sockets, FIFOs and devices are skipped.
+fn write_tar<W: Write>(spec: &ContextSpec, out: W) -> Result<ContextStats, ContextError> {
+    let resolved = resolve_paths(spec)?;
+    let ignore = read_ignore(&resolved)?;
+    let dockerfile = Some(DockerfileEntry {
+        rel: &resolved.dockerfile_rel,
+        real: &resolved.dockerfile_real,
+    });
+    Walker::new(out, ignore, dockerfile, spec.mtime).walk(&resolved.context_dir)
+}
+
+/// Writes the whole checkout as an uncompressed tar to `out`, the way
+/// [`write_tar`] packs a context but with nothing ignored: a builder
+/// container gets the source exactly as checked out (`.git` included, for
+/// tools that read the history). Symlinks are stored as links, never
+/// followed, so nothing outside the checkout is read.
+fn write_source_tar<W: Write>(
+    checkout: &Path,
+    mtime: u64,
+    out: W,
+) -> Result<ContextStats, ContextError> {
+    let checkout = fs::canonicalize(checkout).map_err(io_error("checkout"))?;
+    Walker::new(out, DockerIgnore::default(), None, mtime).walk(&checkout)
+}
+
+/// [`write_tar`], streamed: a blocking thread writes the tar into a bounded
+/// channel and the stream yields chunks as they are produced (for bollard's
+/// build body). An error ends the stream with an `io::Error` carrying the
+/// [`ContextError`] (as its message and inner error). Dropping the stream
+/// stops the thread at its next write.
+pub(crate) fn stream_tar(
+    spec: ContextSpec,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    stream_from(move |out| write_tar(&spec, out))
+}
+
+/// [`write_source_tar`], streamed as [`stream_tar`] is (for bollard's
+/// upload body).
+pub(crate) fn stream_source_tar(
+    checkout: PathBuf,
+    mtime: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    stream_from(move |out| write_source_tar(&checkout, mtime, out))
+}

@@ -1,0 +1,113 @@
+//! The builder container: created (stopped, labelled) from the builder
+//! image, given the checkout through the Docker API, then started with its
+//! output streamed as log events until it exits. Removing it is
+//! [`leftovers`](super::leftovers)' job.
+
+use super::labels::builder_labels;
+use super::tail::Tail;
+use super::{BuilderError, BuilderRun};
+use crate::events::Reporter;
+use crate::pipeline::steps::build::context;
+use bollard::container::LogOutput;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{LogsOptions, UploadToContainerOptions};
+use bollard::Docker;
+use buildbot_protocol::{LogStream, StepName};
+use futures_util::StreamExt;
+
+/// Creates the (stopped) container; returns its id. The command replaces
+/// the image's entrypoint: `build.builder.command` is exactly the argv
+/// that runs.
+pub(super) async fn create(
+    docker: &Docker,
+    spec: &BuilderRun<'_>,
+    image: &str,
+) -> Result<String, BuilderError> {
+    let env = spec
+        .builder
+        .env
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    let config = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        entrypoint: Some(spec.builder.command.clone()),
+        working_dir: Some(spec.builder.workdir.clone()),
+        env: Some(env),
+        labels: Some(builder_labels(spec)),
+        ..Default::default()
+    };
+    let created = docker.create_container(None, config).await?;
+    Ok(created.id)
+}
+
+/// Uploads the checkout into the workdir (the daemon created it with the
+/// container).
+pub(super) async fn upload_source(
+    docker: &Docker,
+    spec: &BuilderRun<'_>,
+    container: &str,
+) -> Result<(), BuilderError> {
+    let options = UploadToContainerOptions {
+        path: spec.builder.workdir.clone(),
+        ..Default::default()
+    };
+    let tar = context::stream_source_tar(spec.checkout.to_owned(), spec.mtime);
+    docker
+        .upload_to_container(container, Some(options), bollard::body_try_stream(tar))
+        .await
+        .map_err(|e| BuilderError::Upload(e.to_string()))
+}
+
+/// Starts the container, streams its output until it exits, and fails
+/// with the exit code and the last output lines unless it is 0.
+pub(super) async fn run_command(
+    docker: &Docker,
+    container: &str,
+    reporter: &Reporter,
+) -> Result<(), BuilderError> {
+    docker.start_container(container, None).await?;
+    let options = LogsOptions {
+        follow: true,
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    // Following from the start: output written before this request is
+    // included, and the stream ends when the container exits.
+    let mut output = docker.logs(container, Some(options));
+    let mut tail = Tail::default();
+    while let Some(item) = output.next().await {
+        let (stream, bytes) = match item? {
+            LogOutput::StdErr { message } => (LogStream::Stderr, message),
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                (LogStream::Stdout, message)
+            }
+            LogOutput::StdIn { .. } => continue,
+        };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        tail.push(stream, &text);
+        reporter.log(StepName::Builder, stream, text).await;
+    }
+    match exit_code(docker, container).await? {
+        0 => Ok(()),
+        code => Err(BuilderError::CommandFailed {
+            code,
+            tail: tail.text(),
+        }),
+    }
+}
+
+/// The exited container's exit code.
+async fn exit_code(docker: &Docker, container: &str) -> Result<i64, BuilderError> {
+    let mut wait = docker.wait_container(container, None);
+    match wait.next().await {
+        Some(Ok(response)) => Ok(response.status_code),
+        // bollard reports a non-zero exit as an error.
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(BuilderError::Api(
+            "waiting for the builder container returned nothing".into(),
+        )),
+    }
+}

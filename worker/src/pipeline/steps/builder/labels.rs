@@ -1,0 +1,28 @@
+//! The labels on every builder container and builder image: they name the
+//! job and the worker, so whatever a run left behind can be found (by the
+//! worker's sweep after a crash, and by tests checking that nothing is).
+
+use super::BuilderRun;
+use std::collections::HashMap;
+
+/// Label carrying the job id on every builder container and builder image,
+/// so whatever a job left behind can be found (and tests can check that
+/// nothing is).
+const JOB_ID_LABEL: &str = "buildbot.job_id";
+/// Label naming what a labelled object is for.
+const ROLE_LABEL: &str = "buildbot.role";
+/// Label carrying the worker id on every builder container and image, so
+/// a worker restarted with the same `--worker-id` removes what it left
+/// behind when it crashed.
+pub(super) const WORKER_LABEL: &str = "buildbot.worker";
+/// [`ROLE_LABEL`]'s value on builder containers and images.
+const BUILDER_ROLE: &str = "builder";
+
+/// The labels of what `spec`'s run creates.
+pub(super) fn builder_labels(spec: &BuilderRun<'_>) -> HashMap<String, String> {
+    HashMap::from([
+        (JOB_ID_LABEL.to_owned(), spec.job.job_id.to_string()),
+        (ROLE_LABEL.to_owned(), BUILDER_ROLE.to_owned()),
+        (WORKER_LABEL.to_owned(), spec.worker_id.to_owned()),
+    ])
+}
