@@ -104,6 +104,17 @@ pub enum StepState {
     Failed,
 }
 
+impl StepState {
+    /// The wire name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Started => "started",
+            StepState::Succeeded => "succeeded",
+            StepState::Failed => "failed",
+        }
+    }
+}
+
 /// Output of a step: one or more whole lines, batched so a noisy build does
 /// not flood the broker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -170,6 +181,19 @@ pub enum JobStatus {
     /// The job message was invalid and will not be retried; `error.problems`
     /// lists every problem.
     Rejected,
+}
+
+impl JobStatus {
+    /// The wire name, as in JSON (`timed_out`, not "timed out").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::TimedOut => "timed_out",
+            JobStatus::Rejected => "rejected",
+        }
+    }
 }
 
 /// Why an attempt did not succeed.
@@ -314,6 +338,25 @@ mod tests {
             StepName::Push,
         ] {
             assert_eq!(serde_json::to_value(name).unwrap(), json!(name.as_str()));
+        }
+    }
+
+    #[test]
+    fn states_and_statuses_match_their_wire_names() {
+        for state in [StepState::Started, StepState::Succeeded, StepState::Failed] {
+            assert_eq!(serde_json::to_value(state).unwrap(), json!(state.as_str()));
+        }
+        for status in [
+            JobStatus::Succeeded,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+            JobStatus::TimedOut,
+            JobStatus::Rejected,
+        ] {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                json!(status.as_str())
+            );
         }
     }
 }
