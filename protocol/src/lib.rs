@@ -17,6 +17,7 @@ pub mod client;
 mod control;
 mod decode;
 mod event;
+pub mod grammar;
 mod job;
 pub mod reference;
 pub mod schema;
