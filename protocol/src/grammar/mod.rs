@@ -7,9 +7,12 @@
 //! | --- | --- | --- |
 //! | [`base64`](mod@self::base64) | standard base64, line-wrapped or not | bytes |
 //! | [`path`] | slash paths, cleaned lexically | [`CleanPath`], [`RelativePath`] |
+//! | [`repo_url`] | `ssh://`, scp-like `user@host:path`, `https://` | [`RepoUrl`] |
 
 pub mod base64;
 pub mod path;
+pub mod repo_url;
 
 pub use self::base64::Base64Error;
 pub use path::{CleanPath, PathError, RelativePath};
+pub use repo_url::{known_hosts_name, RepoUrl, RepoUrlError, Transport};
