@@ -40,9 +40,7 @@ pub use reference::{
 };
 pub use schema::{event_schema, job_schema};
 pub use secret::Secret;
-pub use validate::{
-    decode_base64, Problem, ValidationErrors, MAX_TIMEOUT_SECS, SERVICE_ID_MAX_LEN,
-};
+pub use validate::{Problem, ValidationErrors, MAX_TIMEOUT_SECS, SERVICE_ID_MAX_LEN};
 
 /// The protocol version this crate speaks; a job with any other `version` is rejected.
 pub const PROTOCOL_VERSION: u32 = 1;
