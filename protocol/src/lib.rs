@@ -25,6 +25,7 @@ mod secret;
 pub mod signature;
 #[cfg(test)]
 mod test_support;
+mod typed;
 mod validate;
 
 pub use control::ControlMessage;
