@@ -35,13 +35,10 @@ pub use event::{
     StepName, StepState,
 };
 pub use job::{Build, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, DEFAULT_TIMEOUT_SECS};
-pub use reference::{
-    is_valid_reference, is_valid_tag, parse_reference, parse_repository, registry_host, Reference,
-    ReferenceError, Repository,
-};
+pub use reference::{parse_reference, registry_host, Reference, ReferenceError, Repository};
 pub use schema::{event_schema, job_schema};
 pub use secret::Secret;
-pub use validate::{Problem, ValidationErrors, MAX_TIMEOUT_SECS, SERVICE_ID_MAX_LEN};
+pub use validate::{Problem, ValidationErrors, MAX_TIMEOUT_SECS};
 
 /// The protocol version this crate speaks; a job with any other `version` is rejected.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -23,7 +23,7 @@ use crate::reference::{self, ReferenceError};
 use crate::{Build, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, Secret, PROTOCOL_VERSION};
 
 /// Longest `service_id`.
-pub const SERVICE_ID_MAX_LEN: usize = 128;
+pub(crate) const SERVICE_ID_MAX_LEN: usize = 128;
 /// Longest `timeout_secs`: one day.
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 

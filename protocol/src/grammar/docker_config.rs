@@ -184,7 +184,7 @@ fn split_basic(auth: &str) -> Option<(String, Secret)> {
 /// A registry as a config key or `server` names it, as a host:
 /// `https://host:port/v1/` is `host:port`; Docker Hub's names are
 /// [`DOCKER_HUB`].
-pub fn normalize_registry(key: &str) -> &str {
+pub(crate) fn normalize_registry(key: &str) -> &str {
     let without_scheme = key
         .strip_prefix("https://")
         .or_else(|| key.strip_prefix("http://"))
@@ -199,7 +199,7 @@ pub fn normalize_registry(key: &str) -> &str {
 
 /// Whether two registry names (config keys, `server`, image registries)
 /// name the same registry.
-pub fn same_registry(a: &str, b: &str) -> bool {
+pub(crate) fn same_registry(a: &str, b: &str) -> bool {
     normalize_registry(a) == normalize_registry(b)
 }
 

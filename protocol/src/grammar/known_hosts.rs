@@ -25,7 +25,7 @@ use std::fmt;
 use thiserror::Error;
 
 /// Key types accepted in `known_hosts` lines.
-pub const KEY_TYPES: [&str; 5] = [
+pub(crate) const KEY_TYPES: [&str; 5] = [
     "ssh-ed25519",
     "ssh-rsa",
     "ecdsa-sha2-nistp256",
@@ -172,7 +172,7 @@ impl fmt::Debug for HostKey {
 }
 
 /// `ssh-ed25519` as `ED25519`, `ecdsa-sha2-*` as `ECDSA`, and so on.
-pub fn key_type_label(key_type: &str) -> String {
+pub(crate) fn key_type_label(key_type: &str) -> String {
     match key_type {
         "ssh-ed25519" => "ED25519".to_owned(),
         "ssh-rsa" => "RSA".to_owned(),

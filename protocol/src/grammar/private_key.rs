@@ -91,7 +91,7 @@ impl SshPrivateKey {
 
 /// A passphrase, when given, must not be empty: an empty one means the
 /// job author meant "no passphrase" and should omit it.
-pub fn check_passphrase(passphrase: &Secret) -> Result<(), PrivateKeyError> {
+pub(crate) fn check_passphrase(passphrase: &Secret) -> Result<(), PrivateKeyError> {
     if passphrase.expose().is_empty() {
         Err(PrivateKeyError::EmptyPassphrase)
     } else {
@@ -119,7 +119,7 @@ fn decode_pem(base64_key: &Secret) -> Result<Secret, PrivateKeyError> {
 }
 
 /// Whether a PEM or OpenSSH private key text is passphrase-protected.
-pub fn is_encrypted_key(text: &str) -> bool {
+pub(crate) fn is_encrypted_key(text: &str) -> bool {
     if text.contains("Proc-Type: 4,ENCRYPTED") || text.contains("BEGIN ENCRYPTED PRIVATE KEY") {
         return true;
     }
