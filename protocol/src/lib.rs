@@ -5,9 +5,14 @@
 //! the job's reply queue, the AMQP names and header keys both sides use
 //! ([`amqp`]), and the checks every job passes before a worker touches git or
 //! Docker: [`decode_job`] (size, JSON, version, shape) and [`Job::validate`]
-//! (every rule, all problems at once). [`schema`] generates the JSON Schema
-//! of both messages; [`reference`](mod@reference) is Docker's image reference grammar.
-//! With the `client` feature, `client` submits jobs and reads their events.
+//! (every rule, all problems at once). [`grammar`] parses each text format
+//! a job carries (clone URL, known_hosts, SSH key, docker config, base64,
+//! paths) into a typed value once, for validation and the worker alike;
+//! `Repo::parse_url` and the other `parse_*` methods hand those values out.
+//! [`schema`] generates the JSON Schema of both messages;
+//! [`reference`](mod@reference) is Docker's image reference grammar;
+//! [`amqp::topology`] declares the exchanges and queues. With the `client`
+//! feature, `client` submits jobs and reads their events.
 
 #![warn(missing_docs)]
 

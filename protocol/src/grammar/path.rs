@@ -271,6 +271,31 @@ mod tests {
         assert_eq!(PathError::Nul.to_string(), "contains a NUL byte");
     }
 
+    // From worker/src/artifact.rs (`destination_must_stay_inside_the_context`
+    // and the entry names it refuses) and context.rs (a Dockerfile path
+    // that leaves the context).
+    #[test]
+    fn artifact_destinations_entries_and_dockerfiles() {
+        for dest in ["../x", "/abs", "."] {
+            let refused = RelativePath::parse(dest).map_or(true, |path| path.is_base());
+            assert!(refused, "{dest}");
+        }
+        for entry in ["out/../../outside/x", "/etc/x"] {
+            assert!(RelativePath::parse(entry).is_err(), "{entry}");
+        }
+        for (dockerfile, leaves) in [
+            ("../Dockerfile", true),
+            ("..", true),
+            ("/Dockerfile", true),
+            ("a/../Dockerfile", false),
+            ("docker/Dockerfile", false),
+        ] {
+            let clean = CleanPath::new(dockerfile);
+            let outside = clean.levels_above() > 0 || clean.is_absolute();
+            assert_eq!(outside, leaves, "{dockerfile}");
+        }
+    }
+
     // From worker/src/artifact.rs: a symlink target, joined to the link's
     // directory below the artifact's top, must not climb above the top.
     #[test]
