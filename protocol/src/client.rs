@@ -5,15 +5,18 @@
 //! publisher confirms and `mandatory` so a missing job queue is an error,
 //! and read typed events until the result. The worker never uses this.
 
-use crate::amqp::{ARG_EXPIRES, CONTENT_TYPE_JSON, CONTROL_EXCHANGE, EVENTS_EXCHANGE};
+use crate::amqp::topology::{
+    declare_private_queue, durable_queue_options, reply_queue_arguments, DeclareError, Exchange,
+};
+use crate::amqp::CONTENT_TYPE_JSON;
 use crate::{ControlMessage, Event, EventBody, Job, JobResult};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use uuid::Uuid;
 
 /// Milliseconds an unused reply queue lives before the broker deletes it:
@@ -30,6 +33,9 @@ pub enum ClientError {
     /// The broker connection or channel failed.
     #[error("RabbitMQ: {0}")]
     Amqp(#[from] lapin::Error),
+    /// The broker refused to declare an exchange or queue.
+    #[error("RabbitMQ: {0}")]
+    Declare(#[from] DeclareError),
     /// The broker answered the publish with a nack.
     #[error("the broker refused the job (publisher nack)")]
     Refused,
@@ -104,17 +110,12 @@ impl Client {
     /// starts reading it.
     pub async fn reply_queue(&self, name: &str) -> Result<Events, ClientError> {
         let name = short(name, "reply queue name")?;
-        let mut args = FieldTable::default();
-        args.insert(
-            ARG_EXPIRES.into(),
-            AMQPValue::LongLongInt(REPLY_QUEUE_EXPIRES_MS),
-        );
-        let options = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
         self.channel
-            .queue_declare(name.clone(), options, args)
+            .queue_declare(
+                name.clone(),
+                durable_queue_options(),
+                reply_queue_arguments(REPLY_QUEUE_EXPIRES_MS),
+            )
             .await?;
         let consumer = self
             .channel
@@ -175,30 +176,15 @@ impl Client {
     /// private queue bound with `binding_key`, e.g. `billing-api.#` for one
     /// service or `#` for everything (routing key
     /// `<service_id>.<job_id>.<kind>`, dots in ids replaced by `_`). For
-    /// dashboards: the caller's reply queues are not touched.
+    /// dashboards: the caller's reply queues are not touched. Declares the
+    /// events exchange as the worker does, so watching may start first.
     pub async fn watch_events(&self, binding_key: &str) -> Result<Events, ClientError> {
-        let options = QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..Default::default()
-        };
-        let queue = self
-            .channel
-            .queue_declare(ShortString::from(""), options, FieldTable::default())
-            .await?;
-        self.channel
-            .queue_bind(
-                queue.name().clone(),
-                ShortString::from(EVENTS_EXCHANGE),
-                short(binding_key, "binding key")?,
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let binding_key = short(binding_key, "binding key")?;
+        let queue = declare_private_queue(&self.channel, &Exchange::events(), binding_key).await?;
         let consumer = self
             .channel
             .basic_consume(
-                queue.name().clone(),
+                queue,
                 ShortString::from(""),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
@@ -210,19 +196,9 @@ impl Client {
     /// Asks every worker to cancel job `job_id`: the one running it stops
     /// and reports `cancelled`; one that receives it later does not run it.
     pub async fn cancel(&self, job_id: Uuid) -> Result<(), ClientError> {
-        let exchange = ShortString::from(CONTROL_EXCHANGE);
-        let options = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        self.channel
-            .exchange_declare(
-                exchange.clone(),
-                ExchangeKind::Fanout,
-                options,
-                FieldTable::default(),
-            )
-            .await?;
+        let control = Exchange::control();
+        control.declare(&self.channel).await?;
+        let exchange = ShortString::from(control.name);
         let body = serde_json::to_vec(&ControlMessage::Cancel { job_id })?;
         let properties = BasicProperties::default().with_content_type(CONTENT_TYPE_JSON.into());
         let confirmation = self

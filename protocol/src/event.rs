@@ -104,6 +104,17 @@ pub enum StepState {
     Failed,
 }
 
+impl StepState {
+    /// The wire name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Started => "started",
+            StepState::Succeeded => "succeeded",
+            StepState::Failed => "failed",
+        }
+    }
+}
+
 /// Output of a step: one or more whole lines, batched so a noisy build does
 /// not flood the broker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -172,6 +183,19 @@ pub enum JobStatus {
     Rejected,
 }
 
+impl JobStatus {
+    /// The wire name, as in JSON (`timed_out`, not "timed out").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::TimedOut => "timed_out",
+            JobStatus::Rejected => "rejected",
+        }
+    }
+}
+
 /// Why an attempt did not succeed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct JobError {
@@ -185,6 +209,89 @@ pub struct JobError {
     /// For a rejected job: every problem found, each naming its field.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+}
+
+/// Results as the worker (and tests) build them. `last_seq` is left 0:
+/// the publisher fills it in.
+impl JobResult {
+    /// A result with `status` from `worker` and nothing else set.
+    pub fn new(status: JobStatus, worker: impl Into<String>) -> Self {
+        Self {
+            status,
+            error: None,
+            revision: None,
+            image: None,
+            durations_ms: BTreeMap::new(),
+            worker: worker.into(),
+            service_id: None,
+            last_seq: 0,
+        }
+    }
+
+    /// Every tag built and pushed (or tagged only, when `image` is None).
+    pub fn succeeded(worker: impl Into<String>, image: Option<ImageResult>) -> Self {
+        Self {
+            image,
+            ..Self::new(JobStatus::Succeeded, worker)
+        }
+    }
+
+    /// Ended with `status` (failed, cancelled, timed out) because of `error`.
+    pub fn unsuccessful(status: JobStatus, worker: impl Into<String>, error: JobError) -> Self {
+        Self::new(status, worker).with_error(error)
+    }
+
+    /// An invalid job message: every problem, as `field: reason`.
+    pub fn rejected(worker: impl Into<String>, problems: Vec<String>) -> Self {
+        let message = format!("invalid job: {}", problems.join("; "));
+        let error = JobError {
+            problems,
+            ..JobError::new(StepName::Validate, message)
+        };
+        Self::new(JobStatus::Rejected, worker).with_error(error)
+    }
+
+    /// With `error`.
+    pub fn with_error(mut self, error: JobError) -> Self {
+        self.error = Some(error);
+        self
+    }
+
+    /// With the commit SHA that was built.
+    pub fn with_revision(mut self, revision: impl Into<String>) -> Self {
+        self.revision = Some(revision.into());
+        self
+    }
+
+    /// With the job's `service_id`.
+    pub fn with_service_id(mut self, service_id: impl Into<String>) -> Self {
+        self.service_id = Some(service_id.into());
+        self
+    }
+
+    /// With `millis` recorded for `step`.
+    pub fn with_duration(mut self, step: StepName, millis: u64) -> Self {
+        self.durations_ms.insert(step, millis);
+        self
+    }
+}
+
+impl JobError {
+    /// `step` failed with `message`; no exit code, no problems.
+    pub fn new(step: StepName, message: impl Into<String>) -> Self {
+        Self {
+            step,
+            message: message.into(),
+            exit_code: None,
+            problems: Vec::new(),
+        }
+    }
+
+    /// With the failed command's exit code.
+    pub fn with_exit_code(mut self, exit_code: i64) -> Self {
+        self.exit_code = Some(exit_code);
+        self
+    }
 }
 
 /// The image a successful job pushed.
@@ -314,6 +421,58 @@ mod tests {
             StepName::Push,
         ] {
             assert_eq!(serde_json::to_value(name).unwrap(), json!(name.as_str()));
+        }
+    }
+
+    #[test]
+    fn constructors_fill_what_they_name() {
+        let rejected = JobResult::rejected("w", vec!["a: x".into(), "b: y".into()]);
+        assert_eq!(rejected.status, JobStatus::Rejected);
+        let error = rejected.error.unwrap();
+        assert_eq!(error.step, StepName::Validate);
+        assert_eq!(error.message, "invalid job: a: x; b: y");
+        assert_eq!(error.problems, ["a: x", "b: y"]);
+        assert_eq!(rejected.last_seq, 0);
+
+        let built = result();
+        let again = JobResult::succeeded("worker-1", built.image.clone())
+            .with_revision("0123456789abcdef0123456789abcdef01234567")
+            .with_service_id("app")
+            .with_duration(StepName::Clone, 120)
+            .with_duration(StepName::Push, 900);
+        assert_eq!(
+            JobResult {
+                last_seq: 3,
+                ..again
+            },
+            built
+        );
+
+        let failed = JobResult::unsuccessful(
+            JobStatus::Failed,
+            "w",
+            JobError::new(StepName::Build, "exit 2").with_exit_code(2),
+        );
+        assert_eq!(failed.error.as_ref().unwrap().exit_code, Some(2));
+        assert_eq!(failed.error.unwrap().problems, Vec::<String>::new());
+    }
+
+    #[test]
+    fn states_and_statuses_match_their_wire_names() {
+        for state in [StepState::Started, StepState::Succeeded, StepState::Failed] {
+            assert_eq!(serde_json::to_value(state).unwrap(), json!(state.as_str()));
+        }
+        for status in [
+            JobStatus::Succeeded,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+            JobStatus::TimedOut,
+            JobStatus::Rejected,
+        ] {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                json!(status.as_str())
+            );
         }
     }
 }

@@ -243,3 +243,179 @@ pub enum RegistryAuth {
         config: Secret,
     },
 }
+
+/// Building jobs in code (orchestrators in Rust, tests, the bench, the
+/// worker's `buildbot build`) without writing every field.
+impl Job {
+    /// A job with a fresh id building `revision` of `repo_url` into
+    /// `image_repository` with `tags`, pushed; anonymous clone, default
+    /// build, no registry credentials, the default timeout. Not validated:
+    /// call [`Job::validate`].
+    pub fn new(
+        service_id: impl Into<String>,
+        repo_url: impl Into<String>,
+        revision: impl Into<String>,
+        image_repository: impl Into<String>,
+        tags: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            version: crate::PROTOCOL_VERSION,
+            job_id: Uuid::new_v4(),
+            service_id: service_id.into(),
+            repo: Repo::new(repo_url, revision),
+            build: Build::default(),
+            image: Image::new(image_repository, tags),
+            registry_auth: None,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            signature: None,
+        }
+    }
+
+    /// The same job under `job_id` (e.g. a fresh one, to submit it again).
+    pub fn with_job_id(mut self, job_id: Uuid) -> Self {
+        self.job_id = job_id;
+        self
+    }
+
+    /// With `auth` for the git remote.
+    pub fn with_repo_auth(mut self, auth: RepoAuth) -> Self {
+        self.repo.auth = auth;
+        self
+    }
+
+    /// With `known_hosts` lines pinning the SSH host key.
+    pub fn with_known_hosts(mut self, known_hosts: impl Into<String>) -> Self {
+        self.repo.known_hosts = Some(known_hosts.into());
+        self
+    }
+
+    /// Also checking out submodules, or not.
+    pub fn with_submodules(mut self, submodules: bool) -> Self {
+        self.repo.submodules = submodules;
+        self
+    }
+
+    /// With `build` instead of the default build.
+    pub fn with_build(mut self, build: Build) -> Self {
+        self.build = build;
+        self
+    }
+
+    /// Pushing the tags, or only tagging the image.
+    pub fn with_push(mut self, push: bool) -> Self {
+        self.image.push = push;
+        self
+    }
+
+    /// With credentials for the image's registry.
+    pub fn with_registry_auth(mut self, auth: RegistryAuth) -> Self {
+        self.registry_auth = Some(auth);
+        self
+    }
+
+    /// With another time limit, in seconds.
+    pub fn with_timeout_secs(mut self, timeout_secs: u64) -> Self {
+        self.timeout_secs = timeout_secs;
+        self
+    }
+}
+
+impl Repo {
+    /// `revision` of `url`, anonymous, no host key pinning, no submodules.
+    pub fn new(url: impl Into<String>, revision: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            revision: revision.into(),
+            auth: RepoAuth::None,
+            known_hosts: None,
+            submodules: false,
+        }
+    }
+}
+
+impl RepoAuth {
+    /// SSH key auth with `private_key_base64` (base64 of the key file) and
+    /// no passphrase.
+    pub fn ssh_key(private_key_base64: impl Into<String>) -> Self {
+        RepoAuth::SshKey {
+            private_key: Secret::new(private_key_base64),
+            passphrase: None,
+        }
+    }
+
+    /// HTTPS auth as `username` with `token`.
+    pub fn https(username: impl Into<String>, token: impl Into<String>) -> Self {
+        RepoAuth::Https {
+            username: username.into(),
+            token: Secret::new(token),
+        }
+    }
+}
+
+impl Image {
+    /// `repository` tagged with `tags`, pushed.
+    pub fn new(
+        repository: impl Into<String>,
+        tags: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            repository: repository.into(),
+            tags: tags.into_iter().map(Into::into).collect(),
+            push: default_push(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_job_is_valid_and_complete() {
+        let job = Job::new(
+            "app",
+            "git@git.example.com:team/app.git",
+            "main",
+            "registry.example.com/team/app",
+            ["latest", "v1"],
+        )
+        .with_repo_auth(RepoAuth::https("ci", "t0ken"))
+        .with_push(false)
+        .with_timeout_secs(60);
+        assert_eq!(job.version, crate::PROTOCOL_VERSION);
+        assert!(!job.job_id.is_nil());
+        assert_eq!(job.image.tags, ["latest", "v1"]);
+        assert!(!job.image.push);
+        assert_eq!(job.build.dockerfile, "Dockerfile");
+        assert_eq!(job.timeout_secs, 60);
+        // https auth with an scp-like URL: the one problem.
+        assert_eq!(
+            job.validate().unwrap_err().messages(),
+            ["repo.auth: https needs an https:// repo.url"]
+        );
+        let job = job.with_repo_auth(RepoAuth::None);
+        assert_eq!(job.validate(), Ok(()));
+        let id = Uuid::new_v4();
+        assert_eq!(job.with_job_id(id).job_id, id);
+    }
+
+    #[test]
+    fn a_new_job_serializes_like_a_decoded_one() {
+        let job = Job::new(
+            "app",
+            "https://g.example.com/a.git",
+            "main",
+            "r.example.com/a",
+            ["x"],
+        )
+        .with_known_hosts("unused")
+        .with_submodules(true);
+        let json = serde_json::to_vec(&job).unwrap();
+        let back: Job = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&job).unwrap()
+        );
+        assert!(back.repo.submodules);
+    }
+}

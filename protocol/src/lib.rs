@@ -5,9 +5,14 @@
 //! the job's reply queue, the AMQP names and header keys both sides use
 //! ([`amqp`]), and the checks every job passes before a worker touches git or
 //! Docker: [`decode_job`] (size, JSON, version, shape) and [`Job::validate`]
-//! (every rule, all problems at once). [`schema`] generates the JSON Schema
-//! of both messages; [`reference`](mod@reference) is Docker's image reference grammar.
-//! With the `client` feature, `client` submits jobs and reads their events.
+//! (every rule, all problems at once). [`grammar`] parses each text format
+//! a job carries (clone URL, known_hosts, SSH key, docker config, base64,
+//! paths) into a typed value once, for validation and the worker alike;
+//! `Repo::parse_url` and the other `parse_*` methods hand those values out.
+//! [`schema`] generates the JSON Schema of both messages;
+//! [`reference`](mod@reference) is Docker's image reference grammar;
+//! [`amqp::topology`] declares the exchanges and queues. With the `client`
+//! feature, `client` submits jobs and reads their events.
 
 #![warn(missing_docs)]
 
@@ -17,6 +22,7 @@ pub mod client;
 mod control;
 mod decode;
 mod event;
+pub mod grammar;
 mod job;
 pub mod reference;
 pub mod schema;
@@ -24,6 +30,7 @@ mod secret;
 pub mod signature;
 #[cfg(test)]
 mod test_support;
+mod typed;
 mod validate;
 
 pub use control::ControlMessage;
@@ -33,15 +40,10 @@ pub use event::{
     StepName, StepState,
 };
 pub use job::{Build, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, DEFAULT_TIMEOUT_SECS};
-pub use reference::{
-    is_valid_reference, is_valid_tag, parse_reference, parse_repository, registry_host, Reference,
-    ReferenceError, Repository,
-};
+pub use reference::{parse_reference, registry_host, Reference, ReferenceError, Repository};
 pub use schema::{event_schema, job_schema};
 pub use secret::Secret;
-pub use validate::{
-    decode_base64, Problem, ValidationErrors, MAX_TIMEOUT_SECS, SERVICE_ID_MAX_LEN,
-};
+pub use validate::{Problem, ValidationErrors, MAX_TIMEOUT_SECS};
 
 /// The protocol version this crate speaks; a job with any other `version` is rejected.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -36,7 +36,7 @@ use thiserror::Error;
 pub const DEFAULT_REGISTRY: &str = "docker.io";
 
 /// The longest name (registry and path, without tag or digest) Docker accepts.
-pub const NAME_MAX_LEN: usize = 255;
+pub(crate) const NAME_MAX_LEN: usize = 255;
 
 /// Docker Hub's legacy host name, normalized to [`DEFAULT_REGISTRY`].
 const LEGACY_DEFAULT_REGISTRY: &str = "index.docker.io";
@@ -70,7 +70,7 @@ pub enum ReferenceError {
     /// A tag or digest with nothing before it (`:latest`, `@sha256:…`).
     #[error("no repository name before the tag or digest")]
     MissingName,
-    /// The name (registry and path) is longer than [`NAME_MAX_LEN`].
+    /// The name (registry and path) is longer than 255 characters.
     #[error("the name is {len} characters; at most 255 are allowed")]
     TooLong {
         /// Length of the name in bytes.
@@ -172,14 +172,8 @@ impl fmt::Display for Reference {
 
 /// Whether `tag` is a valid Docker tag: `[\w][\w.-]{0,127}` with `\w` ASCII
 /// (letters, digits, `_`).
-pub fn is_valid_tag(tag: &str) -> bool {
+pub(crate) fn is_valid_tag(tag: &str) -> bool {
     TAG.is_match(tag)
-}
-
-/// Whether `reference` is a valid image reference (`name[:tag][@digest]`),
-/// as for a builder image or a `cache_from` entry.
-pub fn is_valid_reference(reference: &str) -> bool {
-    parse_reference(reference).is_ok()
 }
 
 /// Parses a full image reference, `name[:tag][@digest]`.
@@ -228,7 +222,7 @@ pub fn parse_reference(reference: &str) -> Result<Reference, ReferenceError> {
 /// `image.repository`. A tag or digest is an error of its own
 /// ([`ReferenceError::ContainsTag`], [`ReferenceError::ContainsDigest`]) so
 /// the caller can say where it belongs instead.
-pub fn parse_repository(repository: &str) -> Result<Repository, ReferenceError> {
+pub(crate) fn parse_repository(repository: &str) -> Result<Repository, ReferenceError> {
     let reference = parse_reference(repository)?;
     if reference.digest.is_some() {
         return Err(ReferenceError::ContainsDigest);
@@ -253,7 +247,7 @@ pub fn registry_host(repository: &str) -> String {
 
 /// Whether `host` is a registry `host[:port]`: a host name, IPv4 address or
 /// `[IPv6]` address with an optional numeric port.
-pub fn is_valid_registry_host(host: &str) -> bool {
+pub(crate) fn is_valid_registry_host(host: &str) -> bool {
     DOMAIN.is_match(host)
 }
 
@@ -555,7 +549,7 @@ mod tests {
             assert_eq!(parsed.tag.as_deref(), tag, "{input}");
             assert_eq!(parsed.digest, digest, "{input}");
             assert_eq!(parsed.to_string(), input, "round trip");
-            assert!(is_valid_reference(&input), "{input}");
+            assert!(parse_reference(&input).is_ok(), "{input}");
         }
     }
 
@@ -618,7 +612,7 @@ mod tests {
                 Some(expected) => assert_eq!(result, Err(expected), "{input}"),
                 None => assert!(result.is_err(), "{input}: {result:?}"),
             }
-            assert!(!is_valid_reference(&input), "{input}");
+            assert!(parse_reference(&input).is_err(), "{input}");
         }
     }
 

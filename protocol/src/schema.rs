@@ -2,10 +2,10 @@
 //! orchestrators in other languages can check what they send and receive.
 //!
 //! The checked-in copies under `protocol/schema/` are rewritten by
-//! `cargo run -p buildbot-protocol --bin buildbot-schema` (or
-//! `buildbot schema protocol/schema`); a test fails when they are not
-//! current. Both commands write and check through [`write_schema_files`]
-//! and [`stale_schema_files`].
+//! `buildbot schema protocol/schema` (or, without building the worker, by
+//! `UPDATE_SCHEMA=1 cargo test -p buildbot-protocol --test schema`); that
+//! test fails when they are not current. Both write and check through
+//! [`write_schema_files`] and [`stale_schema_files`].
 
 use crate::{Event, Job};
 use std::path::{Path, PathBuf};

@@ -11,28 +11,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::LazyLock;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::grammar::docker_config::DockerAuths;
+use crate::grammar::known_hosts::{KnownHosts, KnownHostsError};
+use crate::grammar::private_key::{check_passphrase, PrivateKeyError, SshPrivateKey};
+use crate::grammar::{base64, CleanPath, PathError, RelativePath, RepoUrl, Transport};
 use crate::reference::{self, ReferenceError};
 use crate::{Build, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, Secret, PROTOCOL_VERSION};
 
 /// Longest `service_id`.
-pub const SERVICE_ID_MAX_LEN: usize = 128;
+pub(crate) const SERVICE_ID_MAX_LEN: usize = 128;
 /// Longest `timeout_secs`: one day.
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;
-
-/// Key types accepted in `repo.known_hosts`.
-const KNOWN_HOST_KEY_TYPES: [&str; 5] = [
-    "ssh-ed25519",
-    "ssh-rsa",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-];
 
 static SERVICE_ID: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9._-]+$").expect("service_id regex"));
@@ -85,14 +78,6 @@ impl ValidationErrors {
     }
 }
 
-/// Decodes base64 the way every base64 field of a job is read: the standard
-/// alphabet with padding; ASCII whitespace (such as the line breaks of
-/// `base64`'s output) is ignored. `None` when the text is not base64.
-pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    STANDARD.decode(compact).ok()
-}
-
 impl Job {
     /// Checks every rule of protocol v1 and returns all problems found, or
     /// `Ok(())` when the job may run.
@@ -112,65 +97,10 @@ pub(crate) fn unsupported_version(version: impl fmt::Display) -> String {
     format!("unsupported protocol version {version}; this worker speaks {PROTOCOL_VERSION}")
 }
 
-/// How the worker reaches the git remote, as far as auth is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Transport {
-    Ssh,
-    Https,
-}
-
-/// Why a path from the job is unacceptable.
-#[derive(Debug, PartialEq, Eq)]
-enum PathIssue {
-    Empty,
-    Nul,
-    Absolute,
-    /// The path goes `n` levels above its base.
-    Above(usize),
-}
-
-/// A relative path, lexically normalized: `a/./b/../c` is `["a", "c"]`; a
-/// path that climbs above its base reports how far.
-fn normalize(path: &str) -> Result<Vec<&str>, PathIssue> {
-    if path.is_empty() {
-        return Err(PathIssue::Empty);
-    }
-    if path.contains('\0') {
-        return Err(PathIssue::Nul);
-    }
-    if path.starts_with('/') {
-        return Err(PathIssue::Absolute);
-    }
-    let mut parts = Vec::new();
-    let mut above = 0usize;
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.pop().is_none() {
-                    above += 1;
-                }
-            }
-            _ if above > 0 => {}
-            part => parts.push(part),
-        }
-    }
-    // Climbing out and back in (`../repo/x`) is still out: the checkout's
-    // own directory name is not the job's to know.
-    if above > 0 {
-        return Err(PathIssue::Above(above));
-    }
-    Ok(parts)
-}
-
 /// How many directories below `/` an absolute path ends, lexically: `..`
 /// at the root stays there, as the kernel resolves it (`/a/..` is 0).
 fn absolute_depth(path: &str) -> usize {
-    path.split('/').fold(0, |depth, part| match part {
-        "" | "." => depth,
-        ".." => depth.saturating_sub(1),
-        _ => depth + 1,
-    })
+    CleanPath::new(path).components().count()
 }
 
 #[derive(Default)]
@@ -207,16 +137,16 @@ impl Validator {
             );
         }
         if let Some(signature) = &job.signature {
-            match decode_base64(signature) {
-                None => self.push("signature", "not valid base64"),
-                Some(bytes) if bytes.len() != 64 => self.push(
+            match base64::decode(signature) {
+                Err(_) => self.push("signature", "not valid base64"),
+                Ok(bytes) if bytes.len() != 64 => self.push(
                     "signature",
                     format!(
                         "decodes to {} bytes; an ed25519 signature is 64",
                         bytes.len()
                     ),
                 ),
-                Some(_) => {}
+                Ok(_) => {}
             }
         }
     }
@@ -241,10 +171,10 @@ impl Validator {
     }
 
     fn repo(&mut self, repo: &Repo) {
-        let transport = match check_repo_url(&repo.url) {
-            Ok(transport) => Some(transport),
+        let transport = match RepoUrl::parse(&repo.url) {
+            Ok(url) => Some(url.transport()),
             Err(reason) => {
-                self.push("repo.url", reason);
+                self.push("repo.url", reason.to_string());
                 None
             }
         };
@@ -257,15 +187,7 @@ impl Validator {
                 private_key,
                 passphrase,
             } => {
-                if let Err(reason) = check_private_key(private_key) {
-                    self.push("repo.auth.private_key", reason);
-                }
-                if passphrase.as_ref().is_some_and(|p| p.expose().is_empty()) {
-                    self.push(
-                        "repo.auth.passphrase",
-                        "empty; omit it for a key without a passphrase",
-                    );
-                }
+                self.ssh_key(private_key, passphrase.as_ref());
                 if transport == Some(Transport::Https) {
                     self.push("repo.auth", "ssh_key needs an ssh:// or scp-like repo.url");
                 }
@@ -298,33 +220,49 @@ impl Validator {
         }
     }
 
-    fn known_hosts(&mut self, text: &str) {
-        let mut entries = 0;
-        for (index, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
+    /// The key's problem and, even then, the passphrase's, so both are
+    /// reported at once.
+    fn ssh_key(&mut self, private_key: &Secret, passphrase: Option<&Secret>) {
+        const KEY: &str = "repo.auth.private_key";
+        const PASSPHRASE: &str = "repo.auth.passphrase";
+        const EMPTY_PASSPHRASE: &str = "empty; omit it for a key without a passphrase";
+        match SshPrivateKey::parse(private_key, passphrase) {
+            Ok(_) => {}
+            Err(PrivateKeyError::EmptyPassphrase) => self.push(PASSPHRASE, EMPTY_PASSPHRASE),
+            Err(PrivateKeyError::EncryptedWithoutPassphrase) => {
+                self.push(KEY, "encrypted, but repo.auth.passphrase is not set")
             }
-            entries += 1;
-            if let Err(reason) = check_known_hosts_line(line) {
-                self.push("repo.known_hosts", format!("line {}: {reason}", index + 1));
+            Err(key_problem) => {
+                self.push(KEY, key_problem.to_string());
+                if passphrase.is_some_and(|p| check_passphrase(p).is_err()) {
+                    self.push(PASSPHRASE, EMPTY_PASSPHRASE);
+                }
             }
         }
-        if entries == 0 {
-            self.push(
+    }
+
+    fn known_hosts(&mut self, text: &str) {
+        match KnownHosts::parse(text) {
+            Ok(_) => {}
+            Err(KnownHostsError::NoEntries) => self.push(
                 "repo.known_hosts",
                 "no host key lines; omit the field to skip host key checking",
-            );
+            ),
+            Err(KnownHostsError::Lines(errors)) => {
+                for error in errors {
+                    self.push("repo.known_hosts", error.to_string());
+                }
+            }
         }
     }
 
     fn build(&mut self, build: &Build) {
-        let context_depth = match normalize(&build.context) {
-            Ok(parts) => parts.len(),
+        let context_depth = match RelativePath::parse(&build.context) {
+            Ok(path) => path.depth(),
             Err(issue) => {
                 let reason = match issue {
-                    PathIssue::Empty => "empty; use \".\" for the checkout root".to_owned(),
-                    PathIssue::Absolute => {
+                    PathError::Empty => "empty; use \".\" for the checkout root".to_owned(),
+                    PathError::Absolute => {
                         "absolute path; must be relative to the checkout".to_owned()
                     }
                     other => path_reason(other, "the checkout"),
@@ -333,17 +271,17 @@ impl Validator {
                 0
             }
         };
-        match normalize(&build.dockerfile) {
-            Ok(parts) if parts.is_empty() => self.push(
+        match RelativePath::parse(&build.dockerfile) {
+            Ok(path) if path.is_base() => self.push(
                 "build.dockerfile",
                 "names the build context itself, not a file",
             ),
             Ok(_) => {}
-            Err(PathIssue::Above(n)) if n <= context_depth => self.push(
+            Err(PathError::Escapes { levels }) if levels <= context_depth => self.push(
                 "build.dockerfile",
                 "leaves the build context; the Dockerfile must be inside build.context",
             ),
-            Err(PathIssue::Absolute) => self.push(
+            Err(PathError::Absolute) => self.push(
                 "build.dockerfile",
                 "absolute path; must be relative to build.context",
             ),
@@ -416,13 +354,13 @@ impl Validator {
             }
         }
         if let Some(dockerfile) = &builder.dockerfile {
-            match normalize(dockerfile) {
-                Ok(parts) if parts.is_empty() => self.push(
+            match RelativePath::parse(dockerfile) {
+                Ok(path) if path.is_base() => self.push(
                     "build.builder.dockerfile",
                     "names the checkout root, not a file",
                 ),
                 Ok(_) => {}
-                Err(PathIssue::Absolute) => self.push(
+                Err(PathError::Absolute) => self.push(
                     "build.builder.dockerfile",
                     "absolute path; must be relative to the checkout",
                 ),
@@ -476,9 +414,9 @@ impl Validator {
                 );
             }
         } else {
-            match normalize(&builder.artifacts) {
+            match RelativePath::parse(&builder.artifacts) {
                 Ok(_) => {}
-                Err(PathIssue::Empty) => self.push(
+                Err(PathError::Empty) => self.push(
                     "build.builder.artifacts",
                     "empty; name the file or directory the command produces",
                 ),
@@ -488,17 +426,17 @@ impl Validator {
                 ),
             }
         }
-        match normalize(&builder.artifacts_dest) {
-            Ok(parts) if parts.is_empty() => self.push(
+        match RelativePath::parse(&builder.artifacts_dest) {
+            Ok(path) if path.is_base() => self.push(
                 "build.builder.artifacts_dest",
                 "must name a path inside the build context, not the context itself",
             ),
             Ok(_) => {}
-            Err(PathIssue::Empty) => self.push(
+            Err(PathError::Empty) => self.push(
                 "build.builder.artifacts_dest",
                 "empty; must name a path inside the build context",
             ),
-            Err(PathIssue::Absolute) => self.push(
+            Err(PathError::Absolute) => self.push(
                 "build.builder.artifacts_dest",
                 "absolute path; must be relative to the build context",
             ),
@@ -573,8 +511,8 @@ impl Validator {
                 }
             }
             RegistryAuth::DockerConfig { config } => {
-                if let Err(reason) = check_docker_config(config) {
-                    self.push("registry_auth.config", reason);
+                if let Err(reason) = DockerAuths::parse(config) {
+                    self.push("registry_auth.config", reason.to_string());
                 }
             }
         }
@@ -582,128 +520,12 @@ impl Validator {
 }
 
 /// The reason for a path that is not plainly inside `base`.
-fn path_reason(issue: PathIssue, base: &str) -> String {
+fn path_reason(issue: PathError, base: &str) -> String {
     match issue {
-        PathIssue::Empty => "empty".to_owned(),
-        PathIssue::Nul => "contains a NUL byte".to_owned(),
-        PathIssue::Absolute => format!("absolute path; must be relative to {base}"),
-        PathIssue::Above(_) if base == "the checkout" => "escapes the checkout".to_owned(),
-        PathIssue::Above(_) => format!("escapes {base}"),
+        PathError::Empty | PathError::Nul => issue.to_string(),
+        PathError::Absolute => format!("absolute path; must be relative to {base}"),
+        PathError::Escapes { .. } => format!("escapes {base}"),
     }
-}
-
-/// Classifies a clone URL, or says why it is not acceptable. The reason
-/// never repeats the URL, which may hold a credential.
-fn check_repo_url(url: &str) -> Result<Transport, String> {
-    const FORMS: &str = "use ssh://user@host[:port]/path, user@host:path or https://host/path";
-    if url.is_empty() {
-        return Err("empty".into());
-    }
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("contains whitespace or control characters".into());
-    }
-    if let Some((scheme, rest)) = url.split_once("://") {
-        return match scheme.to_ascii_lowercase().as_str() {
-            "ssh" | "git+ssh" | "ssh+git" => {
-                check_url_authority(rest, true)?;
-                Ok(Transport::Ssh)
-            }
-            "https" => {
-                check_url_authority(rest, false)?;
-                Ok(Transport::Https)
-            }
-            "http" => Err("plain http is not allowed; use https://".into()),
-            "file" => Err(
-                "local repositories are not allowed; workers must not read their own disk".into(),
-            ),
-            _ => Err(format!(
-                "unsupported scheme {:?}; {FORMS}",
-                scheme.chars().take(16).collect::<String>()
-            )),
-        };
-    }
-    if url.starts_with('/') || url.starts_with('.') || url.starts_with('~') {
-        return Err(
-            "local repositories are not allowed; workers must not read their own disk".into(),
-        );
-    }
-    // scp-like: user@host:path, where no `/` comes before the `:`.
-    let Some(colon) = url.find(':') else {
-        return Err(format!("not a supported URL; {FORMS}"));
-    };
-    let (user_host, path) = (&url[..colon], &url[colon + 1..]);
-    if user_host.contains('/') {
-        return Err(format!("not a supported URL; {FORMS}"));
-    }
-    let Some((user, host)) = user_host.rsplit_once('@') else {
-        return Err(if url.contains('@') {
-            // `user:password@host:path`: the first `:` is inside the user info.
-            "embeds credentials; put them in repo.auth".into()
-        } else {
-            format!("scp-like URL without a user; {FORMS}")
-        });
-    };
-    if user.is_empty() {
-        return Err("scp-like URL with an empty user".into());
-    }
-    check_host(host)?;
-    if user.starts_with('-') {
-        return Err("user must not start with \"-\"".into());
-    }
-    if path.is_empty() {
-        return Err("no repository path after the \":\"".into());
-    }
-    Ok(Transport::Ssh)
-}
-
-/// Checks `[user[:password]@]host[:port]/path` after `scheme://`.
-fn check_url_authority(rest: &str, user_allowed: bool) -> Result<(), String> {
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let host_port = match authority.rsplit_once('@') {
-        Some((userinfo, host_port)) => {
-            if userinfo.contains(':') || !user_allowed {
-                return Err("embeds credentials; put them in repo.auth".into());
-            }
-            if userinfo.is_empty() {
-                return Err("empty user before \"@\"".into());
-            }
-            if userinfo.starts_with('-') {
-                return Err("user must not start with \"-\"".into());
-            }
-            host_port
-        }
-        None => authority,
-    };
-    let host = match host_port.rsplit_once(':') {
-        // A `:` inside brackets is part of an IPv6 address, not a port.
-        Some((host, port)) if !port.contains(']') => {
-            if !port.bytes().all(|b| b.is_ascii_digit())
-                || !matches!(port.parse::<u16>(), Ok(p) if p > 0)
-            {
-                return Err("port must be a number from 1 to 65535".into());
-            }
-            host
-        }
-        _ => host_port,
-    };
-    check_host(host)?;
-    if path.trim_matches('/').is_empty() {
-        return Err("no repository path after the host".into());
-    }
-    Ok(())
-}
-
-fn check_host(host: &str) -> Result<(), String> {
-    if host.is_empty() {
-        return Err("no host".into());
-    }
-    if host.starts_with('-') {
-        return Err("host must not start with \"-\"".into());
-    }
-    if !reference::is_valid_registry_host(host) {
-        return Err("host is not a valid host name or IP address".into());
-    }
-    Ok(())
 }
 
 /// A full commit SHA, or a ref name `git check-ref-format --allow-onelevel`
@@ -758,107 +580,6 @@ fn check_ref_name(name: &str) -> Result<(), &'static str> {
         }
         if component.ends_with(".lock") {
             return Err("a component ends with \".lock\"");
-        }
-    }
-    Ok(())
-}
-
-/// Base64 of a PEM or OpenSSH private key. The reason says only what is
-/// wrong, never any part of the value.
-fn check_private_key(key: &Secret) -> Result<(), &'static str> {
-    let key = key.expose();
-    if key.is_empty() {
-        return Err("empty");
-    }
-    let Some(bytes) = decode_base64(key) else {
-        return Err("not valid base64; encode the key file, e.g. with `base64 -w0 id_ed25519`");
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    if text.contains("-----BEGIN") && text.contains("PRIVATE KEY-----") {
-        Ok(())
-    } else {
-        Err("not base64 of a private key (expected \"-----BEGIN ... PRIVATE KEY-----\" text)")
-    }
-}
-
-/// One `known_hosts` line: `[@marker] hosts key-type base64-key [comment]`.
-fn check_known_hosts_line(line: &str) -> Result<(), String> {
-    let mut fields: Vec<&str> = line.split_whitespace().collect();
-    if let Some(marker) = fields.first().filter(|f| f.starts_with('@')) {
-        if *marker != "@cert-authority" && *marker != "@revoked" {
-            return Err(format!(
-                "unknown marker {marker:?}; expected @cert-authority or @revoked"
-            ));
-        }
-        fields.remove(0);
-    }
-    let [_hosts, key_type, key, ..] = fields[..] else {
-        return Err("expected \"<hosts> <key type> <base64 key>\"".into());
-    };
-    if !KNOWN_HOST_KEY_TYPES.contains(&key_type) {
-        return Err(format!(
-            "unsupported key type {:?}; expected one of {}",
-            key_type.chars().take(40).collect::<String>(),
-            KNOWN_HOST_KEY_TYPES.join(", ")
-        ));
-    }
-    let Some(blob) = decode_base64(key) else {
-        return Err("key is not valid base64".into());
-    };
-    // The key blob starts with its type as an SSH string (u32 length, name).
-    let embedded = blob
-        .get(..4)
-        .map(|len| u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize)
-        .and_then(|len| blob.get(4..4 + len));
-    if embedded != Some(key_type.as_bytes()) {
-        return Err(format!("key is not of type {key_type:?}"));
-    }
-    Ok(())
-}
-
-/// Base64 of a Docker `config.json` with an `auths` object, or of just the
-/// `auths` map. Reasons name hosts (keys), never credential values.
-fn check_docker_config(config: &Secret) -> Result<(), String> {
-    let config = config.expose();
-    if config.is_empty() {
-        return Err("empty".into());
-    }
-    let Some(bytes) = decode_base64(config) else {
-        return Err("not valid base64".into());
-    };
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|_| "not base64 of a JSON document".to_owned())?;
-    let serde_json::Value::Object(object) = value else {
-        return Err("not a Docker config.json: expected an object with an \"auths\" map".into());
-    };
-    let auths = match object.get("auths") {
-        Some(serde_json::Value::Object(auths)) => auths,
-        Some(_) => return Err("\"auths\" is not an object".into()),
-        None => &object,
-    };
-    if auths.is_empty() {
-        return Err("\"auths\" holds no registry".into());
-    }
-    for (host, entry) in auths {
-        let serde_json::Value::Object(entry) = entry else {
-            return Err(format!(
-                "auths[{host:?}] is not an object; expected {{\"auth\": \"<base64 of user:password>\"}}"
-            ));
-        };
-        for key in ["auth", "username", "password", "identitytoken"] {
-            if entry.get(key).is_some_and(|v| !v.is_string()) {
-                return Err(format!("auths[{host:?}].{key} is not a string"));
-            }
-        }
-        if let Some(auth) = entry.get("auth").and_then(|v| v.as_str()) {
-            let valid = decode_base64(auth)
-                .and_then(|b| String::from_utf8(b).ok())
-                .is_some_and(|text| text.contains(':'));
-            if !valid {
-                return Err(format!(
-                    "auths[{host:?}].auth is not base64 of user:password"
-                ));
-            }
         }
     }
     Ok(())
@@ -1184,6 +905,25 @@ mod tests {
                 j.repo.known_hosts = None;
             },
             "repo.auth: ssh_key needs an ssh:// or scp-like repo.url",
+        );
+        // A bad key and an empty passphrase: both reported.
+        assert_eq!(
+            problems(|j| {
+                j.repo.auth = RepoAuth::SshKey {
+                    private_key: Secret::new(""),
+                    passphrase: Some(Secret::new("")),
+                }
+            }),
+            [
+                "repo.auth.private_key: empty",
+                "repo.auth.passphrase: empty; omit it for a key without a passphrase",
+            ]
+        );
+        // An encrypted key is refused here, not only when the worker clones.
+        let encrypted = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+        rejects(
+            set_key(b64(encrypted)),
+            "repo.auth.private_key: encrypted, but repo.auth.passphrase is not set",
         );
     }
 

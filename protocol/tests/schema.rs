@@ -1,18 +1,27 @@
 //! The checked-in JSON Schema files are what the types generate.
 
-use buildbot_protocol::schema::{schema_files, EVENT_SCHEMA_FILE, JOB_SCHEMA_FILE};
+use buildbot_protocol::schema::{
+    schema_files, write_schema_files, EVENT_SCHEMA_FILE, JOB_SCHEMA_FILE,
+};
 use buildbot_protocol::{event_schema, job_schema};
 use std::path::Path;
+
+/// Set to rewrite the checked-in files instead of checking them.
+const UPDATE_VAR: &str = "UPDATE_SCHEMA";
 
 #[test]
 fn checked_in_schema_files_are_current() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema");
+    if std::env::var_os(UPDATE_VAR).is_some() {
+        write_schema_files(&dir).unwrap();
+    }
     for (name, generated) in schema_files() {
         let path = dir.join(name);
         let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             checked_in == generated,
-            "{} is missing or not current: run `cargo run -p buildbot-protocol --bin buildbot-schema` and commit the result",
+            "{} is missing or not current: run `{UPDATE_VAR}=1 cargo test -p buildbot-protocol --test schema` \
+             (or `buildbot schema protocol/schema`) and commit the result",
             path.display()
         );
     }

@@ -1,6 +1,9 @@
 //! AMQP names and header keys shared by workers and orchestrators.
 //!
 //! Kept in one place so both sides of the queue agree on them by construction.
+//! [`topology`] says how each exchange and queue is declared.
+
+pub mod topology;
 
 /// Durable quorum queue the workers consume jobs from.
 pub const JOB_QUEUE: &str = "buildbot.jobs";
