@@ -1,15 +1,12 @@
-//! Registry credentials: picks, from a job's `registry_auth`, the credentials
-//! for one registry host, in the form the Docker Engine API takes them.
+//! Registry credentials in the form the Docker Engine API takes them. Which
+//! credentials apply to which registry is the protocol's
+//! ([`RegistryAuth::credentials_for`], parsed once by its grammar); this
+//! module only turns them into bollard's [`DockerCredentials`].
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use bollard::auth::DockerCredentials;
+use buildbot_protocol::grammar::docker_config::{DockerAuths, RegistryCredentials};
 use buildbot_protocol::RegistryAuth;
-use serde::Deserialize;
 use std::collections::HashMap;
-
-/// Host names Docker Hub is known by in `config.json` keys.
-const DOCKER_HUB_HOSTS: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
 
 /// Why the job's registry credentials could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -19,55 +16,19 @@ pub(crate) enum RegistryAuthError {
     BadDockerConfig(String),
 }
 
-/// One entry of a config.json `auths` map.
-#[derive(Debug, Default, Deserialize)]
-struct AuthEntry {
-    #[serde(default)]
-    auth: Option<String>,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default)]
-    identitytoken: Option<String>,
-}
-
-/// A whole config.json, of which only `auths` matters.
-#[derive(Debug, Deserialize)]
-struct DockerConfigFile {
-    auths: HashMap<String, AuthEntry>,
-}
-
 /// The credentials in `auth` for `registry` (a `host[:port]`, or
 /// `docker.io`), or None when it holds none for that registry.
 pub(crate) fn credentials_for(
     auth: Option<&RegistryAuth>,
     registry: &str,
 ) -> Result<Option<DockerCredentials>, RegistryAuthError> {
-    match auth {
-        None => Ok(None),
-        Some(RegistryAuth::Basic {
-            server,
-            username,
-            password,
-        }) => {
-            let matches = server.as_deref().is_none_or(|s| same_registry(s, registry));
-            Ok(matches.then(|| DockerCredentials {
-                username: Some(username.clone()),
-                password: Some(password.expose().to_owned()),
-                serveraddress: Some(registry.to_owned()),
-                ..Default::default()
-            }))
-        }
-        Some(RegistryAuth::DockerConfig { config }) => {
-            let auths = parse_auths(config.expose())?;
-            auths
-                .into_iter()
-                .find(|(key, _)| same_registry(key, registry))
-                .map(|(_, entry)| entry_credentials(entry, registry))
-                .transpose()
-        }
-    }
+    let Some(auth) = auth else {
+        return Ok(None);
+    };
+    let credentials = auth
+        .credentials_for(registry)
+        .map_err(|e| RegistryAuthError::BadDockerConfig(e.to_string()))?;
+    Ok(credentials.map(|c| for_engine(&c, registry)))
 }
 
 /// Credentials for every registry `auth` names, keyed by registry host, for
@@ -76,132 +37,60 @@ pub(crate) fn all_credentials(
     auth: Option<&RegistryAuth>,
     image_registry: &str,
 ) -> Result<HashMap<String, DockerCredentials>, RegistryAuthError> {
-    let mut all = HashMap::new();
-    match auth {
-        None => {}
-        Some(RegistryAuth::Basic { server, .. }) => {
-            let host = server.as_deref().unwrap_or(image_registry);
-            if let Some(creds) = credentials_for(auth, host)? {
-                all.insert(host.to_owned(), creds);
-            }
-        }
-        Some(RegistryAuth::DockerConfig { config }) => {
-            for (key, entry) in parse_auths(config.expose())? {
-                let host = normalize(&key).to_owned();
-                let creds = entry_credentials(entry, &host)?;
-                all.insert(host, creds);
-            }
-        }
-    }
-    Ok(all)
+    let Some(auth) = auth else {
+        return Ok(HashMap::new());
+    };
+    let all = auth
+        .all_credentials(image_registry)
+        .map_err(|e| RegistryAuthError::BadDockerConfig(e.to_string()))?;
+    Ok(all
+        .into_iter()
+        .map(|(host, c)| {
+            let engine = for_engine(&c, &host);
+            (host, engine)
+        })
+        .collect())
 }
 
-/// Every credential value inside a docker config `registry_auth`: each
-/// entry's `auth`, password and identity token, so that masking finds them
-/// when a build prints one on its own. Empty for basic auth (its password is
-/// the job's secret already) and for a config that does not parse.
+/// Every credential value inside a docker config `registry_auth`, so that
+/// masking finds each when a build prints it on its own. Empty for basic
+/// auth (its password is the job's secret already) and for a config that
+/// does not parse.
 pub(crate) fn docker_config_secrets(auth: &RegistryAuth) -> Vec<String> {
-    let RegistryAuth::DockerConfig { config } = auth else {
-        return Vec::new();
-    };
-    let Ok(auths) = parse_auths(config.expose()) else {
-        return Vec::new();
-    };
-    let mut secrets = Vec::new();
-    for (registry, entry) in auths {
-        secrets.extend(entry.auth.clone());
-        secrets.extend(entry.identitytoken.clone());
-        if let Ok(credentials) = entry_credentials(entry, &registry) {
-            secrets.extend(credentials.password);
-        }
+    match auth.parse_docker_config() {
+        Some(Ok(auths)) => secrets_of(&auths),
+        _ => Vec::new(),
     }
-    secrets
 }
 
-/// Decodes the base64 config.json, or just its `auths` map.
-fn parse_auths(base64_config: &str) -> Result<HashMap<String, AuthEntry>, RegistryAuthError> {
-    let compact: String = base64_config
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    let bytes = STANDARD
-        .decode(compact)
-        .map_err(|e| RegistryAuthError::BadDockerConfig(format!("not valid base64: {e}")))?;
-    // Error messages say what is wrong without echoing the content.
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|_| RegistryAuthError::BadDockerConfig("not a JSON document".into()))?;
-    let auths = if value.get("auths").is_some() {
-        serde_json::from_value::<DockerConfigFile>(value).map(|f| f.auths)
-    } else {
-        serde_json::from_value(value)
-    };
-    auths.map_err(|_| {
-        RegistryAuthError::BadDockerConfig(
-            "expected {\"auths\": {host: {auth}}} or the auths map".into(),
-        )
-    })
+fn secrets_of(auths: &DockerAuths) -> Vec<String> {
+    auths.secrets().map(str::to_owned).collect()
 }
 
-fn entry_credentials(
-    entry: AuthEntry,
-    registry: &str,
-) -> Result<DockerCredentials, RegistryAuthError> {
-    let (username, password) = match (entry.auth, entry.username, entry.password) {
-        (Some(auth), _, _) => split_basic(&auth, registry)?,
-        (None, username, password) => (username, password),
-    };
-    Ok(DockerCredentials {
-        username,
-        password,
-        identitytoken: entry.identitytoken,
+/// The Engine API's form; the copy of the password lives as long as the
+/// request that carries it.
+fn for_engine(credentials: &RegistryCredentials, registry: &str) -> DockerCredentials {
+    DockerCredentials {
+        username: credentials.username.clone(),
+        password: credentials.password.as_ref().map(|p| p.expose().to_owned()),
+        identitytoken: credentials
+            .identity_token
+            .as_ref()
+            .map(|t| t.expose().to_owned()),
         serveraddress: Some(registry.to_owned()),
         ..Default::default()
-    })
-}
-
-/// Splits an `auth` field: base64 of `user:password`.
-fn split_basic(
-    auth: &str,
-    registry: &str,
-) -> Result<(Option<String>, Option<String>), RegistryAuthError> {
-    let invalid = || {
-        RegistryAuthError::BadDockerConfig(format!(
-            "auths[{registry}].auth is not base64 of user:password"
-        ))
-    };
-    let decoded = STANDARD.decode(auth.trim()).map_err(|_| invalid())?;
-    let text = String::from_utf8(decoded).map_err(|_| invalid())?;
-    let (user, password) = text.split_once(':').ok_or_else(invalid)?;
-    Ok((Some(user.to_owned()), Some(password.to_owned())))
-}
-
-/// Whether a config key or `server` value names `registry`.
-fn same_registry(key: &str, registry: &str) -> bool {
-    normalize(key) == normalize(registry)
-}
-
-/// `https://host:port/v1/` -> `host:port`; Docker Hub's names -> `docker.io`.
-fn normalize(key: &str) -> &str {
-    let without_scheme = key
-        .strip_prefix("https://")
-        .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
-    let host = without_scheme.split('/').next().unwrap_or(without_scheme);
-    if DOCKER_HUB_HOSTS.contains(&host) {
-        "docker.io"
-    } else {
-        host
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use buildbot_protocol::grammar::base64;
     use buildbot_protocol::Secret;
 
     fn docker_config(json: &str) -> RegistryAuth {
         RegistryAuth::DockerConfig {
-            config: Secret::new(STANDARD.encode(json)),
+            config: Secret::new(base64::encode(json)),
         }
     }
 
@@ -215,6 +104,7 @@ mod tests {
         let creds = credentials_for(Some(&auth), "127.0.0.1:5001").expect("valid");
         let creds = creds.expect("credentials");
         assert_eq!(creds.username.as_deref(), Some("u"));
+        assert_eq!(creds.password.as_deref(), Some("p"));
         assert_eq!(creds.serveraddress.as_deref(), Some("127.0.0.1:5001"));
     }
 
@@ -232,7 +122,7 @@ mod tests {
 
     #[test]
     fn docker_config_entry_is_matched_by_host() {
-        let user_pass = STANDARD.encode("alice:pw:with:colons");
+        let user_pass = base64::encode("alice:pw:with:colons");
         let json = format!(
             r#"{{"auths":{{"https://127.0.0.1:5001/v1/":{{"auth":"{user_pass}"}},"docker.io":{{"auth":"eDp5"}}}}}}"#
         );
@@ -241,6 +131,10 @@ mod tests {
             .expect("credentials");
         assert_eq!(creds.username.as_deref(), Some("alice"));
         assert_eq!(creds.password.as_deref(), Some("pw:with:colons"));
+        let all = all_credentials(Some(&docker_config(&json)), "ignored").expect("valid");
+        let mut hosts: Vec<&str> = all.keys().map(String::as_str).collect();
+        hosts.sort_unstable();
+        assert_eq!(hosts, ["127.0.0.1:5001", "docker.io"]);
     }
 
     #[test]
@@ -255,15 +149,17 @@ mod tests {
     #[test]
     fn garbage_config_is_a_clear_error_without_its_content() {
         let auth = RegistryAuth::DockerConfig {
-            config: Secret::new(STANDARD.encode("topsecret")),
+            config: Secret::new(base64::encode("topsecret")),
         };
         let err = credentials_for(Some(&auth), "x").expect_err("invalid");
-        assert_eq!(err.to_string(), "registry_auth.config: not a JSON document");
+        let message = err.to_string();
+        assert!(message.starts_with("registry_auth.config: "), "{message}");
+        assert!(!message.contains("topsecret"), "{message}");
     }
 
     #[test]
     fn every_password_inside_a_docker_config_is_a_secret() {
-        let basic = STANDARD.encode("ci:hidden-one");
+        let basic = base64::encode("ci:hidden-one");
         let auth = docker_config(&format!(
             r#"{{"auths": {{"a:5000": {{"auth": "{basic}"}},
                 "b:5000": {{"username": "u", "password": "hidden-two", "identitytoken": "tok-three"}}}}}}"#
