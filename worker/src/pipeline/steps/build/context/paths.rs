@@ -3,7 +3,8 @@
 //! checked to stay inside the checkout, so nothing outside it is read.
 
 use super::{io_error, ContextError, ContextSpec, CONTEXT_FIELD, IGNORE_FILE};
-use crate::pipeline::steps::build::dockerignore::{self, DockerIgnore};
+use crate::pipeline::steps::build::dockerignore::DockerIgnore;
+use buildbot_protocol::grammar::path::CleanPath;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -36,18 +37,16 @@ pub(super) fn resolve_paths(spec: &ContextSpec) -> Result<Resolved, ContextError
             path: spec.context.clone(),
         });
     }
-    let dockerfile_rel = dockerignore::clean(&spec.dockerfile);
+    let dockerfile_clean = CleanPath::new(&spec.dockerfile);
     // The daemon looks the Dockerfile up inside the context, so a path that
     // leaves it cannot be found there (and must not be joined as absolute).
-    if dockerfile_rel == ".."
-        || dockerfile_rel.starts_with("../")
-        || dockerfile_rel.starts_with('/')
-    {
+    if dockerfile_clean.levels_above() > 0 || dockerfile_clean.is_absolute() {
         return Err(ContextError::NotFound {
             field: spec.dockerfile_field,
             path: spec.dockerfile.clone(),
         });
     }
+    let dockerfile_rel = dockerfile_clean.as_str().to_owned();
     let dockerfile_real = resolve_inside(
         &checkout,
         &context_dir.join(&dockerfile_rel),

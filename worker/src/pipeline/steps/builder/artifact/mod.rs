@@ -12,29 +12,22 @@ use super::{is_not_found, BuilderError, BuilderRun};
 use crate::events::Reporter;
 use bollard::query_parameters::DownloadFromContainerOptions;
 use bollard::Docker;
+use buildbot_protocol::grammar::path::CleanPath;
 use buildbot_protocol::StepName;
 use futures_util::StreamExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 use tokio::io::AsyncWriteExt;
 
 /// The artifact's absolute path in the container, lexically clean:
 /// `artifacts` when absolute, else under `workdir`.
 fn path_in_container(workdir: &str, artifacts: &str) -> String {
-    let joined = Path::new(workdir).join(artifacts);
-    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
-    for component in joined.components() {
-        match component {
-            Component::Normal(part) => parts.push(part),
-            Component::ParentDir => {
-                parts.pop();
-            }
-            _ => {}
-        }
-    }
-    let clean: PathBuf = std::iter::once(Path::new("/").as_os_str())
-        .chain(parts)
-        .collect();
-    clean.to_string_lossy().into_owned()
+    let joined = if artifacts.starts_with('/') {
+        artifacts.to_owned()
+    } else {
+        format!("{workdir}/{artifacts}")
+    };
+    // Rooted, so `..` never climbs above `/`.
+    CleanPath::new(&format!("/{joined}")).as_str().to_owned()
 }
 
 /// Copies the artifact out of `container` into the build context and

@@ -10,6 +10,7 @@
 //! must point inside it. Permission bits are kept, minus setuid, setgid and
 //! sticky; ownership is the worker's.
 
+use buildbot_protocol::grammar::path::RelativePath;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -99,28 +100,20 @@ pub(super) fn unpack(
 }
 
 /// The destination's components; validation already refused anything
-/// else, this keeps the function safe on its own.
+/// else (through the same grammar), this keeps the function safe on its
+/// own.
 fn dest_components(dest: &str) -> Result<Vec<String>, ArtifactError> {
-    let mut parts = Vec::new();
-    for component in Path::new(dest).components() {
-        match component {
-            Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
-            Component::CurDir => {}
-            _ => {
-                return Err(ArtifactError::Dest {
-                    dest: dest.to_owned(),
-                    reason: "must be a path inside the build context".into(),
-                })
-            }
-        }
-    }
-    if parts.is_empty() {
+    let path = RelativePath::parse(dest).map_err(|e| ArtifactError::Dest {
+        dest: dest.to_owned(),
+        reason: format!("must be a path inside the build context ({e})"),
+    })?;
+    if path.is_base() {
         return Err(ArtifactError::Dest {
             dest: dest.to_owned(),
             reason: "must name a path inside the build context".into(),
         });
     }
-    Ok(parts)
+    Ok(path.components().map(str::to_owned).collect())
 }
 
 /// Makes the destination's parents real directories (created as needed,
@@ -335,16 +328,17 @@ fn check_link_target(rel: &[String], target: &Path) -> Result<(), String> {
         )
     };
     // The top-level entry's directory is outside the artifact already.
-    let mut depth = rel.len().checked_sub(1).ok_or_else(outside)?;
-    for component in target.components() {
-        match component {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => depth = depth.checked_sub(1).ok_or_else(outside)?,
-            Component::RootDir | Component::Prefix(_) => return Err(outside()),
-        }
-    }
-    Ok(())
+    let (_link, dir) = rel.split_last().ok_or_else(outside)?;
+    let dir = if dir.is_empty() {
+        ".".to_owned()
+    } else {
+        dir.join("/")
+    };
+    let target = target.to_str().ok_or_else(outside)?;
+    RelativePath::parse(&dir)
+        .and_then(|dir| dir.join(target))
+        .map(|_| ())
+        .map_err(|_| outside())
 }
 
 /// Creates a file that did not exist: never follows a symlink, never
