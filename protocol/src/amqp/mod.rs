@@ -18,7 +18,8 @@ pub const EVENTS_EXCHANGE: &str = "buildbot.events";
 pub const CONTROL_EXCHANGE: &str = "buildbot.control";
 
 /// Deliveries of one job before the broker dead-letters it instead of
-/// redelivering (`x-delivery-limit` of the job queue).
+/// redelivering (the job queue's `x-delivery-limit` is one less: RabbitMQ
+/// counts the redeliveries).
 pub const DEFAULT_DELIVERY_LIMIT: u32 = 3;
 
 /// Content type of every message body in protocol v1.

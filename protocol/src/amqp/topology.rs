@@ -152,12 +152,15 @@ mod lapin_forms {
     }
 
     /// Arguments of the job queue `job_queue`: quorum, dead-lettered to
-    /// [`Exchange::dead_letter`] after `delivery_limit` deliveries.
-    pub fn job_queue_arguments(job_queue: &str, delivery_limit: u32) -> FieldTable {
+    /// [`Exchange::dead_letter`] once it was delivered `deliveries` times
+    /// (at least once) without an ack.
+    pub fn job_queue_arguments(job_queue: &str, deliveries: u32) -> FieldTable {
         let mut args = quorum_queue_arguments();
+        // RabbitMQ's `x-delivery-limit` counts the returns allowed before
+        // dead-lettering, so a limit of L means L + 1 deliveries.
         args.insert(
             ShortString::from(ARG_DELIVERY_LIMIT),
-            AMQPValue::LongUInt(delivery_limit),
+            AMQPValue::LongUInt(deliveries.saturating_sub(1)),
         );
         args.insert(
             ShortString::from(ARG_DEAD_LETTER_EXCHANGE),
@@ -179,11 +182,12 @@ mod lapin_forms {
 
     /// Declares what a worker consuming `job_queue` needs: the dead-letter
     /// exchange, the events exchange, the dead-letter queue and its binding,
-    /// and the job queue itself. Idempotent.
+    /// and the job queue itself, dead-lettering a job after `deliveries`
+    /// deliveries. Idempotent.
     pub async fn declare_job_topology(
         channel: &Channel,
         job_queue: &str,
-        delivery_limit: u32,
+        deliveries: u32,
     ) -> Result<(), DeclareError> {
         let dead_letter = Exchange::dead_letter(job_queue);
         let dead_queue = ShortString::from(dead_letter_queue(job_queue));
@@ -217,7 +221,7 @@ mod lapin_forms {
             .queue_declare(
                 ShortString::from(job_queue),
                 durable_queue_options(),
-                job_queue_arguments(job_queue, delivery_limit),
+                job_queue_arguments(job_queue, deliveries),
             )
             .await
             .map_err(declaring("the job queue"))?;

@@ -37,9 +37,11 @@ pub(crate) struct WorkerArgs {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) concurrency: u16,
 
-    /// Deliveries of one job before the broker dead-letters it
-    /// (`x-delivery-limit` of the job queue, set when the queue is created).
-    #[arg(long, env = "BUILDBOT_DELIVERY_LIMIT", default_value_t = DEFAULT_DELIVERY_LIMIT)]
+    /// Deliveries of one job before the broker dead-letters it: with 3, a
+    /// job whose worker dies three times is not delivered a fourth time.
+    /// Set when the queue is created (`x-delivery-limit`, one less).
+    #[arg(long, env = "BUILDBOT_DELIVERY_LIMIT", default_value_t = DEFAULT_DELIVERY_LIMIT,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) delivery_limit: u32,
 
     /// Id reported in results and logs. Defaults to `<hostname>-<random>`.

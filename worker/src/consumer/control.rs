@@ -4,51 +4,28 @@
 
 use super::connection::broker;
 use super::running::RunningJobs;
-use super::topology::declare_exchange;
+use super::topology::refused;
 use super::ConsumerError;
-use buildbot_protocol::amqp::CONTROL_EXCHANGE;
+use buildbot_protocol::amqp::topology::{self, Exchange};
 use buildbot_protocol::ControlMessage;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::Channel;
 
 /// A private, exclusive queue bound to the control exchange: every worker
 /// receives every cancel.
 pub(super) async fn consume(channel: &Channel) -> Result<lapin::Consumer, ConsumerError> {
-    declare_exchange(channel, CONTROL_EXCHANGE, ExchangeKind::Fanout)
-        .await
-        .map_err(broker("the control exchange"))?;
-    let options = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    let queue = channel
-        .queue_declare(ShortString::from(""), options, FieldTable::default())
-        .await
-        .map_err(broker("the control queue"))?;
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            ShortString::from(CONTROL_EXCHANGE),
-            ShortString::from(""),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(broker("the control binding"))?;
+    let queue =
+        topology::declare_private_queue(channel, &Exchange::control(), ShortString::from(""))
+            .await
+            .map_err(refused)?;
     // Control messages are advisory and have no one to retry them: no acks.
     let options = BasicConsumeOptions {
         no_ack: true,
         ..Default::default()
     };
     channel
-        .basic_consume(
-            queue.name().clone(),
-            ShortString::from(""),
-            options,
-            FieldTable::default(),
-        )
+        .basic_consume(queue, ShortString::from(""), options, FieldTable::default())
         .await
         .map_err(broker("the control consumer"))
 }

@@ -21,6 +21,7 @@ use crate::events::LogBatching;
 use crate::observe::metrics::Metrics;
 use crate::observe::readiness::Readiness;
 use crate::pipeline::Pipeline;
+use buildbot_protocol::amqp::topology as amqp_topology;
 use buildbot_protocol::signature::VerifyingKey;
 use connection::{broker, connection_pool};
 use deadpool_lapin::Pool;
@@ -42,7 +43,7 @@ pub(crate) struct Settings {
     pub(crate) queue: String,
     /// Jobs run at once; also the prefetch.
     pub(crate) concurrency: u16,
-    /// `x-delivery-limit` of the job queue.
+    /// Deliveries of a job before it is dead-lettered.
     pub(crate) delivery_limit: u32,
     /// Largest job message accepted, in bytes.
     pub(crate) max_job_bytes: usize,
@@ -52,18 +53,6 @@ pub(crate) struct Settings {
     pub(crate) trusted_keys: Vec<VerifyingKey>,
     /// How long running jobs may take to finish at shutdown.
     pub(crate) drain_timeout: Duration,
-}
-
-impl Settings {
-    /// Exchange jobs are dead-lettered to.
-    fn dead_letter_exchange(&self) -> String {
-        format!("{}.dlx", self.queue)
-    }
-
-    /// Queue holding dead-lettered jobs.
-    fn dead_letter_queue(&self) -> String {
-        format!("{}.dead", self.queue)
-    }
 }
 
 /// Why the consumer stopped.
@@ -195,7 +184,7 @@ async fn run(
     observers: &Observers,
 ) -> Result<(), ConsumerError> {
     // The dead-letter queue's name is the longest one derived from it.
-    if settings.dead_letter_queue().len() > 255 {
+    if amqp_topology::dead_letter_queue(&settings.queue).len() > 255 {
         return Err(ConsumerError::NameTooLong(settings.queue.clone()));
     }
     let pool = connection_pool(settings)?;
