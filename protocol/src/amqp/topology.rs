@@ -288,9 +288,10 @@ mod tests {
             get(crate::amqp::ARG_QUEUE_TYPE),
             Some(AMQPValue::LongString(LongString::from("quorum")))
         );
+        // 5 deliveries: the first and 4 redeliveries.
         assert_eq!(
             get(crate::amqp::ARG_DELIVERY_LIMIT),
-            Some(AMQPValue::LongUInt(5))
+            Some(AMQPValue::LongUInt(4))
         );
         assert_eq!(
             get(crate::amqp::ARG_DEAD_LETTER_EXCHANGE),
