@@ -1,7 +1,8 @@
 //! The publishing task of one attempt: numbers events, batches log output,
-//! masks credentials (holding back a chunk's tail that may start a secret),
-//! and sends everything in order to the sink; the result goes last, with
-//! `last_seq`, and is confirmed before the job may be acked.
+//! masks credentials (holding back a chunk's tail that may start a secret,
+//! see [`Redactor::mask_streamed`]), and sends everything in order to the
+//! sink; the result goes last, with `last_seq`, and is confirmed before the
+//! job may be acked.
 
 use super::batcher::LogBatcher;
 use super::redact::Redactor;
@@ -18,7 +19,8 @@ pub(super) struct Publisher<S> {
     pub(super) attempt: AttemptId,
     pub(super) redactor: Redactor,
     pub(super) batcher: LogBatcher,
-    /// Masked output held back because it may start a secret (see
+    /// Output held back, not yet masked, because it may start a secret
+    /// that the next chunk of its step and stream continues (see
     /// `emit_log`).
     pub(super) held: Option<LogEvent>,
     pub(super) next_seq: u64,
@@ -73,35 +75,39 @@ impl<S: EventSink> Publisher<S> {
             self.emit_log(chunk).await;
         }
         if let Some(held) = self.held.take() {
-            self.emit(EventBody::Log(held)).await;
+            self.emit_held(held).await;
         }
     }
 
-    /// Masks and sends a chunk of output. A chunk cut inside a line may end
-    /// with the first part of a secret whose rest comes in the next chunk:
-    /// that part is held back and sent with what follows it.
+    /// Sends held output, masked: nothing more of it is coming.
+    async fn emit_held(&mut self, mut held: LogEvent) {
+        held.text = self.redactor.mask(&held.text);
+        self.emit(EventBody::Log(held)).await;
+    }
+
+    /// Masks and sends a chunk of output. A chunk may end with the first
+    /// part of a secret whose rest comes in the next chunk (a line cut by
+    /// the batcher, a line of wrapped base64): that part is held back, raw,
+    /// and masked with what follows it.
     async fn emit_log(&mut self, mut chunk: LogEvent) {
         match self.held.take() {
             Some(mut held) if held.step == chunk.step && held.stream == chunk.stream => {
                 held.text.push_str(&chunk.text);
                 chunk.text = held.text;
             }
-            Some(other) => {
-                self.emit(EventBody::Log(other)).await;
-            }
+            Some(other) => self.emit_held(other).await,
             None => {}
         }
-        chunk.text = self.redactor.mask(&chunk.text);
-        let keep = chunk.text.len() - self.redactor.unsafe_suffix_len(&chunk.text);
-        let tail = chunk.text.split_off(keep);
-        if !tail.is_empty() {
+        let (ready, rest) = self.redactor.mask_streamed(&chunk.text);
+        if !rest.is_empty() {
             self.held = Some(LogEvent {
                 step: chunk.step,
                 stream: chunk.stream,
-                text: tail,
+                text: rest.to_owned(),
             });
         }
-        if !chunk.text.is_empty() {
+        if !ready.is_empty() {
+            chunk.text = ready;
             self.emit(EventBody::Log(chunk)).await;
         }
     }
