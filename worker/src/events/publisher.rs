@@ -1,7 +1,8 @@
 //! The publishing task of one attempt: numbers events, batches log output,
-//! masks credentials (holding back a chunk's tail that may start a secret),
-//! and sends everything in order to the sink; the result goes last, with
-//! `last_seq`, and is confirmed before the job may be acked.
+//! masks credentials (holding back a chunk's tail that may start a secret,
+//! see [`Redactor::mask_streamed`]), and sends everything in order to the
+//! sink; the result goes last, with `last_seq`, and is confirmed before the
+//! job may be acked.
 
 use super::batcher::LogBatcher;
 use super::redact::Redactor;
@@ -18,7 +19,8 @@ pub(super) struct Publisher<S> {
     pub(super) attempt: AttemptId,
     pub(super) redactor: Redactor,
     pub(super) batcher: LogBatcher,
-    /// Masked output held back because it may start a secret (see
+    /// Output held back, not yet masked, because it may start a secret
+    /// that the next chunk of its step and stream continues (see
     /// `emit_log`).
     pub(super) held: Option<LogEvent>,
     pub(super) next_seq: u64,
@@ -73,35 +75,39 @@ impl<S: EventSink> Publisher<S> {
             self.emit_log(chunk).await;
         }
         if let Some(held) = self.held.take() {
-            self.emit(EventBody::Log(held)).await;
+            self.emit_held(held).await;
         }
     }
 
-    /// Masks and sends a chunk of output. A chunk cut inside a line may end
-    /// with the first part of a secret whose rest comes in the next chunk:
-    /// that part is held back and sent with what follows it.
+    /// Sends held output, masked: nothing more of it is coming.
+    async fn emit_held(&mut self, mut held: LogEvent) {
+        held.text = self.redactor.mask(&held.text);
+        self.emit(EventBody::Log(held)).await;
+    }
+
+    /// Masks and sends a chunk of output. A chunk may end with the first
+    /// part of a secret whose rest comes in the next chunk (a line cut by
+    /// the batcher, a line of wrapped base64): that part is held back, raw,
+    /// and masked with what follows it.
     async fn emit_log(&mut self, mut chunk: LogEvent) {
         match self.held.take() {
             Some(mut held) if held.step == chunk.step && held.stream == chunk.stream => {
                 held.text.push_str(&chunk.text);
                 chunk.text = held.text;
             }
-            Some(other) => {
-                self.emit(EventBody::Log(other)).await;
-            }
+            Some(other) => self.emit_held(other).await,
             None => {}
         }
-        chunk.text = self.redactor.mask(&chunk.text);
-        let keep = chunk.text.len() - self.redactor.unsafe_suffix_len(&chunk.text);
-        let tail = chunk.text.split_off(keep);
-        if !tail.is_empty() {
+        let (ready, rest) = self.redactor.mask_streamed(&chunk.text);
+        if !rest.is_empty() {
             self.held = Some(LogEvent {
                 step: chunk.step,
                 stream: chunk.stream,
-                text: tail,
+                text: rest.to_owned(),
             });
         }
-        if !chunk.text.is_empty() {
+        if !ready.is_empty() {
+            chunk.text = ready;
             self.emit(EventBody::Log(chunk)).await;
         }
     }
@@ -176,7 +182,14 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::redact::tests::{
+        assert_no_base64_piece, base64_pieces, openssh_key, printed_base64, pseudo_random_bytes,
+        wrap, PASSWORD,
+    };
+    use crate::events::redact::MASK;
     use crate::events::{start, LogBatching};
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
     use buildbot_protocol::JobStatus;
     use buildbot_protocol::{LogStream, StepName, StepState};
     use std::sync::{Arc, Mutex};
@@ -223,6 +236,127 @@ mod tests {
             other => panic!("expected a log event, got {other:?}"),
         };
         assert_eq!(first, "pw ", "the possible start of a secret is held back");
+    }
+
+    /// The text of every log event `sink` was sent, in order.
+    fn log_texts(sink: &RecordingSink) -> Vec<String> {
+        let events = sink.0.lock().expect("lock");
+        events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::Log(l) => Some(l.text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Reports `output` as a build would, in pieces cut at `cuts` (mid-line
+    /// too), with pauses that make the batcher cut by time as well; then
+    /// finishes and returns the text of each log event.
+    async fn publish_in_pieces(
+        redactor: Redactor,
+        max_bytes: usize,
+        output: &str,
+        cuts: &[usize],
+    ) -> Vec<String> {
+        let sink = RecordingSink::default();
+        let attempt = AttemptId {
+            job_id: "j".into(),
+            attempt: 1,
+        };
+        let (reporter, finisher) = start(sink.clone(), attempt, redactor, batching(max_bytes));
+        let mut from = 0;
+        for (index, &cut) in cuts.iter().chain([&output.len()]).enumerate() {
+            let cut = cut.clamp(from, output.len());
+            reporter
+                .log(StepName::Build, LogStream::Stdout, &output[from..cut])
+                .await;
+            from = cut;
+            // Past the complete-line delay, and now and then past the
+            // partial-line one.
+            let pause = if index % 3 == 2 { 2000 } else { 60 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        finisher.finish(result()).await.expect("finish");
+        log_texts(&sink)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wrapped_base64_of_the_key_cut_by_the_batcher_is_masked() {
+        let key = openssh_key();
+        let secret = STANDARD.encode(&key);
+        let pieces = base64_pieces(&key);
+        for line_end in ["\n", "\r\n"] {
+            let wrapped = wrap(&secret, 76, line_end);
+            let output = format!("$ base64 key{line_end}key: {wrapped}done{line_end}");
+            let lines = wrapped.lines().count();
+            let expected = format!(
+                "$ base64 key{line_end}key: {MASK}{line_end}{}done{line_end}",
+                format!("{MASK}{line_end}").repeat(lines - 1)
+            );
+            for max_bytes in [50, 100, 230] {
+                let redactor = Redactor::new([secret.as_str()]);
+                let texts =
+                    publish_in_pieces(redactor, max_bytes, &output, &[7, 90, 91, 300, 555]).await;
+                let case = format!("{line_end:?}, max_bytes {max_bytes}");
+                for text in &texts {
+                    assert_no_base64_piece(&pieces, text, &case);
+                }
+                assert_eq!(texts.concat(), expected, "{case}");
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wrapped_base64_at_any_alignment_cut_by_the_batcher_is_masked() {
+        let key = openssh_key();
+        let pieces = base64_pieces(&key);
+        for (width, line_end, before) in [(76, "\n", 1), (64, "\r\n", 2), (64, "\n", 0)] {
+            let data = pseudo_random_bytes(3, before);
+            let output = printed_base64(&key, &data, width, line_end, "key: ");
+            let redactor = Redactor::new([key.as_str(), PASSWORD]);
+            let expected = redactor.mask(&output);
+            let texts = publish_in_pieces(redactor, 100, &output, &[30, 200, 201, 450]).await;
+            let case = format!("width {width}, {line_end:?}, {before} bytes before");
+            for text in &texts {
+                assert_no_base64_piece(&pieces, text, &case);
+            }
+            assert_eq!(texts.concat(), expected, "{case}");
+            // Only the secret's lines are masked: the others stay, in order.
+            let output_lines: Vec<&str> = output.lines().collect();
+            let expected_lines: Vec<&str> = expected.lines().collect();
+            assert_eq!(output_lines.len(), expected_lines.len(), "{case}");
+            assert_eq!(output_lines.first(), expected_lines.first(), "{case}");
+            assert_eq!(output_lines.last(), expected_lines.last(), "{case}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ordinary_output_is_sent_at_once() {
+        let sink = RecordingSink::default();
+        let attempt = AttemptId {
+            job_id: "j".into(),
+            attempt: 1,
+        };
+        let redactor = Redactor::new([STANDARD.encode(openssh_key()).as_str(), PASSWORD]);
+        let (reporter, finisher) = start(sink.clone(), attempt, redactor, batching(1024));
+        // Base64 that is no secret, in whole 76-column lines: its last line
+        // may be a line of wrapped base64, so its end is looked at, and it
+        // would be held back if it began a secret's base64 (see
+        // redact::tests::a_non_secret_blob_ending_like_a_secret_holds_only_that_end).
+        let blob = wrap(&STANDARD.encode(pseudo_random_bytes(12, 57 * 4)), 76, "\n");
+        for text in [
+            "Step 1/5 : FROM busybox\n",
+            "Compiling the project, which takes a while.\nDone.\n",
+            blob.as_str(),
+        ] {
+            reporter.log(StepName::Build, LogStream::Stdout, text).await;
+            // Past the batcher's delay for complete lines, nothing later.
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            assert_eq!(log_texts(&sink).last().map(String::as_str), Some(text));
+        }
+        finisher.finish(result()).await.expect("finish");
+        assert_eq!(log_texts(&sink).len(), 3);
     }
 
     /// A sink that records what it was sent, in memory.
