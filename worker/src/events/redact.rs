@@ -42,6 +42,7 @@
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
+use buildbot_protocol::grammar::base64 as base64_grammar;
 use buildbot_protocol::{Job, RegistryAuth, RepoAuth};
 use std::fmt;
 use std::ops::Range;
@@ -465,11 +466,7 @@ fn forms_of(secret: &str) -> Vec<String> {
 
 /// Base64 text that decodes to UTF-8, decoded; e.g. the job's SSH key.
 fn decode_base64_text(value: &str) -> Option<String> {
-    let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
-    let bytes = STANDARD
-        .decode(&compact)
-        .or_else(|_| STANDARD_NO_PAD.decode(&compact))
-        .ok()?;
+    let bytes = base64_grammar::decode_padding_optional(value).ok()?;
     String::from_utf8(bytes).ok()
 }
 
