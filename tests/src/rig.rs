@@ -282,34 +282,18 @@ impl Rig {
     /// key and the pinned host key, and pushes a fresh repository on
     /// `registry` (`host:port`) tagged with the short commit and `latest`.
     pub fn job(&self, repo: &TestRepo, registry: &str) -> buildbot_protocol::Job {
-        use buildbot_protocol::{
-            Build, Image, Job, Repo, RepoAuth, Secret, DEFAULT_TIMEOUT_SECS, PROTOCOL_VERSION,
-        };
+        use buildbot_protocol::{Job, RepoAuth};
         let job_id = uuid::Uuid::new_v4();
-        Job {
-            version: PROTOCOL_VERSION,
-            job_id,
-            service_id: "e2e-app".into(),
-            repo: Repo {
-                url: repo.ssh_url.clone(),
-                revision: repo.commit.clone(),
-                auth: RepoAuth::SshKey {
-                    private_key: Secret::new(self.ssh_key_base64(SshKey::Authorized)),
-                    passphrase: None,
-                },
-                known_hosts: Some(self.known_hosts_line()),
-                submodules: false,
-            },
-            build: Build::default(),
-            image: Image {
-                repository: format!("{registry}/e2e/app-{}", job_id.simple()),
-                tags: vec![repo.commit[..12].to_owned(), "latest".into()],
-                push: true,
-            },
-            registry_auth: None,
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
-            signature: None,
-        }
+        Job::new(
+            "e2e-app",
+            repo.ssh_url.clone(),
+            repo.commit.clone(),
+            format!("{registry}/e2e/app-{}", job_id.simple()),
+            [repo.commit[..12].to_owned(), "latest".into()],
+        )
+        .with_job_id(job_id)
+        .with_repo_auth(RepoAuth::ssh_key(self.ssh_key_base64(SshKey::Authorized)))
+        .with_known_hosts(self.known_hosts_line())
     }
 
     /// Digest (`sha256:...`) of the manifest `path:tag` on `registry`

@@ -3,7 +3,7 @@
 //! them into a directory, checks that a directory's copies are current, or
 //! prints one; the schemas and the files come from
 //! [`buildbot_protocol::schema`], the same code as the protocol crate's
-//! `buildbot-schema` tool, so the two never disagree.
+//! schema test, so the two never disagree.
 
 use buildbot_protocol::schema::{
     schema_files, stale_schema_files, write_schema_files, WriteSchemaError, EVENT_SCHEMA_FILE,

@@ -9,7 +9,7 @@ use super::JobContext;
 use crate::events::redact::Redactor;
 use crate::events::reply::{ReplySink, ReplyTarget};
 use crate::events::{self, AttemptId};
-use buildbot_protocol::{JobError, JobResult, JobStatus, StepName};
+use buildbot_protocol::{JobResult, StepName};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use std::sync::Arc;
@@ -116,7 +116,7 @@ async fn reject(
 ) {
     tracing::warn!(problems = %problems.join("; "), "job rejected");
     if let Some(reply_to) = envelope.reply_to {
-        let result = rejected_result(&problems, context.pipeline.worker_id());
+        let result = JobResult::rejected(context.pipeline.worker_id(), problems.clone());
         context.metrics.job_finished(&result);
         if let Err(e) = publish_result(
             context,
@@ -133,24 +133,6 @@ async fn reject(
     let options = BasicRejectOptions { requeue: false };
     if let Err(e) = delivery.reject(options).await {
         tracing::warn!(error = %e, "reject failed");
-    }
-}
-
-fn rejected_result(problems: &[String], worker: &str) -> JobResult {
-    JobResult {
-        status: JobStatus::Rejected,
-        error: Some(JobError {
-            step: StepName::Validate,
-            message: format!("invalid job: {}", problems.join("; ")),
-            exit_code: None,
-            problems: problems.to_vec(),
-        }),
-        revision: None,
-        image: None,
-        durations_ms: Default::default(),
-        worker: worker.to_owned(),
-        service_id: None,
-        last_seq: 0,
     }
 }
 

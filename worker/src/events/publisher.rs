@@ -378,16 +378,7 @@ mod tests {
     }
 
     fn result() -> JobResult {
-        JobResult {
-            status: JobStatus::Succeeded,
-            error: None,
-            revision: None,
-            image: None,
-            durations_ms: Default::default(),
-            worker: "w".into(),
-            service_id: None,
-            last_seq: 0,
-        }
+        JobResult::new(JobStatus::Succeeded, "w")
     }
 
     #[tokio::test]

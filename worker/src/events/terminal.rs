@@ -6,7 +6,7 @@
 //! the pipeline's event publisher, so both show a job the same way.
 
 use crate::events::{EventSink, SinkError};
-use buildbot_protocol::{Event, EventBody, JobResult, JobStatus, StepState};
+use buildbot_protocol::{Event, EventBody, JobResult, JobStatus};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -64,11 +64,7 @@ impl Printer {
         let elapsed = self.started.elapsed().as_secs_f64();
         match &event.body {
             EventBody::Step(step) => {
-                let state = match step.state {
-                    StepState::Started => "started",
-                    StepState::Succeeded => "succeeded",
-                    StepState::Failed => "failed",
-                };
+                let state = step.state.as_str();
                 let name = step.name.as_str();
                 text.push_str(&format!("==> [{elapsed:7.1}s] {name} {state}\n"));
             }
@@ -105,13 +101,8 @@ impl Printer {
 
 /// The result's lines: status, revision, the pushed image, the error.
 fn summary(result: &JobResult, elapsed: f64) -> String {
-    let status = match result.status {
-        JobStatus::Succeeded => "succeeded",
-        JobStatus::Failed => "failed",
-        JobStatus::Rejected => "rejected",
-        JobStatus::TimedOut => "timed out",
-        JobStatus::Cancelled => "cancelled",
-    };
+    // Prose for a person: "timed out", not the wire's "timed_out".
+    let status = result.status.as_str().replace('_', " ");
     let mut line = format!("==> [{elapsed:7.1}s] job {status}");
     if let Some(revision) = &result.revision {
         line.push_str(&format!(" at revision {revision}"));
@@ -191,14 +182,8 @@ mod tests {
 
     fn result(status: JobStatus) -> JobResult {
         JobResult {
-            status,
-            error: None,
-            revision: Some("7686ede26ff59ce4845a57a519222fd1f3d51262".into()),
-            image: None,
-            durations_ms: Default::default(),
-            worker: "w".into(),
-            service_id: None,
             last_seq: 3,
+            ..JobResult::new(status, "w").with_revision("7686ede26ff59ce4845a57a519222fd1f3d51262")
         }
     }
 

@@ -2,7 +2,7 @@
 //! flight, log bytes published and broker reconnects. One [`Metrics`] per
 //! process, passed to whoever records; rendered by the HTTP endpoint.
 
-use buildbot_protocol::{JobResult, JobStatus};
+use buildbot_protocol::JobResult;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -87,7 +87,7 @@ impl Metrics {
     pub(crate) fn job_finished(&self, result: &JobResult) {
         self.jobs
             .get_or_create(&StatusLabel {
-                status: status_name(result.status),
+                status: result.status.as_str(),
             })
             .inc();
         for (step, ms) in &result.durations_ms {
@@ -129,32 +129,13 @@ impl Drop for InFlight {
     }
 }
 
-fn status_name(status: JobStatus) -> &'static str {
-    match status {
-        JobStatus::Succeeded => "succeeded",
-        JobStatus::Failed => "failed",
-        JobStatus::Rejected => "rejected",
-        JobStatus::TimedOut => "timed_out",
-        JobStatus::Cancelled => "cancelled",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use buildbot_protocol::StepName;
+    use buildbot_protocol::{JobStatus, StepName};
 
     fn result(status: JobStatus) -> JobResult {
-        JobResult {
-            status,
-            error: None,
-            revision: None,
-            image: None,
-            durations_ms: [(StepName::Build, 1500)].into_iter().collect(),
-            worker: "w".into(),
-            service_id: None,
-            last_seq: 0,
-        }
+        JobResult::new(status, "w").with_duration(StepName::Build, 1500)
     }
 
     #[test]

@@ -6,8 +6,7 @@
 use anyhow::{bail, Context};
 use buildbot_protocol::client::{Client, Events};
 use buildbot_protocol::{
-    Build, Event, EventBody, Image, Job, JobResult, JobStatus, LogStream, Repo, RepoAuth, Secret,
-    StepName, DEFAULT_TIMEOUT_SECS, PROTOCOL_VERSION,
+    Event, EventBody, Job, JobResult, JobStatus, LogStream, RepoAuth, StepName,
 };
 use buildbot_tests::{Rig, SshKey, TestRepo};
 use chrono::{DateTime, Utc};
@@ -286,30 +285,15 @@ fn ensure_succeeded(job: &Job, result: &JobResult) -> anyhow::Result<()> {
 /// short revision and `latest`, pushed, with the rig's authorized key and
 /// pinned host key (what a real orchestrator would send).
 pub fn job(rig: &Rig, repo: &TestRepo, revision: &str, repository: &str) -> Job {
-    Job {
-        version: PROTOCOL_VERSION,
-        job_id: Uuid::new_v4(),
-        service_id: "bench".into(),
-        repo: Repo {
-            url: repo.ssh_url.clone(),
-            revision: revision.to_owned(),
-            auth: RepoAuth::SshKey {
-                private_key: Secret::new(rig.ssh_key_base64(SshKey::Authorized)),
-                passphrase: None,
-            },
-            known_hosts: Some(rig.known_hosts_line()),
-            submodules: false,
-        },
-        build: Build::default(),
-        image: Image {
-            repository: repository.to_owned(),
-            tags: tags_for(revision),
-            push: true,
-        },
-        registry_auth: None,
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        signature: None,
-    }
+    Job::new(
+        "bench",
+        repo.ssh_url.clone(),
+        revision,
+        repository,
+        tags_for(revision),
+    )
+    .with_repo_auth(RepoAuth::ssh_key(rig.ssh_key_base64(SshKey::Authorized)))
+    .with_known_hosts(rig.known_hosts_line())
 }
 
 /// The tags every benchmark image gets: the short revision and `latest`.
