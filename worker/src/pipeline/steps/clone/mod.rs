@@ -1556,8 +1556,13 @@ mod tests {
         addr
     }
 
+    /// libgit2's timeouts are process-wide: tests that set them take turns,
+    /// or one test's 300 s read timeout lands in the middle of another's.
+    static GIT_TIMEOUTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn a_silent_server_fails_the_clone_at_the_read_timeout() {
+        let _turn = GIT_TIMEOUTS.lock().unwrap_or_else(|e| e.into_inner());
         let read_timeout = Duration::from_secs(1);
         set_network_timeouts(Duration::from_secs(5), read_timeout).unwrap();
         let addr = silent_server();
@@ -2029,6 +2034,7 @@ mod tests {
 
     #[test]
     fn network_timeouts_reach_libgit2() {
+        let _turn = GIT_TIMEOUTS.lock().unwrap_or_else(|e| e.into_inner());
         set_network_timeouts(Duration::from_secs(30), Duration::from_secs(300)).unwrap();
         // SAFETY: reads of libgit2's integer options.
         let (connect, read) = unsafe {
