@@ -6,7 +6,8 @@
 //! and read typed events until the result. The worker never uses this.
 
 use crate::amqp::topology::{
-    declare_private_queue, durable_queue_options, reply_queue_arguments, DeclareError, Exchange,
+    self as topology, declare_private_queue, durable_queue_options, reply_queue_arguments,
+    DeclareError, Exchange,
 };
 use crate::amqp::CONTENT_TYPE_JSON;
 use crate::{ControlMessage, Event, EventBody, Job, JobResult};
@@ -196,9 +197,9 @@ impl Client {
     /// Asks every worker to cancel job `job_id`: the one running it stops
     /// and reports `cancelled`; one that receives it later does not run it.
     pub async fn cancel(&self, job_id: Uuid) -> Result<(), ClientError> {
-        let control = Exchange::control();
-        control.declare(&self.channel).await?;
-        let exchange = ShortString::from(control.name);
+        // Kept by the cancel stream: a worker started later still reads it.
+        topology::declare_cancel_stream(&self.channel).await?;
+        let exchange = ShortString::from(Exchange::control().name);
         let body = serde_json::to_vec(&ControlMessage::Cancel { job_id })?;
         let properties = BasicProperties::default().with_content_type(CONTENT_TYPE_JSON.into());
         let confirmation = self

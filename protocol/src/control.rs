@@ -1,5 +1,7 @@
 //! Control messages: what an orchestrator sends to every worker through the
-//! fanout exchange [`CONTROL_EXCHANGE`](crate::amqp::CONTROL_EXCHANGE).
+//! fanout exchange [`CONTROL_EXCHANGE`](crate::amqp::CONTROL_EXCHANGE),
+//! which keeps them in the stream [`CANCEL_STREAM`](crate::amqp::CANCEL_STREAM)
+//! so that a worker started later still reads them.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,13 @@ pub enum ControlMessage {
     Cancel {
         /// The job to stop.
         job_id: Uuid,
+    },
+    /// Published by a starting worker into the cancel stream: once it reads
+    /// its own checkpoint back, it has read every earlier cancel and may
+    /// take jobs. Everyone else ignores it.
+    Checkpoint {
+        /// Unique to the worker start that published it.
+        token: Uuid,
     },
 }
 

@@ -68,6 +68,9 @@ pub enum StepName {
     Build,
     /// Pushing every tag.
     Push,
+    /// The job queue: a job dead-lettered after its delivery limit, whose
+    /// workers all stopped before it finished (only ever named in errors).
+    Queue,
 }
 
 impl StepName {
@@ -79,6 +82,7 @@ impl StepName {
             StepName::Builder => "builder",
             StepName::Build => "build",
             StepName::Push => "push",
+            StepName::Queue => "queue",
         }
     }
 }

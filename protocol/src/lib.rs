@@ -24,6 +24,7 @@ mod decode;
 mod event;
 pub mod grammar;
 mod job;
+pub mod parked;
 pub mod reference;
 pub mod schema;
 mod secret;

@@ -7,7 +7,7 @@
 //! declarations are also available as lapin options, argument tables and
 //! `declare_*` functions.
 
-use super::{CONTROL_EXCHANGE, EVENTS_EXCHANGE};
+use super::{CONTROL_EXCHANGE, EVENTS_EXCHANGE, PARKED_QUEUE_SUFFIX};
 
 /// Suffix of a job queue's dead-letter exchange name.
 const DEAD_LETTER_EXCHANGE_SUFFIX: &str = ".dlx";
@@ -69,6 +69,15 @@ pub fn dead_letter_queue(job_queue: &str) -> String {
     format!("{job_queue}{DEAD_LETTER_QUEUE_SUFFIX}")
 }
 
+/// The queue keeping `job_queue`'s dead-lettered jobs after their final
+/// result, credentials masked: `<job_queue>.parked`.
+pub fn parked_queue(job_queue: &str) -> String {
+    format!("{job_queue}{PARKED_QUEUE_SUFFIX}")
+}
+
+/// `x-queue-type` of the cancel stream.
+pub const STREAM_QUEUE_TYPE: &str = "stream";
+
 #[cfg(feature = "client")]
 pub use self::lapin_forms::*;
 
@@ -76,7 +85,11 @@ pub use self::lapin_forms::*;
 #[cfg(feature = "client")]
 mod lapin_forms {
     use super::{dead_letter_queue, Exchange, ExchangeType, QUORUM_QUEUE_TYPE};
-    use crate::amqp::{ARG_DEAD_LETTER_EXCHANGE, ARG_DELIVERY_LIMIT, ARG_EXPIRES, ARG_QUEUE_TYPE};
+    use super::{parked_queue, STREAM_QUEUE_TYPE};
+    use crate::amqp::{
+        ARG_DEAD_LETTER_EXCHANGE, ARG_DELIVERY_LIMIT, ARG_EXPIRES, ARG_MAX_AGE, ARG_QUEUE_TYPE,
+        CANCEL_RETENTION, CANCEL_STREAM, CONTROL_EXCHANGE,
+    };
     use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
     use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
     use lapin::{Channel, ExchangeKind};
@@ -226,6 +239,65 @@ mod lapin_forms {
             .await
             .map_err(declaring("the job queue"))?;
         Ok(())
+    }
+
+    /// Arguments of the cancel stream: a stream keeping messages for
+    /// [`CANCEL_RETENTION`].
+    pub fn cancel_stream_arguments() -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert(
+            ShortString::from(ARG_QUEUE_TYPE),
+            AMQPValue::LongString(LongString::from(STREAM_QUEUE_TYPE)),
+        );
+        args.insert(
+            ShortString::from(ARG_MAX_AGE),
+            AMQPValue::LongString(LongString::from(CANCEL_RETENTION)),
+        );
+        args
+    }
+
+    /// Declares the control exchange and the cancel stream bound to it, so
+    /// every cancel published to the exchange is kept. Idempotent.
+    pub async fn declare_cancel_stream(channel: &Channel) -> Result<(), DeclareError> {
+        Exchange::control()
+            .declare(channel)
+            .await
+            .map_err(declaring("the control exchange"))?;
+        channel
+            .queue_declare(
+                ShortString::from(CANCEL_STREAM),
+                durable_queue_options(),
+                cancel_stream_arguments(),
+            )
+            .await
+            .map_err(declaring("the cancel stream"))?;
+        channel
+            .queue_bind(
+                ShortString::from(CANCEL_STREAM),
+                ShortString::from(CONTROL_EXCHANGE),
+                ShortString::from(""),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(declaring("the cancel stream's binding"))
+    }
+
+    /// Declares `job_queue`'s parked queue (quorum; each message carries
+    /// its own expiry). Idempotent.
+    pub async fn declare_parked_queue(
+        channel: &Channel,
+        job_queue: &str,
+    ) -> Result<(), DeclareError> {
+        channel
+            .queue_declare(
+                ShortString::from(parked_queue(job_queue)),
+                durable_queue_options(),
+                quorum_queue_arguments(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(declaring("the parked queue"))
     }
 
     /// Declares `exchange` and a private queue bound to it with
