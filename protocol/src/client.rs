@@ -13,8 +13,8 @@ use crate::amqp::CONTENT_TYPE_JSON;
 use crate::{ControlMessage, Event, EventBody, Job, JobResult};
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
@@ -226,6 +226,21 @@ impl Client {
             .queue_delete(short(queue, "queue name")?, QueueDeleteOptions::default())
             .await?;
         Ok(())
+    }
+
+    /// Takes the next message of `queue` (e.g. a parked job, to inspect
+    /// it), acked; `None` when the queue is empty.
+    pub async fn take_message(&self, queue: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        let name = short(queue, "queue name")?;
+        let message = self
+            .channel
+            .basic_get(name, BasicGetOptions::default())
+            .await?;
+        let Some(message) = message else {
+            return Ok(None);
+        };
+        message.delivery.ack(BasicAckOptions::default()).await?;
+        Ok(Some(message.delivery.data))
     }
 
     /// Counts of `queue`; an error when it does not exist.

@@ -85,7 +85,11 @@ impl Fleet {
 impl Drop for Fleet {
     fn drop(&mut self) {
         let url = self.rig.amqp_url.clone();
-        let queues = [self.queue.clone(), format!("{}.dead", self.queue)];
+        let queues = [
+            self.queue.clone(),
+            format!("{}.dead", self.queue),
+            format!("{}.parked", self.queue),
+        ];
         // Drop cannot await, and the test's runtime may be shutting down:
         // a thread with a runtime of its own does the deleting.
         let deleted = std::thread::spawn(move || {

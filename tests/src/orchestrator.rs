@@ -79,6 +79,11 @@ impl Orchestrator {
         Ok(self.client.queue_counts(queue).await?.consumers)
     }
 
+    /// Takes the next message of `queue`, if any.
+    pub async fn take_message(&self, queue: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(self.client.take_message(queue).await?)
+    }
+
     /// Messages ready in `queue`; an error when it does not exist.
     pub async fn message_count(&self, queue: &str) -> anyhow::Result<u32> {
         Ok(self.client.queue_counts(queue).await?.messages)

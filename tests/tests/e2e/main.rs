@@ -27,6 +27,8 @@
 //! - `signed_jobs`: only jobs signed by a trusted key run;
 //! - `reliability`: crashes, poison messages, timeouts, cancellation,
 //!   graceful shutdown;
+//! - `failure_paths`: dead letters, late cancels, rejections without a
+//!   reply queue, wrapped base64 and trace logs;
 //! - `broker_restart`: RabbitMQ restarting under a running job;
 //! - `observability`: `/metrics`, `/healthz`, `/readyz`, the events
 //!   exchange;
@@ -50,6 +52,9 @@ mod signed_jobs;
 
 #[cfg(feature = "e2e")]
 mod reliability;
+
+#[cfg(feature = "e2e")]
+mod failure_paths;
 
 #[cfg(feature = "e2e")]
 mod broker_restart;

@@ -3,7 +3,7 @@
 //! starts the real `buildbot worker` binaries it needs.
 
 use bollard::Docker;
-use buildbot_protocol::{Builder, EventBody, Job, JobResult, JobStatus, StepName};
+use buildbot_protocol::{Builder, EventBody, Job, JobResult, JobStatus, RepoAuth, StepName};
 use buildbot_tests::daemon;
 use buildbot_tests::e2e::{assert_rejected, Fleet, RESULT_WITHIN};
 use buildbot_tests::orchestrator::{log_contains, ReplyQueue};
@@ -26,19 +26,21 @@ fn slow_job(fleet: &Fleet, seconds: u32) -> Job {
     job
 }
 
-async fn dead_letters(fleet: &Fleet) -> u32 {
-    let dead = format!("{}.dead", fleet.queue);
-    fleet.orchestrator.message_count(&dead).await.unwrap_or(0)
+/// Messages in `<queue>.parked`: dead-lettered jobs the workers answered
+/// and set aside without credentials.
+pub(crate) async fn parked(fleet: &Fleet) -> u32 {
+    let parked = format!("{}.parked", fleet.queue);
+    fleet.orchestrator.message_count(&parked).await.unwrap_or(0)
 }
 
-/// Waits until `<queue>.dead` holds `count` messages.
-async fn wait_for_dead_letters(fleet: &Fleet, count: u32) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while dead_letters(fleet).await < count {
+/// Waits until `<queue>.parked` holds `count` messages.
+pub(crate) async fn wait_for_parked(fleet: &Fleet, count: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while parked(fleet).await < count {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{} of {count} jobs dead-lettered",
-            dead_letters(fleet).await
+            "{} of {count} jobs parked",
+            parked(fleet).await
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -125,12 +127,12 @@ async fn a_killed_worker_s_job_is_redelivered_and_succeeds_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_that_keeps_killing_workers_is_dead_lettered() {
+async fn a_job_that_keeps_killing_workers_ends_with_one_failed_result_and_a_masked_parked_copy() {
     let fleet = Fleet::new().await;
     let job = slow_job(&fleet, 30);
-    // A delivery limit of 1: the job is returned once and redelivered, the
-    // second return dead-letters it. Both its workers die mid-build.
-    let limit = ["--delivery-limit", "1"];
+    // Two deliveries: both of its workers die mid-build, then the broker
+    // dead-letters it instead of delivering it a third time.
+    let limit = ["--delivery-limit", "2"];
     let mut worker = fleet.worker(&limit).await;
     let mut replies = fleet.submit(&job).await;
     build_container(&mut replies, 1).await;
@@ -138,16 +140,53 @@ async fn a_job_that_keeps_killing_workers_is_dead_lettered() {
     let mut worker = fleet.worker(&limit).await;
     build_container(&mut replies, 2).await;
     worker.kill().await.expect("SIGKILL the second worker");
-    wait_for_dead_letters(&fleet, 1).await;
+
+    // A worker takes it from the dead-letter queue and tells the caller.
     let _survivor = fleet.worker(&limit).await;
+    let events = replies
+        .until(RESULT_WITHIN, |e| matches!(e.body, EventBody::Result(_)))
+        .await
+        .expect("a final result");
+    let (attempt, result) = result_of(&events);
+    assert_eq!(attempt, 3, "the result follows the second delivery");
+    assert_eq!(result.status, JobStatus::Failed, "{result:#?}");
+    let error = result.error.as_ref().expect("an error");
+    assert_eq!(error.step, StepName::Queue);
+    assert!(
+        error.message.contains("dead-lettered after 2 deliveries"),
+        "{error:#?}"
+    );
     let late = replies
         .next_within(Duration::from_secs(3))
         .await
         .expect("read");
-    assert!(
-        late.is_none(),
-        "a dead-lettered job runs no more: {late:#?}"
+    assert!(late.is_none(), "exactly one final result: {late:#?}");
+
+    // Parked for inspection, with no credential left in any queue.
+    wait_for_parked(&fleet, 1).await;
+    let dead = format!("{}.dead", fleet.queue);
+    assert_eq!(
+        fleet.orchestrator.message_count(&dead).await.unwrap_or(0),
+        0
     );
+    let parked_queue = format!("{}.parked", fleet.queue);
+    let body = fleet
+        .orchestrator
+        .take_message(&parked_queue)
+        .await
+        .expect("read the parked queue")
+        .expect("the parked copy");
+    let text = String::from_utf8(body).expect("JSON text");
+    assert!(text.contains(&job.job_id.to_string()), "{text}");
+    assert!(text.contains(&job.repo.url), "{text}");
+    let RepoAuth::SshKey { private_key, .. } = &job.repo.auth else {
+        panic!("the rig's jobs use an SSH key");
+    };
+    assert!(
+        !text.contains(private_key.expose()),
+        "the key is parked: {text}"
+    );
+    assert!(text.contains("********"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,7 +228,8 @@ async fn poison_messages_are_rejected_dead_lettered_and_the_worker_goes_on() {
         .publish_job(&fleet.queue, b"not json", "no-reply", None)
         .await
         .expect("publish");
-    wait_for_dead_letters(&fleet, 4).await;
+    // Each rejected message is parked, without a second result.
+    wait_for_parked(&fleet, 4).await;
 
     let attempt = fleet
         .submit(&good)

@@ -83,6 +83,11 @@ pub(crate) struct WorkerArgs {
     /// they are stopped and requeued for another worker.
     #[arg(long, env = "BUILDBOT_DRAIN_TIMEOUT_SECS", default_value_t = 300)]
     pub(crate) drain_timeout_secs: u64,
+
+    /// Seconds a dead-lettered job's copy (credentials masked) stays in
+    /// `<queue>.parked` for inspection.
+    #[arg(long, env = "BUILDBOT_PARKED_TTL_SECS", default_value_t = 7 * 24 * 60 * 60)]
+    pub(crate) parked_ttl_secs: u64,
 }
 
 fn parse_trusted_key(text: &str) -> Result<VerifyingKey, String> {
@@ -120,6 +125,7 @@ impl WorkerArgs {
             },
             trusted_keys: self.trusted_keys.clone(),
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            parked_ttl: Duration::from_secs(self.parked_ttl_secs),
         }
     }
 }

@@ -1,41 +1,143 @@
-//! Control messages: cancels published to the control fanout exchange.
-//! Every worker binds a private queue to it, so every worker hears every
-//! cancel and stops the job if it runs it.
+//! Control messages: cancels published to the control fanout exchange,
+//! which keeps them in the cancel stream. Every worker reads the whole
+//! stream when it connects (so a cancel sent while no worker ran is still
+//! honoured), then follows it live: every worker hears every cancel and
+//! stops the job if it runs it, or skips it when it is delivered later.
 
 use super::connection::broker;
 use super::running::RunningJobs;
 use super::topology::refused;
 use super::ConsumerError;
 use buildbot_protocol::amqp::topology::{self, Exchange};
+use buildbot_protocol::amqp::{ARG_STREAM_OFFSET, CANCEL_STREAM, CONTENT_TYPE_JSON};
 use buildbot_protocol::ControlMessage;
-use lapin::options::BasicConsumeOptions;
-use lapin::types::{FieldTable, ShortString};
-use lapin::Channel;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+use std::time::Duration;
+use uuid::Uuid;
 
-/// A private, exclusive queue bound to the control exchange: every worker
-/// receives every cancel.
-pub(super) async fn consume(channel: &Channel) -> Result<lapin::Consumer, ConsumerError> {
-    let queue =
-        topology::declare_private_queue(channel, &Exchange::control(), ShortString::from(""))
-            .await
-            .map_err(refused)?;
-    // Control messages are advisory and have no one to retry them: no acks.
-    let options = BasicConsumeOptions {
-        no_ack: true,
-        ..Default::default()
-    };
-    channel
-        .basic_consume(queue, ShortString::from(""), options, FieldTable::default())
+/// Stream messages in flight to this worker at once (a stream consumer
+/// must have a prefetch).
+const STREAM_PREFETCH: u16 = 256;
+
+/// How long reading the stream up to this worker's checkpoint may take
+/// before the worker takes jobs anyway (and says so).
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
+
+/// The cancel stream, read from its start up to a checkpoint this worker
+/// publishes, so that every cancel sent before now is known before any job
+/// is taken. Returns the consumer, which then follows the stream live.
+pub(super) async fn catch_up(
+    connection: &Connection,
+    jobs: &RunningJobs,
+) -> Result<lapin::Consumer, ConsumerError> {
+    let channel = connection
+        .create_channel()
         .await
-        .map_err(broker("the control consumer"))
+        .map_err(broker("a control channel"))?;
+    topology::declare_cancel_stream(&channel)
+        .await
+        .map_err(refused)?;
+    channel
+        .basic_qos(STREAM_PREFETCH, BasicQosOptions::default())
+        .await
+        .map_err(broker("the cancel stream's prefetch"))?;
+    let mut stream = consume_from_start(&channel).await?;
+    let token = Uuid::new_v4();
+    publish_checkpoint(&channel, token).await?;
+    let read = tokio::time::timeout(CATCH_UP_LIMIT, async {
+        let mut cancels = 0_usize;
+        while let Some(delivery) = stream.next().await {
+            let delivery = delivery.map_err(|e| ConsumerError::Lost(e.to_string()))?;
+            match on_delivery(&delivery, jobs).await {
+                Some(ControlMessage::Checkpoint { token: seen }) if seen == token => {
+                    return Ok(cancels)
+                }
+                Some(ControlMessage::Cancel { .. }) => cancels += 1,
+                _ => {}
+            }
+        }
+        Err(ConsumerError::Lost(
+            "the broker cancelled the cancel stream consumer".into(),
+        ))
+    })
+    .await;
+    match read {
+        Ok(Ok(cancels)) => tracing::info!(cancels, "read the cancel stream"),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => tracing::warn!(
+            limit = ?CATCH_UP_LIMIT,
+            "the cancel stream was not read to its end in time; taking jobs anyway"
+        ),
+    }
+    Ok(stream)
 }
 
-pub(super) fn on_message(data: &[u8], jobs: &RunningJobs) {
+async fn consume_from_start(channel: &Channel) -> Result<lapin::Consumer, ConsumerError> {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        ShortString::from(ARG_STREAM_OFFSET),
+        AMQPValue::LongString(LongString::from("first")),
+    );
+    channel
+        .basic_consume(
+            ShortString::from(CANCEL_STREAM),
+            ShortString::from(""),
+            BasicConsumeOptions::default(),
+            arguments,
+        )
+        .await
+        .map_err(broker("the cancel stream consumer"))
+}
+
+/// Appends this start's checkpoint to the stream (through the control
+/// exchange, like every cancel, so it lands after every earlier one).
+async fn publish_checkpoint(channel: &Channel, token: Uuid) -> Result<(), ConsumerError> {
+    let body = serde_json::to_vec(&ControlMessage::Checkpoint { token })
+        .map_err(|e| ConsumerError::Connect(format!("cannot encode a checkpoint: {e}")))?;
+    let properties = BasicProperties::default().with_content_type(CONTENT_TYPE_JSON.into());
+    channel
+        .basic_publish(
+            ShortString::from(Exchange::control().name),
+            ShortString::from(""),
+            BasicPublishOptions::default(),
+            &body,
+            properties,
+        )
+        .await
+        .map_err(broker("the checkpoint"))?;
+    Ok(())
+}
+
+/// Applies one stream message and acks it (a stream ack only returns
+/// credit); returns what it was.
+pub(super) async fn on_delivery(delivery: &Delivery, jobs: &RunningJobs) -> Option<ControlMessage> {
+    let message = on_message(&delivery.data, jobs);
+    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        tracing::warn!(error = %e, "cannot ack a cancel stream message");
+    }
+    message
+}
+
+fn on_message(data: &[u8], jobs: &RunningJobs) -> Option<ControlMessage> {
     match serde_json::from_slice::<ControlMessage>(data) {
-        Ok(ControlMessage::Cancel { job_id }) => {
-            let running = jobs.cancel(&job_id.to_string());
-            tracing::info!(%job_id, running_here = running, "cancel received");
+        Ok(message) => {
+            if let ControlMessage::Cancel { job_id } = &message {
+                let running = jobs.cancel(&job_id.to_string());
+                if running {
+                    tracing::info!(%job_id, "cancel received for a job running here");
+                } else {
+                    tracing::debug!(%job_id, "cancel received");
+                }
+            }
+            Some(message)
         }
-        Err(e) => tracing::warn!(error = %e, "ignoring an unreadable control message"),
+        Err(e) => {
+            tracing::warn!(error = %e, bytes = data.len(), "ignoring an unreadable control message");
+            None
+        }
     }
 }

@@ -69,12 +69,13 @@ pub(super) fn decode(
     envelope: &Envelope,
     context: &JobContext,
 ) -> Result<Accepted, Vec<String>> {
-    let job = decode_job_with_limit(data, context.max_job_bytes).map_err(|e| e.problems())?;
-    if !context.trusted_keys.is_empty() {
+    let job =
+        decode_job_with_limit(data, context.settings.max_job_bytes).map_err(|e| e.problems())?;
+    if !context.settings.trusted_keys.is_empty() {
         // decode_job_with_limit accepted it: it is a JSON object.
         let message: serde_json::Value =
             serde_json::from_slice(data).map_err(|e| vec![format!("job: {e}")])?;
-        verify_job(&message, &context.trusted_keys).map_err(|e| vec![e.to_string()])?;
+        verify_job(&message, &context.settings.trusted_keys).map_err(|e| vec![e.to_string()])?;
     }
     let Some(reply_to) = envelope.reply_to.clone() else {
         return Err(vec![

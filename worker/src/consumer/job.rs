@@ -37,7 +37,7 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
     let handle = context.jobs.register(&job_id);
     let _in_flight = context.metrics.job_running();
     let target = ReplyTarget {
-        reply_to,
+        reply_to: Some(reply_to),
         correlation_id: job_id.clone(),
         service_id: Some(job.service_id.clone()),
     };
@@ -54,8 +54,12 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
         attempt,
     };
     tracing::info!(repo = %job.repo.url, revision = %job.repo.revision, "job started");
-    let (reporter, finisher) =
-        events::start(sink, attempt, Redactor::for_job(&job), context.batching);
+    let (reporter, finisher) = events::start(
+        sink,
+        attempt,
+        Redactor::for_job(&job),
+        context.settings.batching,
+    );
     // A cancel that arrived before the job did stops it before it starts.
     if context.jobs.is_cancelled(&job_id) {
         context.jobs.cancel(&job_id);
@@ -106,8 +110,9 @@ async fn requeue(delivery: &Delivery) {
     }
 }
 
-/// Answers an invalid job with a `rejected` result (when there is a reply
-/// queue) and dead-letters it: retrying cannot make it valid.
+/// Answers an invalid job with a `rejected` result (on its reply queue
+/// when it names one, and on the events exchange) and dead-letters it:
+/// retrying cannot make it valid.
 async fn reject(
     delivery: Delivery,
     envelope: Envelope,
@@ -115,20 +120,15 @@ async fn reject(
     context: &JobContext,
 ) {
     tracing::warn!(problems = %problems.join("; "), "job rejected");
-    if let Some(reply_to) = envelope.reply_to {
-        let result = JobResult::rejected(context.pipeline.worker_id(), problems.clone());
-        context.metrics.job_finished(&result);
-        if let Err(e) = publish_result(
-            context,
-            reply_to,
-            &envelope.job_id,
-            envelope.attempt,
-            result,
-        )
-        .await
-        {
-            tracing::warn!(error = %e, "could not publish the rejected result");
-        }
+    let result = JobResult::rejected(context.pipeline.worker_id(), problems);
+    context.metrics.job_finished(&result);
+    let target = ReplyTarget {
+        reply_to: envelope.reply_to,
+        correlation_id: envelope.job_id,
+        service_id: None,
+    };
+    if let Err(e) = publish_result(context, target, envelope.attempt, result).await {
+        tracing::warn!(error = %e, "could not publish the rejected result");
     }
     let options = BasicRejectOptions { requeue: false };
     if let Err(e) = delivery.reject(options).await {
@@ -136,24 +136,25 @@ async fn reject(
     }
 }
 
-async fn publish_result(
+/// Publishes `result` alone, as attempt `attempt`, to `target`; returns
+/// its `seq` once the broker confirmed it.
+pub(super) async fn publish_result(
     context: &JobContext,
-    reply_to: String,
-    job_id: &str,
+    target: ReplyTarget,
     attempt: u32,
     result: JobResult,
 ) -> Result<u64, String> {
-    let target = ReplyTarget {
-        reply_to,
-        correlation_id: job_id.to_owned(),
-        service_id: None,
-    };
-    let sink = open_sink(context, target).await?;
     let attempt = AttemptId {
-        job_id: job_id.to_owned(),
+        job_id: target.correlation_id.clone(),
         attempt,
     };
-    let (_reporter, finisher) = events::start(sink, attempt, Redactor::default(), context.batching);
+    let sink = open_sink(context, target).await?;
+    let (_reporter, finisher) = events::start(
+        sink,
+        attempt,
+        Redactor::default(),
+        context.settings.batching,
+    );
     finisher
         .finish(result)
         .await

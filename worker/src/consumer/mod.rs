@@ -5,13 +5,15 @@
 //!
 //! - [`connection`]: the broker connection pool and how broker errors read.
 //! - [`topology`]: the queues and exchanges it declares.
-//! - [`control`]: cancel messages from the control exchange.
+//! - [`control`]: cancel messages, read from the cancel stream.
+//! - [`dead_letters`]: each dead-lettered job's final result and parked copy.
 //! - [`delivery`]: a delivery decoded into an accepted job or its problems.
 //! - [`job`]: one delivery run, answered and acked (or requeued).
 //! - [`running`]: the jobs running here and how each is stopped early.
 
 mod connection;
 mod control;
+mod dead_letters;
 mod delivery;
 mod job;
 mod running;
@@ -53,6 +55,8 @@ pub(crate) struct Settings {
     pub(crate) trusted_keys: Vec<VerifyingKey>,
     /// How long running jobs may take to finish at shutdown.
     pub(crate) drain_timeout: Duration,
+    /// How long a dead-lettered job's masked copy stays in the parked queue.
+    pub(crate) parked_ttl: Duration,
 }
 
 /// Why the consumer stopped.
@@ -102,11 +106,9 @@ pub(crate) struct Observers {
 struct JobContext {
     pool: Pool,
     pipeline: Pipeline,
-    max_job_bytes: usize,
-    batching: LogBatching,
+    settings: Settings,
     jobs: RunningJobs,
     metrics: Arc<Metrics>,
-    trusted_keys: Vec<VerifyingKey>,
 }
 
 /// Consumes jobs until `shutdown` is cancelled, reconnecting with backoff
@@ -183,8 +185,8 @@ async fn run(
     shutdown: CancellationToken,
     observers: &Observers,
 ) -> Result<(), ConsumerError> {
-    // The dead-letter queue's name is the longest one derived from it.
-    if amqp_topology::dead_letter_queue(&settings.queue).len() > 255 {
+    // The parked queue's name is the longest one derived from it.
+    if amqp_topology::parked_queue(&settings.queue).len() > 255 {
         return Err(ConsumerError::NameTooLong(settings.queue.clone()));
     }
     let pool = connection_pool(settings)?;
@@ -197,7 +199,10 @@ async fn run(
         .await
         .map_err(broker("a channel"))?;
     topology::declare(&channel, settings).await?;
-    let mut cancels = control::consume(&channel).await?;
+    let jobs = RunningJobs::default();
+    // Every cancel sent so far is known before the first job is taken.
+    let mut cancels = control::catch_up(&connection, &jobs).await?;
+    let mut dead_letters = dead_letters::consume(&channel, settings).await?;
     channel
         .basic_qos(settings.concurrency, BasicQosOptions::default())
         .await
@@ -219,11 +224,9 @@ async fn run(
     let context = Arc::new(JobContext {
         pool,
         pipeline,
-        max_job_bytes: settings.max_job_bytes,
-        batching: settings.batching,
-        jobs: RunningJobs::default(),
+        settings: settings.clone(),
+        jobs,
         metrics: Arc::clone(&observers.metrics),
-        trusted_keys: settings.trusted_keys.clone(),
     });
     let mut running = JoinSet::new();
     let outcome = loop {
@@ -236,9 +239,18 @@ async fn run(
                 None => break Err(ConsumerError::Lost("the broker cancelled the consumer".into())),
             },
             control = cancels.next() => match control {
-                Some(Ok(message)) => control::on_message(&message.data, &context.jobs),
+                Some(Ok(delivery)) => {
+                    control::on_delivery(&delivery, &context.jobs).await;
+                }
                 Some(Err(e)) => break Err(ConsumerError::Lost(e.to_string())),
-                None => break Err(ConsumerError::Lost("the broker cancelled the control consumer".into())),
+                None => break Err(ConsumerError::Lost("the broker cancelled the cancel stream consumer".into())),
+            },
+            dead = dead_letters.next() => match dead {
+                Some(Ok(delivery)) => {
+                    running.spawn(dead_letters::handle(delivery, Arc::clone(&context)));
+                }
+                Some(Err(e)) => break Err(ConsumerError::Lost(e.to_string())),
+                None => break Err(ConsumerError::Lost("the broker cancelled the dead-letter consumer".into())),
             },
             Some(_) = running.join_next(), if !running.is_empty() => {}
             () = shutdown.cancelled() => break Ok(()),

@@ -3,14 +3,18 @@
 //! connection its delivery came on. Also remembers recent cancels, so a job
 //! delivered after its cancel is not run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// How long a cancel is remembered for jobs not yet delivered: longer than
-/// a job waits in a healthy queue, short enough to stay small.
-const REMEMBER_CANCELS: Duration = Duration::from_secs(60 * 60);
+/// How long a cancel is remembered for jobs not yet delivered: as long as
+/// the cancel stream keeps it (`CANCEL_RETENTION`, 2 days).
+const REMEMBER_CANCELS: Duration = Duration::from_secs(2 * 24 * 60 * 60);
+
+/// At most this many cancels are remembered (the oldest go first), so a
+/// flood of cancels costs a few MiB, not the worker.
+const MAX_REMEMBERED_CANCELS: usize = 100_000;
 
 /// Why a running job must stop before it finishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +30,34 @@ pub(crate) enum Stop {
 struct State {
     next_id: u64,
     running: HashMap<u64, (String, watch::Sender<Option<Stop>>)>,
-    cancelled: HashMap<String, Instant>,
+    /// Remembered cancels: when each arrived, and its entry number in
+    /// `cancel_order`.
+    cancelled: HashMap<String, (Instant, u64)>,
+    /// Every remembered cancel, oldest first, for eviction.
+    cancel_order: VecDeque<(String, u64, Instant)>,
+    next_cancel: u64,
+}
+
+impl State {
+    /// Remembers a cancel of `job_id` at `now`, forgetting what is too old
+    /// or too many.
+    fn remember_cancel(&mut self, job_id: &str, now: Instant) {
+        let entry = self.next_cancel;
+        self.next_cancel += 1;
+        self.cancelled.insert(job_id.to_owned(), (now, entry));
+        self.cancel_order.push_back((job_id.to_owned(), entry, now));
+        while let Some((oldest, entry, at)) = self.cancel_order.front() {
+            let expired = now.duration_since(*at) >= REMEMBER_CANCELS;
+            if !expired && self.cancelled.len() <= MAX_REMEMBERED_CANCELS {
+                break;
+            }
+            // A later cancel of the same id has its own, newer entry.
+            if self.cancelled.get(oldest).is_some_and(|(_, e)| e == entry) {
+                self.cancelled.remove(oldest);
+            }
+            self.cancel_order.pop_front();
+        }
+    }
 }
 
 /// Shared registry of running jobs. Cloning is cheap.
@@ -61,11 +92,7 @@ impl RunningJobs {
     /// for a later delivery. True when it was running here.
     pub(crate) fn cancel(&self, job_id: &str) -> bool {
         let mut state = self.lock();
-        let now = Instant::now();
-        state
-            .cancelled
-            .retain(|_, at| now.duration_since(*at) < REMEMBER_CANCELS);
-        state.cancelled.insert(job_id.to_owned(), now);
+        state.remember_cancel(job_id, Instant::now());
         let mut found = false;
         for (id, sender) in state.running.values() {
             if id == job_id {
@@ -78,7 +105,11 @@ impl RunningJobs {
 
     /// Whether a cancel for `job_id` arrived recently.
     pub(crate) fn is_cancelled(&self, job_id: &str) -> bool {
-        self.lock().cancelled.contains_key(job_id)
+        let state = self.lock();
+        state
+            .cancelled
+            .get(job_id)
+            .is_some_and(|(at, _)| at.elapsed() < REMEMBER_CANCELS)
     }
 
     /// Stops every running job for the same reason.
@@ -173,5 +204,26 @@ mod tests {
         drop(handle);
         assert_eq!(jobs.len(), 0);
         assert!(!jobs.cancel("a"), "nothing runs to cancel");
+    }
+
+    #[test]
+    fn remembered_cancels_are_bounded_oldest_first() {
+        let mut state = State::default();
+        let now = Instant::now();
+        for n in 0..MAX_REMEMBERED_CANCELS + 10 {
+            state.remember_cancel(&n.to_string(), now);
+        }
+        assert_eq!(state.cancelled.len(), MAX_REMEMBERED_CANCELS);
+        assert!(!state.cancelled.contains_key("0"));
+        assert!(state
+            .cancelled
+            .contains_key(&(MAX_REMEMBERED_CANCELS + 9).to_string()));
+        // A cancel sent again stays, with its newer time.
+        state.remember_cancel("20", now);
+        for n in 0..30 {
+            state.remember_cancel(&format!("x{n}"), now);
+        }
+        assert!(state.cancelled.contains_key("20"));
+        assert!(state.cancel_order.len() <= MAX_REMEMBERED_CANCELS + 1);
     }
 }

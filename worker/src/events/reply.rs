@@ -25,8 +25,9 @@ const PERSISTENT: u8 = 2;
 
 /// Where a job's events go.
 pub(crate) struct ReplyTarget {
-    /// The caller's reply queue.
-    pub(crate) reply_to: String,
+    /// The caller's reply queue; none for a message that named none (its
+    /// rejection still goes to the events exchange).
+    pub(crate) reply_to: Option<String>,
     /// The job id, as `correlation_id` of every event.
     pub(crate) correlation_id: String,
     /// The job's `service_id`, first word of the events exchange routing
@@ -37,7 +38,7 @@ pub(crate) struct ReplyTarget {
 /// Publishes events to one reply queue through the default exchange.
 pub(crate) struct ReplySink {
     channel: Channel,
-    reply_to: String,
+    reply_to: Option<String>,
     correlation_id: String,
     /// `<service_id>.<job_id>.` of the events exchange routing keys.
     routing_prefix: String,
@@ -117,7 +118,7 @@ impl ReplySink {
                 // expired): the build goes on, its events have nowhere to go.
                 self.warned_unroutable = true;
                 tracing::warn!(
-                    reply_to = %self.reply_to,
+                    reply_to = self.reply_to.as_deref().unwrap_or_default(),
                     job_id = %self.correlation_id,
                     seq,
                     bytes = returned.data.len(),
@@ -134,21 +135,23 @@ impl EventSink for ReplySink {
         let payload = serde_json::to_vec(event)
             .map_err(|e| SinkError::Transport(format!("cannot encode event: {e}")))?;
         let properties = self.properties(event);
-        let reply = self
-            .channel
-            .basic_publish(
-                ShortString::from(""),
-                ShortString::from(self.reply_to.as_str()),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &payload,
-                properties.clone(),
-            )
-            .await
-            .map_err(transport)?;
-        self.unconfirmed.push_back((event.seq, reply));
+        if let Some(reply_to) = &self.reply_to {
+            let reply = self
+                .channel
+                .basic_publish(
+                    ShortString::from(""),
+                    ShortString::from(reply_to.as_str()),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &payload,
+                    properties.clone(),
+                )
+                .await
+                .map_err(transport)?;
+            self.unconfirmed.push_back((event.seq, reply));
+        }
         // The dashboards' copy: not mandatory, nobody may be listening.
         let routing_key = format!("{}{}", self.routing_prefix, event.body.kind());
         if let Ok(routing_key) = ShortString::try_new(routing_key) {
