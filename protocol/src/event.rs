@@ -119,15 +119,19 @@ impl StepState {
     }
 }
 
-/// Output of a step: one or more whole lines, batched so a noisy build does
-/// not flood the broker.
+/// Output of a step: lines, batched so a noisy build does not flood the
+/// broker. A line is whole unless it is longer than the worker's batch size
+/// (64 KiB by default) or its newline is slow to come; then it continues in
+/// the next log event of the same step and stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LogEvent {
     /// The step that produced the output.
     pub step: StepName,
     /// Where the output came from.
     pub stream: LogStream,
-    /// The text, credentials masked. Lines end with `\n`.
+    /// The text, credentials masked. Lines end with `\n`; text that does
+    /// not end with `\n` is continued by the next log event of the same
+    /// step and stream (concatenate them to rebuild the line).
     pub text: String,
 }
 

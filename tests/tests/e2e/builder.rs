@@ -292,6 +292,31 @@ async fn failing_builder_command_reports_its_exit_code_and_last_lines() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_builder_command_that_does_not_exist_is_the_job_s_error_with_code_127() {
+    let setup = Setup::start().await;
+    let docker = daemon::connect().await;
+    let image = local_builder_image(&docker, &setup).await;
+    let repo = site_repo(&setup);
+    let registry = setup.rig.registry.clone();
+    let mut job = setup.rig.job(&repo, &registry);
+    let builder = image_builder(&image, &["no-such-sitegen", "--out", "public"]);
+    job.build.builder = Some(builder.clone());
+    let (attempt, seen) = run_watched(&setup, &docker, &job).await;
+
+    assert_failed(
+        &attempt,
+        StepName::Builder,
+        "build.builder.command could not be started: ",
+    );
+    let error = attempt.result().error.as_ref().expect("an error");
+    assert!(error.message.contains("no-such-sitegen"), "{error:#?}");
+    assert!(!error.message.starts_with("Docker Engine"), "{error:#?}");
+    assert_eq!(error.exit_code, Some(127), "{error:#?}");
+    the_builder_container(&seen, &builder);
+    assert_kept_then_remove(&docker, &image).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_artifact_path_is_a_clear_error_and_the_builder_image_is_kept() {
     let setup = Setup::start().await;
     let docker = daemon::connect().await;

@@ -66,7 +66,10 @@ pub(super) async fn run_command(
     container: &str,
     reporter: &Reporter,
 ) -> Result<(), BuilderError> {
-    docker.start_container(container, None).await?;
+    docker
+        .start_container(container, None)
+        .await
+        .map_err(start_error)?;
     let options = LogsOptions {
         follow: true,
         stdout: true,
@@ -109,5 +112,25 @@ async fn exit_code(docker: &Docker, container: &str) -> Result<i64, BuilderError
         None => Err(BuilderError::Api(
             "waiting for the builder container returned nothing".into(),
         )),
+    }
+}
+
+/// A refused start: the daemon answers 400/500 with the OCI runtime's
+/// words when the command's executable is missing or not executable.
+fn start_error(e: bollard::errors::Error) -> BuilderError {
+    let bollard::errors::Error::DockerResponseServerError { message, .. } = &e else {
+        return e.into();
+    };
+    let lower = message.to_lowercase();
+    let code = if lower.contains("not found") || lower.contains("no such file") {
+        Some(127)
+    } else if lower.contains("permission denied") {
+        Some(126)
+    } else {
+        return e.into();
+    };
+    BuilderError::CommandNotStarted {
+        message: message.clone(),
+        code,
     }
 }

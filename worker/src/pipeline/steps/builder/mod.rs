@@ -80,6 +80,16 @@ pub(crate) enum BuilderError {
         /// Its last output lines.
         tail: String,
     },
+    /// The daemon could not start the command (no such executable, not
+    /// executable): the job's mistake, not the infrastructure's.
+    #[error("build.builder.command could not be started: {message}")]
+    CommandNotStarted {
+        /// What the daemon said.
+        message: String,
+        /// The shell's code for the same mistake: 127 not found, 126 not
+        /// executable.
+        code: Option<i64>,
+    },
     /// The artifact path does not exist in the container.
     #[error("build.builder.artifacts: {path} does not exist in the builder container after the command ran")]
     ArtifactMissing {
@@ -106,6 +116,7 @@ impl BuilderError {
     pub(crate) fn exit_code(&self) -> Option<i64> {
         match self {
             BuilderError::CommandFailed { code, .. } => Some(*code),
+            BuilderError::CommandNotStarted { code, .. } => *code,
             _ => None,
         }
     }
