@@ -13,11 +13,13 @@
 use std::fmt;
 use std::sync::LazyLock;
 
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Number, Value};
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::validate::{quoted, unsupported_version, MAX_QUOTED_CHARS};
+use crate::validate::{check_service_id, quoted, unsupported_version, MAX_QUOTED_CHARS};
 use crate::{job_schema, Job, Problem, PROTOCOL_VERSION};
 
 /// Largest job message a worker accepts, in bytes (1 MiB).
@@ -820,6 +822,162 @@ fn serde_problem(error: &serde_path_to_error::Error<serde_json::Error>) -> Probl
 /// `name` in `` prefix`name`... `` when the message starts with `prefix`.
 fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
     message.strip_prefix(prefix)?.split('`').next()
+}
+
+// ---------------------------------------------------------------------------
+// What a rejection can still say about the job.
+// ---------------------------------------------------------------------------
+
+/// What a worker can still tell about a job message it rejects: its id and
+/// service, each only when well-formed, since they come from a message that
+/// failed its checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobEnvelope {
+    /// `job_id`, when it is a UUID other than the nil one.
+    pub job_id: Option<Uuid>,
+    /// `service_id`, when it follows the rule for service ids.
+    pub service_id: Option<String>,
+}
+
+/// Reads `job_id` and `service_id` from a job message however invalid the
+/// rest of it is, so that a worker can route the rejection as
+/// `<service_id>.<job_id>.result` and name the service. Either is `None`
+/// when absent, malformed or given twice; both are when the message is not
+/// a JSON object. Every other field is skipped without being kept, so this
+/// costs one pass over the bytes whatever the message holds.
+pub fn read_envelope(bytes: &[u8]) -> JobEnvelope {
+    let Ok(raw) = serde_json::from_slice::<RawEnvelope>(bytes) else {
+        return JobEnvelope::default();
+    };
+    JobEnvelope {
+        job_id: raw
+            .job_id
+            .value()
+            .and_then(|id| Uuid::parse_str(&id).ok())
+            .filter(|id| !id.is_nil()),
+        service_id: raw
+            .service_id
+            .value()
+            .filter(|id| check_service_id(id).is_ok()),
+    }
+}
+
+/// The two fields as found, before their checks.
+struct RawEnvelope {
+    job_id: Sighting,
+    service_id: Sighting,
+}
+
+/// A field's short string value and how often the field was given: a field
+/// given twice is ambiguous, so it says nothing.
+#[derive(Default)]
+struct Sighting {
+    value: Option<String>,
+    times: usize,
+}
+
+impl Sighting {
+    fn see(&mut self, value: ShortString) {
+        self.times += 1;
+        self.value = value.0;
+    }
+
+    fn value(self) -> Option<String> {
+        self.value.filter(|_| self.times == 1)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawEnvelope {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+struct EnvelopeVisitor;
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = RawEnvelope;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEnvelope, A::Error> {
+        let mut envelope = RawEnvelope {
+            job_id: Sighting::default(),
+            service_id: Sighting::default(),
+        };
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "job_id" => envelope.job_id.see(map.next_value()?),
+                "service_id" => envelope.service_id.see(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(envelope)
+    }
+}
+
+/// Longest string [`read_envelope`] keeps: longer than any valid job id
+/// (45, as a URN) or service id (128).
+const MAX_ENVELOPE_STRING: usize = 256;
+
+/// A string of at most [`MAX_ENVELOPE_STRING`] bytes, or `None` for any
+/// other value, which is skipped rather than refused.
+struct ShortString(Option<String>);
+
+impl<'de> Deserialize<'de> for ShortString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ShortStringVisitor)
+    }
+}
+
+struct ShortStringVisitor;
+
+impl<'de> Visitor<'de> for ShortStringVisitor {
+    type Value = ShortString;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ShortString, E> {
+        Ok(ShortString(
+            (text.len() <= MAX_ENVELOPE_STRING).then(|| text.to_owned()),
+        ))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<ShortString, E> {
+        Ok(ShortString(None))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<ShortString, E> {
+        Ok(ShortString(None))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<ShortString, E> {
+        Ok(ShortString(None))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<ShortString, E> {
+        Ok(ShortString(None))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<ShortString, E> {
+        Ok(ShortString(None))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ShortString, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(ShortString(None))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ShortString, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(ShortString(None))
+    }
 }
 
 #[cfg(test)]

@@ -35,7 +35,8 @@ mod validate;
 
 pub use control::ControlMessage;
 pub use decode::{
-    decode_job, decode_job_with_limit, DecodeError, ProblemList, MAX_JOB_BYTES, MAX_PROBLEMS,
+    decode_job, decode_job_with_limit, read_envelope, DecodeError, JobEnvelope, ProblemList,
+    MAX_JOB_BYTES, MAX_PROBLEMS,
 };
 pub use event::{
     Event, EventBody, ImageResult, JobError, JobResult, JobStatus, LogEvent, LogStream, StepEvent,

@@ -1,8 +1,12 @@
 //! What a rejection says: every problem of a job in one pass (shape and
-//! rules), bounded in number and length.
+//! rules), bounded in number and length, and what can still be read from
+//! the job to route the rejection.
 
-use buildbot_protocol::{decode_job, DecodeError, MAX_JOB_BYTES, MAX_PROBLEMS};
+use buildbot_protocol::{
+    decode_job, read_envelope, DecodeError, JobEnvelope, MAX_JOB_BYTES, MAX_PROBLEMS,
+};
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 const JOB_ID: &str = "0b0f5b8e-3f1e-4a55-9a51-6a1b0c1d2e3f";
 
@@ -209,4 +213,148 @@ fn long_input_is_not_echoed() {
         problems[4],
         format!("build.build_args[{quoted}]: name contains a NUL byte")
     );
+}
+
+#[test]
+fn envelope_of_a_valid_job() {
+    let envelope = read_envelope(job().to_string().as_bytes());
+    assert_eq!(
+        envelope,
+        JobEnvelope {
+            job_id: Some(Uuid::parse_str(JOB_ID).unwrap()),
+            service_id: Some("hello".into()),
+        }
+    );
+}
+
+#[test]
+fn envelope_of_an_invalid_job() {
+    let only_ids = format!(r#"{{"job_id": "{JOB_ID}", "service_id": "hello", "image": 5}}"#);
+    let envelope = read_envelope(only_ids.as_bytes());
+    assert_eq!(envelope.job_id, Some(Uuid::parse_str(JOB_ID).unwrap()));
+    assert_eq!(envelope.service_id.as_deref(), Some("hello"));
+    // Of a later protocol, or missing the version: still read.
+    let future = format!(r#"{{"version": 9, "job_id": "{JOB_ID}", "service_id": "a.b-c_d"}}"#);
+    assert_eq!(
+        read_envelope(future.as_bytes()).service_id.as_deref(),
+        Some("a.b-c_d")
+    );
+    // One field malformed: the other is still read.
+    let bad_id = r#"{"job_id": 17, "service_id": "hello"}"#;
+    assert_eq!(
+        read_envelope(bad_id.as_bytes()),
+        JobEnvelope {
+            job_id: None,
+            service_id: Some("hello".into())
+        }
+    );
+    let nested = format!(r#"{{"job_id": "{JOB_ID}", "service_id": {{"name": "hello"}}}}"#);
+    assert_eq!(read_envelope(nested.as_bytes()).service_id, None);
+    assert!(read_envelope(nested.as_bytes()).job_id.is_some());
+}
+
+#[test]
+fn envelope_fields_must_be_well_formed() {
+    let read = |job_id: &str, service_id: &str| {
+        read_envelope(
+            json!({"job_id": job_id, "service_id": service_id})
+                .to_string()
+                .as_bytes(),
+        )
+    };
+    for bad_id in [
+        "",
+        "not-a-uuid",
+        "00000000-0000-0000-0000-000000000000",
+        "0b0f5b8e-3f1e-4a55-9a51-6a1b0c1d2e3f.x",
+    ] {
+        assert_eq!(read(bad_id, "hello").job_id, None, "{bad_id}");
+    }
+    let long = "a".repeat(129);
+    for bad_service in [
+        "",
+        "hello world",
+        "svc.*.#",
+        "hëllo",
+        "a\nb",
+        "web/app",
+        long.as_str(),
+    ] {
+        assert_eq!(
+            read(JOB_ID, bad_service).service_id,
+            None,
+            "{bad_service:?}"
+        );
+    }
+    assert_eq!(
+        read(JOB_ID, &"a".repeat(128)).service_id,
+        Some("a".repeat(128))
+    );
+    // Another spelling of the same UUID is read as that UUID.
+    let upper = JOB_ID.to_uppercase();
+    assert_eq!(
+        read(&upper, "x").job_id,
+        Some(Uuid::parse_str(JOB_ID).unwrap())
+    );
+}
+
+#[test]
+fn envelope_of_what_is_not_a_json_object_is_empty() {
+    for bytes in [
+        &b""[..],
+        b"not json",
+        b"\xff\xfe",
+        b"[\"0b0f5b8e-3f1e-4a55-9a51-6a1b0c1d2e3f\", \"hello\"]",
+        b"\"hello\"",
+        b"null",
+        // Truncated, and followed by more.
+        b"{\"job_id\": \"0b0f5b8e-3f1e-4a55-9a51-6a1b0c1d2e3f\", \"service_id\": \"hello\"",
+        b"{\"service_id\": \"hello\"} {\"service_id\": \"other\"}",
+    ] {
+        assert_eq!(read_envelope(bytes), JobEnvelope::default(), "{bytes:?}");
+    }
+}
+
+#[test]
+fn envelope_of_hostile_input() {
+    // A field given twice is ambiguous: neither value is trusted.
+    let twice =
+        format!(r#"{{"job_id": "{JOB_ID}", "service_id": "hello", "service_id": "other"}}"#);
+    let envelope = read_envelope(twice.as_bytes());
+    assert_eq!(envelope.service_id, None);
+    assert!(envelope.job_id.is_some());
+    // Deep nesting is skipped without recursion (serde_json ignores a value
+    // with a loop), so it neither overflows the stack nor hides the fields.
+    let deep = format!(
+        r#"{{"x": {}{}, "service_id": "hello"}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    assert_eq!(
+        read_envelope(deep.as_bytes()).service_id.as_deref(),
+        Some("hello")
+    );
+    let deep_id = format!(
+        r#"{{"job_id": {}{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    assert_eq!(read_envelope(deep_id.as_bytes()), JobEnvelope::default());
+    // Huge values are skipped, not kept.
+    let huge = json!({
+        "job_id": "a".repeat(5_000_000),
+        "service_id": "hello",
+        "image": {"tags": vec!["x"; 100_000]},
+    });
+    let envelope = read_envelope(huge.to_string().as_bytes());
+    assert_eq!(envelope.job_id, None);
+    assert_eq!(envelope.service_id.as_deref(), Some("hello"));
+    // Escapes decode before the check.
+    let escaped = r#"{"service_id": "hel\u006co"}"#;
+    assert_eq!(
+        read_envelope(escaped.as_bytes()).service_id.as_deref(),
+        Some("hello")
+    );
+    let escaped_dot = r#"{"service_id": "a\u0000b"}"#;
+    assert_eq!(read_envelope(escaped_dot.as_bytes()).service_id, None);
 }
