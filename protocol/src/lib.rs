@@ -35,7 +35,10 @@ mod typed;
 mod validate;
 
 pub use control::ControlMessage;
-pub use decode::{decode_job, decode_job_with_limit, DecodeError, MAX_JOB_BYTES};
+pub use decode::{
+    decode_job, decode_job_with_limit, read_envelope, DecodeError, JobEnvelope, ProblemList,
+    MAX_JOB_BYTES, MAX_PROBLEMS,
+};
 pub use event::{
     Event, EventBody, ImageResult, JobError, JobResult, JobStatus, LogEvent, LogStream, StepEvent,
     StepName, StepState,

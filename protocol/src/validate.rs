@@ -82,13 +82,50 @@ impl Job {
     /// Checks every rule of protocol v1 and returns all problems found, or
     /// `Ok(())` when the job may run.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
-        let mut v = Validator::default();
-        v.job(self);
-        if v.problems.is_empty() {
+        let mut problems = Vec::new();
+        self.report_problems(&mut |problem| problems.push(problem));
+        if problems.is_empty() {
             Ok(())
         } else {
-            Err(ValidationErrors(v.problems))
+            Err(ValidationErrors(problems))
         }
+    }
+
+    /// Hands each problem [`Job::validate`] finds to `report` as it is
+    /// found, so the decoder can keep a bounded number of them instead of
+    /// holding one per bad tag of a hostile job.
+    pub(crate) fn report_problems(&self, report: &mut dyn FnMut(Problem)) {
+        Validator { report }.job(self);
+    }
+}
+
+/// Longest piece of a job (a map key, a value) a problem quotes.
+pub(crate) const MAX_QUOTED_CHARS: usize = 64;
+
+/// `text` quoted as Rust debug-formats a string, cut after
+/// [`MAX_QUOTED_CHARS`] characters (then `…` outside the quotes), so a
+/// problem never echoes long input.
+pub(crate) fn quoted(text: &str) -> String {
+    match text.char_indices().nth(MAX_QUOTED_CHARS) {
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+        None => format!("{text:?}"),
+    }
+}
+
+/// Why `id` is not a valid `service_id`, if it is not. Shared with
+/// [`read_envelope`](crate::read_envelope), which routes a rejection by it.
+pub(crate) fn check_service_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        Err("empty".to_owned())
+    } else if id.len() > SERVICE_ID_MAX_LEN {
+        Err(format!(
+            "{} characters; at most {SERVICE_ID_MAX_LEN} are allowed",
+            id.len()
+        ))
+    } else if !SERVICE_ID.is_match(id) {
+        Err("only letters, digits, \".\", \"_\" and \"-\" are allowed".to_owned())
+    } else {
+        Ok(())
     }
 }
 
@@ -103,14 +140,13 @@ fn absolute_depth(path: &str) -> usize {
     CleanPath::new(path).components().count()
 }
 
-#[derive(Default)]
-struct Validator {
-    problems: Vec<Problem>,
+struct Validator<'r> {
+    report: &'r mut dyn FnMut(Problem),
 }
 
-impl Validator {
+impl Validator<'_> {
     fn push(&mut self, field: impl Into<String>, reason: impl Into<String>) {
-        self.problems.push(Problem::new(field, reason));
+        (self.report)(Problem::new(field, reason));
     }
 
     fn job(&mut self, job: &Job) {
@@ -152,21 +188,8 @@ impl Validator {
     }
 
     fn service_id(&mut self, id: &str) {
-        if id.is_empty() {
-            self.push("service_id", "empty");
-        } else if id.len() > SERVICE_ID_MAX_LEN {
-            self.push(
-                "service_id",
-                format!(
-                    "{} characters; at most {SERVICE_ID_MAX_LEN} are allowed",
-                    id.len()
-                ),
-            );
-        } else if !SERVICE_ID.is_match(id) {
-            self.push(
-                "service_id",
-                "only letters, digits, \".\", \"_\" and \"-\" are allowed",
-            );
+        if let Err(reason) = check_service_id(id) {
+            self.push("service_id", reason);
         }
     }
 
@@ -325,7 +348,7 @@ impl Validator {
         key_rule: impl Fn(&str) -> Option<&'static str>,
     ) {
         for (key, value) in map {
-            let entry = format!("{field}[{key:?}]");
+            let entry = format!("{field}[{}]", quoted(key));
             if key.is_empty() {
                 self.push(entry, "empty name");
             } else if key.contains('\0') {

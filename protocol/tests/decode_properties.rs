@@ -1,8 +1,9 @@
 //! Property tests of job decoding, a bounded number of cases per run: no
-//! input makes `decode_job` panic, every refusal names at least one field,
-//! and no refusal echoes a credential of the message.
+//! input makes `decode_job` or `read_envelope` panic, every refusal names at
+//! least one field, stays within its bound, and echoes no credential of the
+//! message.
 
-use buildbot_protocol::decode_job;
+use buildbot_protocol::{decode_job, read_envelope, MAX_PROBLEMS};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -66,16 +67,33 @@ fn example_pointers() -> Vec<String> {
     out
 }
 
-/// A refusal is a list of `field: reason` lines free of credentials.
+/// Longest line a refusal may hold: a field path of 128 characters, `: `
+/// and a reason of 320, each with a `…` where cut.
+const MAX_LINE_CHARS: usize = 128 + 1 + 2 + 320 + 1;
+
+/// A refusal is a bounded list of `field: reason` lines free of
+/// credentials; of an accepted job, `read_envelope` reads its id and
+/// service.
 fn assert_well_formed_refusal(bytes: &[u8]) -> Result<(), TestCaseError> {
-    if let Err(error) = decode_job(bytes) {
-        let problems = error.problems();
-        prop_assert!(!problems.is_empty());
-        for problem in &problems {
-            prop_assert!(problem.contains(": "), "no field named in {problem:?}");
-            for secret in SECRETS {
-                prop_assert!(!problem.contains(secret), "secret echoed in {problem:?}");
-            }
+    let envelope = read_envelope(bytes);
+    match decode_job(bytes) {
+        Ok(job) => {
+            prop_assert_eq!(envelope.job_id, Some(job.job_id));
+            prop_assert_eq!(envelope.service_id, Some(job.service_id));
+        }
+        Err(error) => assert_well_formed_problems(&error.problems())?,
+    }
+    Ok(())
+}
+
+fn assert_well_formed_problems(problems: &[String]) -> Result<(), TestCaseError> {
+    prop_assert!(!problems.is_empty());
+    prop_assert!(problems.len() <= MAX_PROBLEMS + 1);
+    for problem in problems {
+        prop_assert!(problem.chars().count() <= MAX_LINE_CHARS, "{problem:?}");
+        prop_assert!(problem.contains(": "), "no field named in {problem:?}");
+        for secret in SECRETS {
+            prop_assert!(!problem.contains(secret), "secret echoed in {problem:?}");
         }
     }
     Ok(())
