@@ -9,7 +9,7 @@ use super::JobContext;
 use crate::events::redact::Redactor;
 use crate::events::reply::{ReplySink, ReplyTarget};
 use crate::events::{self, AttemptId};
-use buildbot_protocol::{JobResult, StepName};
+use buildbot_protocol::{read_envelope, JobResult, StepName};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use std::sync::Arc;
@@ -120,12 +120,23 @@ async fn reject(
     context: &JobContext,
 ) {
     tracing::warn!(problems = %problems.join("; "), "job rejected");
-    let result = JobResult::rejected(context.pipeline.worker_id(), problems);
+    // What the body says of itself, when it can be read, so that the
+    // rejection is routed as `<service>.<job_id>.result` like any result.
+    let named = read_envelope(&delivery.data);
+    let job_id = if envelope.job_id.is_empty() {
+        named.job_id.map(|id| id.to_string()).unwrap_or_default()
+    } else {
+        envelope.job_id
+    };
+    let mut result = JobResult::rejected(context.pipeline.worker_id(), problems);
+    if let Some(service_id) = &named.service_id {
+        result = result.with_service_id(service_id.clone());
+    }
     context.metrics.job_finished(&result);
     let target = ReplyTarget {
         reply_to: envelope.reply_to,
-        correlation_id: envelope.job_id,
-        service_id: None,
+        correlation_id: job_id,
+        service_id: named.service_id,
     };
     if let Err(e) = publish_result(context, target, envelope.attempt, result).await {
         tracing::warn!(error = %e, "could not publish the rejected result");
