@@ -1,160 +1,185 @@
-//! Push step: every tag of the built image to its registry, with the
-//! job's registry credentials, reporting the manifest digest.
+//! Push step: the built image to its registry under every tag of the job,
+//! without ever pushing another job's image under a tag.
+//!
+//! Workers may share one Docker Engine, where tags are global: pushing
+//! `app:latest` by name pushes whatever `app:latest` points at when the
+//! push starts, which may be another job's image by then. So:
+//!
+//! 1. the engine pushes the image once, tagged by its id under a tag only
+//!    this job uses, `buildbot-<job_id>` ([`engine`]); that uploads the
+//!    layers and yields the manifest;
+//! 2. every tag of the job is then pointed at that manifest through the
+//!    registry's HTTP API: the manifest's exact bytes are read back and put
+//!    under each tag ([`registry`]), so no local tag is involved;
+//! 3. each tag is resolved again to check the registry holds the manifest.
+//!
+//! The private tag stays in the registry (the distribution API has no
+//! portable way to delete a tag alone); its `buildbot-` prefix lets
+//! retention policies expire it. The first tag of the job could not serve
+//! instead: two jobs may share it (`latest`, a rebuilt release tag), and
+//! nothing on a shared engine would keep a third job from moving it.
+//!
+//! Tags shared by concurrent jobs (`latest`) end up with whichever job put
+//! last, as with `docker push`: a tag found pointing elsewhere after this
+//! job's put succeeded is reported, not failed.
+
+mod engine;
+mod registry;
+mod transport;
 
 use crate::events::Reporter;
 use crate::pipeline::docker::DockerError;
-use crate::pipeline::registry_auth;
-use bollard::auth::DockerCredentials;
-use bollard::query_parameters::PushImageOptions;
+use crate::pipeline::registry_auth::{self, RegistryAuthError};
 use bollard::Docker;
 use buildbot_protocol::{registry_host, Job, StepName};
-use futures_util::StreamExt;
+use registry::{Manifest, Registry, RegistryError};
 
-/// Pushes every tag of `image_id` and checks the registry holds this
-/// job's image under them; returns the manifest digest.
+/// The prefix of the tag private to a job, under which the engine pushes.
+const PRIVATE_TAG_PREFIX: &str = "buildbot-";
+
+/// Why the push step failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PushError {
+    /// The job's registry credentials are unusable.
+    #[error(transparent)]
+    Credentials(#[from] RegistryAuthError),
+    /// The engine's push failed.
+    #[error(transparent)]
+    Engine(#[from] DockerError),
+    /// A registry request failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The private tag holds another manifest than the engine pushed.
+    #[error("the registry holds {found} under {reference}, but the Docker Engine pushed {pushed}")]
+    PushedElsewhere {
+        reference: String,
+        pushed: String,
+        found: String,
+    },
+    /// The registry stored other content than the manifest put under a tag.
+    #[error("the registry stored {stored} under {reference} instead of {expected}")]
+    StoredOther {
+        reference: String,
+        expected: String,
+        stored: String,
+    },
+}
+
+/// Pushes `image_id` under every tag of `job`; returns the manifest digest.
 pub(crate) async fn run(
     docker: &Docker,
     job: &Job,
     image_id: &str,
     reporter: &Reporter,
 ) -> Result<String, String> {
-    let registry = registry_host(&job.image.repository);
-    let credentials = registry_auth::credentials_for(job.registry_auth.as_ref(), &registry)
-        .map_err(|e| e.to_string())?;
+    push(docker, job, image_id, reporter)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn push(
+    docker: &Docker,
+    job: &Job,
+    image_id: &str,
+    reporter: &Reporter,
+) -> Result<String, PushError> {
+    let repository = &job.image.repository;
+    let host = registry_host(repository);
+    let credentials = registry_auth::credentials_for(job.registry_auth.as_ref(), &host)?;
     if credentials.is_none() && job.registry_auth.is_some() {
-        let line =
-            format!("registry_auth holds no credentials for {registry}; pushing anonymously");
+        let line = format!("registry_auth holds no credentials for {host}; pushing anonymously");
         reporter.system(StepName::Push, line).await;
     }
-    let digest = push_tags(
+    let private_tag = private_tag(job);
+    let pushed = engine::push(
         docker,
-        &job.image.repository,
-        &job.image.tags,
-        credentials,
+        image_id,
+        repository,
+        &private_tag,
+        credentials.clone(),
         reporter,
     )
-    .await
-    .map_err(|e| e.to_string())?;
-    verify_pushed(docker, image_id, &job.image.repository, &digest)
-        .await
-        .map_err(|e| e.to_string())?;
-    reporter
-        .system(
-            StepName::Push,
-            format!(
-                "pushed {}:{} as {digest}",
-                job.image.repository,
-                job.image.tags.join(",")
-            ),
-        )
-        .await;
-    Ok(digest)
-}
-
-/// Pushes every tag; returns the manifest digest the registry reported,
-/// which is the same for every tag of one image.
-async fn push_tags(
-    docker: &Docker,
-    repository: &str,
-    tags: &[String],
-    credentials: Option<DockerCredentials>,
-    reporter: &Reporter,
-) -> Result<String, DockerError> {
-    let mut digest: Option<String> = None;
-    for tag in tags {
-        let reference = format!("{repository}:{tag}");
-        reporter
-            .system(StepName::Push, format!("pushing {reference}"))
-            .await;
-        let pushed = push_one(docker, repository, tag, credentials.clone(), reporter).await?;
-        if let Some(first) = digest.as_ref().filter(|first| **first != pushed) {
-            return Err(DockerError::Moved(format!(
-                "{reference} was pushed as {pushed} but the job's first tag as {first}"
-            )));
-        }
-        digest = Some(pushed);
+    .await?;
+    let scheme = transport::scheme_for(docker, &host).await;
+    let registry = Registry::new(repository, scheme, credentials.as_ref())?;
+    let manifest = pushed_manifest(&registry, &private_tag, &pushed).await?;
+    let line = format!(
+        "pushed {} as {}",
+        registry.name(&private_tag),
+        manifest.digest
+    );
+    reporter.system(StepName::Push, line).await;
+    for tag in &job.image.tags {
+        tag_manifest(&registry, tag, &manifest, reporter).await?;
     }
-    digest.ok_or_else(|| DockerError::NoDigest(repository.to_owned()))
-}
-
-/// Checks that `digest`, pushed for `repository`, is image `image_id`:
-/// the tags are pushed by name, so another job on the same daemon tagging
-/// the same name in between would otherwise be reported as this job's.
-async fn verify_pushed(
-    docker: &Docker,
-    image_id: &str,
-    repository: &str,
-    digest: &str,
-) -> Result<(), DockerError> {
-    let image = docker.inspect_image(image_id).await?;
-    let expected = format!("{repository}@{digest}");
-    if image.repo_digests.unwrap_or_default().contains(&expected) {
-        Ok(())
-    } else {
-        Err(DockerError::Moved(format!(
-            "{expected} is not the image this job built ({image_id})"
-        )))
+    for tag in &job.image.tags {
+        verify_tag(&registry, tag, &manifest.digest, reporter).await?;
     }
+    Ok(manifest.digest)
 }
 
-async fn push_one(
-    docker: &Docker,
-    repository: &str,
+/// `buildbot-<job_id>`: no other job pushes it. A job id is a UUID, so the
+/// tag fits the tag grammar.
+fn private_tag(job: &Job) -> String {
+    format!("{PRIVATE_TAG_PREFIX}{}", job.job_id)
+}
+
+/// The manifest the engine pushed under the private tag, checked to be the
+/// one whose digest the engine reported.
+async fn pushed_manifest(
+    registry: &Registry,
+    private_tag: &str,
+    pushed: &str,
+) -> Result<Manifest, PushError> {
+    let manifest = registry.manifest(private_tag).await?;
+    if manifest.digest != pushed {
+        return Err(PushError::PushedElsewhere {
+            reference: registry.name(private_tag),
+            pushed: pushed.to_owned(),
+            found: manifest.digest,
+        });
+    }
+    Ok(manifest)
+}
+
+/// Puts `manifest` under `tag`, failing when the registry says it stored
+/// something else.
+async fn tag_manifest(
+    registry: &Registry,
     tag: &str,
-    credentials: Option<DockerCredentials>,
+    manifest: &Manifest,
     reporter: &Reporter,
-) -> Result<String, DockerError> {
-    let reference = format!("{repository}:{tag}");
-    let options = PushImageOptions {
-        tag: Some(tag.to_owned()),
-        ..Default::default()
-    };
-    let mut output = docker.push_image(repository, Some(options), credentials);
-    let mut digest = None;
-    while let Some(item) = output.next().await {
-        let info = item.map_err(|e| push_error(e, &reference))?;
-        let Some(status) = info.status else { continue };
-        if let Some(found) = digest_in(&status) {
-            digest = Some(found.to_owned());
-        }
-        if !is_progress_noise(&status) {
-            reporter.system(StepName::Push, status).await;
-        }
+) -> Result<(), PushError> {
+    let stored = registry.put(tag, manifest).await?;
+    if let Some(stored) = stored.filter(|stored| *stored != manifest.digest) {
+        return Err(PushError::StoredOther {
+            reference: registry.name(tag),
+            expected: manifest.digest.clone(),
+            stored,
+        });
     }
-    digest.ok_or(DockerError::NoDigest(reference))
+    let line = format!("tagged {} -> {}", registry.name(tag), manifest.digest);
+    reporter.system(StepName::Push, line).await;
+    Ok(())
 }
 
-fn push_error(e: bollard::errors::Error, reference: &str) -> DockerError {
-    match e {
-        bollard::errors::Error::DockerStreamError { error } => DockerError::Push {
-            reference: reference.to_owned(),
-            message: error,
-        },
-        other => other.into(),
+/// Checks that `tag` resolves. A tag resolving to another digest was put
+/// again after this job's put succeeded (another job sharing the tag, or
+/// a person): the later push wins, as with `docker push`, so that is said
+/// and not failed.
+async fn verify_tag(
+    registry: &Registry,
+    tag: &str,
+    digest: &str,
+    reporter: &Reporter,
+) -> Result<(), PushError> {
+    let now = registry.digest_of(tag).await?;
+    if now != digest {
+        let line = format!(
+            "{} now points to {now}: pushed again since this job set it to {digest}",
+            registry.name(tag)
+        );
+        reporter.system(StepName::Push, line).await;
     }
-}
-
-/// The digest in the daemon's final push line, `TAG: digest: sha256:… size: N`.
-fn digest_in(status: &str) -> Option<&str> {
-    let (_, rest) = status.split_once("digest: ")?;
-    let digest = rest.split_whitespace().next()?;
-    digest.starts_with("sha256:").then_some(digest)
-}
-
-/// Per-layer progress states repeated many times per push; the outcome
-/// lines (`Pushed`, `Layer already exists`, the digest) are kept.
-fn is_progress_noise(status: &str) -> bool {
-    matches!(status, "Preparing" | "Waiting" | "Pushing")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digest_is_read_from_the_final_push_line() {
-        let line = "v1: digest: sha256:0123abcd size: 528";
-        assert_eq!(digest_in(line), Some("sha256:0123abcd"));
-        assert_eq!(digest_in("Pushed"), None);
-    }
+    Ok(())
 }
