@@ -10,6 +10,12 @@ use bollard::query_parameters::{PushImageOptions, RemoveImageOptions, TagImageOp
 use bollard::Docker;
 use buildbot_protocol::StepName;
 use futures_util::StreamExt;
+use std::time::Duration;
+
+/// Pushes of the private tag answered with a registry server error, and
+/// the pause before the next (times the pushes so far).
+const ATTEMPTS: u32 = 3;
+const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Tags `image_id` as `repository:tag`, pushes that reference, checks the
 /// engine pushed this image, and removes the local tag again whatever
@@ -27,7 +33,7 @@ pub(super) async fn push(
         tag: Some(tag.to_owned()),
     };
     docker.tag_image(image_id, Some(options)).await?;
-    let pushed = push_tag(docker, repository, tag, credentials, reporter).await;
+    let pushed = push_retrying(docker, repository, tag, credentials, reporter).await;
     let checked = match pushed {
         Ok(digest) => verify_pushed(docker, image_id, repository, &digest)
             .await
@@ -36,6 +42,40 @@ pub(super) async fn push(
     };
     untag(docker, &format!("{repository}:{tag}")).await;
     checked
+}
+
+/// [`push_tag`], again after the registry answered a server error, up to
+/// [`ATTEMPTS`] times in all. Registries answer 500 when a read races a
+/// write of the same file (distribution's filesystem storage rewrites a
+/// layer's link in place when concurrent jobs push it to one repository);
+/// pushing the job's own tag again is harmless.
+async fn push_retrying(
+    docker: &Docker,
+    repository: &str,
+    tag: &str,
+    credentials: Option<DockerCredentials>,
+    reporter: &Reporter,
+) -> Result<String, DockerError> {
+    let mut attempt = 1;
+    loop {
+        match push_tag(docker, repository, tag, credentials.clone(), reporter).await {
+            Err(DockerError::Push { message, .. })
+                if attempt < ATTEMPTS && is_server_error(&message) =>
+            {
+                let line = format!("the registry failed ({message}); pushing again");
+                reporter.system(StepName::Push, line).await;
+                tokio::time::sleep(RETRY_BACKOFF * attempt).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Whether the daemon's push error is the registry's 5xx answer
+/// (`received unexpected HTTP status: 500 Internal Server Error`).
+fn is_server_error(message: &str) -> bool {
+    message.contains("unexpected HTTP status: 5")
 }
 
 /// Pushes `repository:tag`; returns the digest of the daemon's final line.
@@ -136,6 +176,17 @@ mod tests {
         let line = "v1: digest: sha256:0123abcd size: 528";
         assert_eq!(digest_in(line), Some("sha256:0123abcd"));
         assert_eq!(digest_in("Pushed"), None);
+    }
+
+    #[test]
+    fn only_the_registrys_server_errors_are_pushed_again() {
+        assert!(is_server_error(
+            "received unexpected HTTP status: 500 Internal Server Error"
+        ));
+        assert!(!is_server_error("unauthorized: authentication required"));
+        assert!(!is_server_error(
+            "received unexpected HTTP status: 404 Not Found"
+        ));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use oci_client::manifest::{
 };
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, ParseError, Reference};
+use std::future::Future;
 use std::time::Duration;
 
 /// The manifest kinds a tag can point at: single-platform manifests and
@@ -28,6 +29,11 @@ const MANIFEST_MEDIA_TYPES: [&str; 4] = [
 /// Bounds on one registry request; the job's timeout bounds the step.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Tries of one registry request answered with a server error, and the
+/// pause before the next (times the tries so far).
+const ATTEMPTS: u32 = 4;
+const RETRY_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Why a registry request failed.
 #[derive(Debug, thiserror::Error)]
@@ -127,14 +133,15 @@ impl Registry {
     /// the registry reports.
     pub(super) async fn manifest(&self, tag: &str) -> Result<Manifest, RegistryError> {
         let reference = self.reference(tag)?;
-        let (bytes, digest) = self
-            .client
-            .pull_manifest_raw(&reference, &self.auth, &MANIFEST_MEDIA_TYPES)
-            .await
-            .map_err(|source| RegistryError::Get {
-                reference: self.name(tag),
-                source,
-            })?;
+        let (bytes, digest) = retrying(|| {
+            self.client
+                .pull_manifest_raw(&reference, &self.auth, &MANIFEST_MEDIA_TYPES)
+        })
+        .await
+        .map_err(|source| RegistryError::Get {
+            reference: self.name(tag),
+            source,
+        })?;
         let media_type = media_type_of(&bytes).ok_or_else(|| RegistryError::MediaType {
             reference: self.name(tag),
             media_type: declared_media_type(&bytes).unwrap_or_default(),
@@ -155,22 +162,22 @@ impl Registry {
     ) -> Result<Option<String>, RegistryError> {
         let reference = self.reference(tag)?;
         let content_type = HeaderValue::from_static(manifest.media_type);
-        let location = self
-            .client
-            .push_manifest_raw(&reference, manifest.bytes.clone(), content_type)
-            .await
-            .map_err(|source| RegistryError::Put {
-                reference: self.name(tag),
-                source,
-            })?;
+        let location = retrying(|| {
+            self.client
+                .push_manifest_raw(&reference, manifest.bytes.clone(), content_type.clone())
+        })
+        .await
+        .map_err(|source| RegistryError::Put {
+            reference: self.name(tag),
+            source,
+        })?;
         Ok(digest_in_location(&location).map(str::to_owned))
     }
 
     /// The digest `tag` resolves to now.
     pub(super) async fn digest_of(&self, tag: &str) -> Result<String, RegistryError> {
         let reference = self.reference(tag)?;
-        self.client
-            .fetch_manifest_digest(&reference, &self.auth)
+        retrying(|| self.client.fetch_manifest_digest(&reference, &self.auth))
             .await
             .map_err(|source| RegistryError::Resolve {
                 reference: self.name(tag),
@@ -185,6 +192,33 @@ impl Registry {
             source,
         })
     }
+}
+
+/// Runs `call` again after a server error (5xx), up to [`ATTEMPTS`] times
+/// in all. Registries answer 500 when a read races a write of the same
+/// tag (distribution's filesystem storage rewrites a tag's link file in
+/// place), which concurrent jobs sharing a tag do; every call here is
+/// idempotent.
+async fn retrying<T, F, Fut>(mut call: F) -> Result<T, OciDistributionError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, OciDistributionError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e) if attempt < ATTEMPTS && is_server_error(&e) => {
+                tracing::debug!(error = %e, attempt, "registry server error; trying again");
+                tokio::time::sleep(RETRY_BACKOFF * attempt).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+fn is_server_error(e: &OciDistributionError) -> bool {
+    matches!(e, OciDistributionError::ServerError { code, .. } if *code >= 500)
 }
 
 /// The job's credentials as the registry client takes them. An identity
@@ -278,6 +312,44 @@ mod tests {
         assert_eq!(digest_in_location(&location), Some(digest.as_str()));
         assert_eq!(digest_in_location("/v2/app/manifests/latest"), None);
         assert_eq!(digest_in_location("/v2/app/blobs/x"), None);
+    }
+
+    fn server_error(code: u16) -> OciDistributionError {
+        OciDistributionError::ServerError {
+            code,
+            url: "http://127.0.0.1:5000/v2/app/manifests/latest".into(),
+            message: String::new(),
+        }
+    }
+
+    /// Calls `retrying` with answers taken in turn; returns the outcome
+    /// and how many calls were made.
+    async fn retried(answers: Vec<Result<(), u16>>) -> (Result<(), OciDistributionError>, usize) {
+        let answers = std::sync::Mutex::new(answers.into_iter());
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let outcome = retrying(|| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let next = answers.lock().expect("answers").next().expect("an answer");
+            async move { next.map_err(server_error) }
+        })
+        .await;
+        (outcome, calls.into_inner())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn server_errors_are_tried_again_and_others_are_not() {
+        let (outcome, calls) = retried(vec![Err(500), Err(503), Ok(())]).await;
+        assert!(outcome.is_ok());
+        assert_eq!(calls, 3);
+        let (outcome, calls) = retried(vec![Err(404)]).await;
+        assert!(outcome.is_err());
+        assert_eq!(calls, 1);
+        let (outcome, calls) = retried(vec![Err(500); 5]).await;
+        assert!(matches!(
+            outcome,
+            Err(OciDistributionError::ServerError { code: 500, .. })
+        ));
+        assert_eq!(calls, ATTEMPTS as usize);
     }
 
     #[test]
