@@ -161,6 +161,10 @@ impl Registry {
         manifest: &Manifest,
     ) -> Result<Option<String>, RegistryError> {
         let reference = self.reference(tag)?;
+        // A put takes no credentials: the client uses those it stored.
+        self.client
+            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
+            .await;
         let content_type = HeaderValue::from_static(manifest.media_type);
         let location = retrying(|| {
             self.client
