@@ -240,12 +240,13 @@ async fn invalid_job_is_rejected_with_every_problem_and_dead_lettered() {
         "a rejected job has only its result"
     );
 
-    let dead = format!("{}.dead", setup.queue);
+    // Dead-lettered, then parked (credentials masked) by a worker.
+    let parked = format!("{}.parked", setup.queue);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while setup.orchestrator.message_count(&dead).await.unwrap_or(0) == 0 {
+    while setup.orchestrator.message_count(&parked).await.unwrap_or(0) == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "job not dead-lettered"
+            "job not dead-lettered and parked"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
