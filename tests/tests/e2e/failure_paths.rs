@@ -53,6 +53,8 @@ async fn a_cancel_sent_while_no_worker_runs_is_honoured_by_a_worker_started_late
         "a cancelled job is not cloned: {:#?}",
         attempt.events
     );
+    let error = attempt.result().error.as_ref().expect("why");
+    assert_eq!(error.step, StepName::Queue, "{error:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,6 +89,40 @@ async fn a_job_without_reply_to_is_rejected_on_the_events_exchange() {
         error.problems.iter().any(|p| p.contains("reply_to")),
         "{error:#?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_lists_every_problem_and_is_routed_by_the_body_s_ids() {
+    let fleet = Fleet::new().await;
+    let _worker = fleet.worker(&[]).await;
+    let job_id = Uuid::new_v4();
+    let mut watched = fleet
+        .orchestrator
+        .watch_events(&format!("svc-x.{job_id}.result"))
+        .await
+        .expect("watch the events exchange");
+    // No correlation_id, no reply_to: only the body names the job.
+    let body = format!(r#"{{"version":1,"job_id":"{job_id}","service_id":"svc-x"}}"#);
+    fleet
+        .orchestrator
+        .publish_job(&fleet.queue, body.as_bytes(), "", None)
+        .await
+        .expect("publish");
+    let attempt = watched
+        .until_result(RESULT_WITHIN)
+        .await
+        .expect("the rejection, routed svc-x.<job_id>.result");
+    let result = attempt.result();
+    assert_eq!(result.status, JobStatus::Rejected, "{result:#?}");
+    assert_eq!(result.service_id.as_deref(), Some("svc-x"));
+    assert_eq!(attempt.events[0].job_id, job_id.to_string());
+    let problems = &result.error.as_ref().expect("problems").problems;
+    for field in ["repo", "image", "reply_to"] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(field)),
+            "{field} missing in {problems:#?}"
+        );
+    }
 }
 
 /// Runs a job whose build prints the long canary as wrapped base64 (76

@@ -3,7 +3,9 @@
 //! starts the real `buildbot worker` binaries it needs.
 
 use bollard::Docker;
-use buildbot_protocol::{Builder, EventBody, Job, JobResult, JobStatus, RepoAuth, StepName};
+use buildbot_protocol::{
+    Builder, EventBody, Job, JobResult, JobStatus, RepoAuth, StepName, StepState,
+};
 use buildbot_tests::daemon;
 use buildbot_tests::e2e::{assert_rejected, Fleet, RESULT_WITHIN};
 use buildbot_tests::orchestrator::{log_contains, ReplyQueue};
@@ -257,6 +259,16 @@ async fn a_job_over_its_timeout_is_stopped_and_its_container_removed() {
     let error = result.error.as_ref().expect("an error");
     assert_eq!(error.step, StepName::Build);
     assert!(error.message.contains("timeout of 5 s"), "{error:#?}");
+    // The interrupted step ends, and counts.
+    assert!(
+        result.durations_ms.contains_key(&StepName::Build),
+        "{result:#?}"
+    );
+    assert!(
+        attempt.events.iter().any(|e| matches!(&e.body,
+            EventBody::Step(s) if s.name == StepName::Build && s.state == StepState::Failed)),
+        "the build step gets its end event"
+    );
     assert_container_removed(&container).await;
 }
 
@@ -319,6 +331,7 @@ async fn sigterm_requeues_a_job_that_outlasts_the_drain_timeout() {
         .expect("SIGTERM")
         .expect("the worker exits soon after the drain timeout");
     assert!(exit.success(), "{exit:?}");
+    let mut notice = false;
     while let Some(event) = replies
         .next_within(Duration::from_secs(2))
         .await
@@ -328,7 +341,9 @@ async fn sigterm_requeues_a_job_that_outlasts_the_drain_timeout() {
             !matches!(event.body, EventBody::Result(_)),
             "an unfinished job has no result: {event:#?}"
         );
+        notice |= log_contains(&event, "the job goes back to the queue");
     }
+    assert!(notice, "the caller is told before the requeue");
     assert_eq!(
         fleet.orchestrator.message_count(&fleet.queue).await.ok(),
         Some(1),

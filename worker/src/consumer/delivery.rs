@@ -63,24 +63,33 @@ pub(super) struct Accepted {
     pub(super) reply_to: String,
 }
 
-/// The accepted job, or every problem that makes it unacceptable.
+/// The accepted job, or every problem that makes it unacceptable: the
+/// body's and the message's (a missing `reply_to`) in one list.
 pub(super) fn decode(
     data: &[u8],
     envelope: &Envelope,
     context: &JobContext,
 ) -> Result<Accepted, Vec<String>> {
-    let job =
-        decode_job_with_limit(data, context.settings.max_job_bytes).map_err(|e| e.problems())?;
+    let decoded = decode_job_with_limit(data, context.settings.max_job_bytes);
+    let reply_to = envelope.reply_to.clone();
+    let job = match (decoded, reply_to) {
+        (Ok(job), Some(reply_to)) => Accepted { job, reply_to },
+        (decoded, reply_to) => {
+            let mut problems = decoded.err().map(|e| e.problems()).unwrap_or_default();
+            if reply_to.is_none() {
+                problems.push(
+                    "reply_to: missing; set the message's reply_to to the caller's reply queue"
+                        .into(),
+                );
+            }
+            return Err(problems);
+        }
+    };
     if !context.settings.trusted_keys.is_empty() {
         // decode_job_with_limit accepted it: it is a JSON object.
         let message: serde_json::Value =
             serde_json::from_slice(data).map_err(|e| vec![format!("job: {e}")])?;
         verify_job(&message, &context.settings.trusted_keys).map_err(|e| vec![e.to_string()])?;
     }
-    let Some(reply_to) = envelope.reply_to.clone() else {
-        return Err(vec![
-            "reply_to: missing; set the message's reply_to to the caller's reply queue".into(),
-        ]);
-    };
-    Ok(Accepted { job, reply_to })
+    Ok(job)
 }

@@ -4,12 +4,13 @@
 //! the worker stops or the reply channel cannot be opened.
 
 use super::delivery::{decode, Accepted, Envelope};
-use super::running::Stop;
+use super::running::{JobHandle, Stop};
 use super::JobContext;
 use crate::events::redact::Redactor;
 use crate::events::reply::{ReplySink, ReplyTarget};
+use crate::events::Reporter;
 use crate::events::{self, AttemptId};
-use buildbot_protocol::{read_envelope, JobResult, StepName};
+use buildbot_protocol::{read_envelope, Job, JobResult, StepName};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use std::sync::Arc;
@@ -60,22 +61,25 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
         Redactor::for_job(&job),
         context.settings.batching,
     );
-    // A cancel that arrived before the job did stops it before it starts.
-    if context.jobs.is_cancelled(&job_id) {
-        context.jobs.cancel(&job_id);
-    }
-    let result = tokio::select! {
-        result = context.pipeline.run(&job, &reporter, handle.cancelled()) => result,
-        Stop::Requeue = handle.stopped() => {
-            reporter.system(StepName::Validate, "the worker is stopping; the job goes back to the queue").await;
-            // Published and confirmed before the requeue, so the caller
-            // reads it before the next attempt's events.
-            if let Err(e) = finisher.abandon().await {
-                tracing::warn!(error = %e, "the requeue notice was not confirmed");
-            }
-            requeue(&delivery).await;
-            return;
+    // A cancel that arrived before the job did: nothing runs.
+    let result = if context.jobs.is_cancelled(&job_id) {
+        context.pipeline.cancelled_before_start(&job)
+    } else if let Some(result) = run_unless_requeued(context, &job, &reporter, &handle).await {
+        result
+    } else {
+        reporter
+            .system(
+                StepName::Validate,
+                "the worker is stopping; the job goes back to the queue",
+            )
+            .await;
+        // Published and confirmed before the requeue, so the caller reads
+        // it before the next attempt's events.
+        if let Err(e) = finisher.abandon().await {
+            tracing::warn!(error = %e, "the requeue notice was not confirmed");
         }
+        requeue(&delivery).await;
+        return;
     };
     context.metrics.job_finished(&result);
     match finisher.finish(result).await {
@@ -90,6 +94,20 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
             tracing::warn!(error = %e, "result not confirmed; requeueing the job");
             requeue(&delivery).await;
         }
+    }
+}
+
+/// Runs the job's pipeline; `None` when the worker must give the job back
+/// instead (drain timeout, lost connection).
+async fn run_unless_requeued(
+    context: &JobContext,
+    job: &Job,
+    reporter: &Reporter,
+    handle: &JobHandle,
+) -> Option<JobResult> {
+    tokio::select! {
+        result = context.pipeline.run(job, reporter, handle.cancelled()) => Some(result),
+        Stop::Requeue = handle.stopped() => None,
     }
 }
 

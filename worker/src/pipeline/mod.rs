@@ -156,6 +156,18 @@ impl Pipeline {
         }
     }
 
+    /// The result of a job cancelled before it was delivered: no step
+    /// ran.
+    pub(crate) fn cancelled_before_start(&self, job: &Job) -> JobResult {
+        let error = JobError::new(
+            StepName::Queue,
+            "the job was cancelled before it started; nothing ran",
+        );
+        JobResult::new(JobStatus::Cancelled, self.worker_id.clone())
+            .with_error(error)
+            .with_service_id(job.service_id.clone())
+    }
+
     async fn steps(
         &self,
         job: &Job,
