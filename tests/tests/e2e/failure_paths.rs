@@ -172,7 +172,16 @@ async fn canary_build(log_filter: &str) {
         .collect::<Vec<_>>()
         .join(", ");
     // Every 8-character piece of the base64 forms, wherever it was cut.
-    let mut forms = vec![canary.clone(), decimal_bytes];
+    let url_encoded: String = canary
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let mut forms = vec![canary.clone(), decimal_bytes, url_encoded];
     for encoded in [base64(&canary), base64(&format!("xy{canary}"))] {
         let inner = &encoded[4..encoded.len() - 4];
         forms.extend(
