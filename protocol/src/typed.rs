@@ -71,16 +71,19 @@ impl RegistryAuth {
     }
 
     /// The credentials for `registry` (`host[:port]` or `docker.io`):
-    /// basic auth when its `server` names that registry (or is absent),
-    /// else the docker config's entry for it. `Ok(None)` when there are
-    /// none for that registry.
+    /// basic auth when its `server` names that registry (when absent, the
+    /// job image's registry `image_registry`: a password is never sent to
+    /// another registry, e.g. a builder image's), else the docker config's
+    /// entry for it. `Ok(None)` when there are none for that registry.
     pub fn credentials_for(
         &self,
         registry: &str,
+        image_registry: &str,
     ) -> Result<Option<RegistryCredentials>, DockerConfigError> {
         match self {
             RegistryAuth::Basic { server, .. } => {
-                let applies = server.as_deref().is_none_or(|s| same_registry(s, registry));
+                let server = server.as_deref().unwrap_or(image_registry);
+                let applies = same_registry(server, registry);
                 Ok(applies.then(|| self.basic_credentials()).flatten())
             }
             RegistryAuth::DockerConfig { config } => {
@@ -157,13 +160,21 @@ mod tests {
             password: Secret::new("p"),
         };
         let creds = basic(None)
-            .credentials_for("127.0.0.1:5001")
+            .credentials_for("127.0.0.1:5001", "127.0.0.1:5001")
             .unwrap()
             .unwrap();
         assert_eq!(creds.username.as_deref(), Some("u"));
         assert_eq!(creds.password.as_ref().map(Secret::expose), Some("p"));
+        // Without a server, never for another registry than the image's.
+        assert!(basic(None)
+            .credentials_for("builders.example:443", "127.0.0.1:5001")
+            .unwrap()
+            .is_none());
         let other = basic(Some("other.example:443"));
-        assert!(other.credentials_for("127.0.0.1:5001").unwrap().is_none());
+        assert!(other
+            .credentials_for("127.0.0.1:5001", "127.0.0.1:5001")
+            .unwrap()
+            .is_none());
         let all = other.all_credentials("127.0.0.1:5001").unwrap();
         assert_eq!(all.keys().collect::<Vec<_>>(), ["other.example:443"]);
         let all = basic(None).all_credentials("127.0.0.1:5001").unwrap();
@@ -178,15 +189,21 @@ mod tests {
                 r#"{{"auths":{{"https://127.0.0.1:5001/v1/":{{"auth":"{user_pass}"}}}}}}"#
             ))),
         };
-        let creds = auth.credentials_for("127.0.0.1:5001").unwrap().unwrap();
+        let creds = auth
+            .credentials_for("127.0.0.1:5001", "127.0.0.1:5001")
+            .unwrap()
+            .unwrap();
         assert_eq!(creds.username.as_deref(), Some("alice"));
-        assert!(auth.credentials_for("docker.io").unwrap().is_none());
+        assert!(auth
+            .credentials_for("docker.io", "docker.io")
+            .unwrap()
+            .is_none());
         let all = auth.all_credentials("x").unwrap();
         assert_eq!(all.keys().collect::<Vec<_>>(), ["127.0.0.1:5001"]);
         let garbage = RegistryAuth::DockerConfig {
             config: Secret::new(encode("topsecret")),
         };
-        let error = garbage.credentials_for("x").unwrap_err().to_string();
+        let error = garbage.credentials_for("x", "x").unwrap_err().to_string();
         assert_eq!(error, "not base64 of a JSON document");
     }
 }

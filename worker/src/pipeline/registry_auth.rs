@@ -5,7 +5,7 @@
 
 use bollard::auth::DockerCredentials;
 use buildbot_protocol::grammar::docker_config::{DockerAuths, RegistryCredentials};
-use buildbot_protocol::RegistryAuth;
+use buildbot_protocol::{registry_host, Job, RegistryAuth};
 use std::collections::HashMap;
 
 /// Why the job's registry credentials could not be used.
@@ -16,17 +16,20 @@ pub(crate) enum RegistryAuthError {
     BadDockerConfig(String),
 }
 
-/// The credentials in `auth` for `registry` (a `host[:port]`, or
-/// `docker.io`), or None when it holds none for that registry.
+/// The credentials in `job`'s `registry_auth` for `registry` (a
+/// `host[:port]`, or `docker.io`), or None when it holds none for that
+/// registry. Basic auth without a server is for the job image's registry
+/// only.
 pub(crate) fn credentials_for(
-    auth: Option<&RegistryAuth>,
+    job: &Job,
     registry: &str,
 ) -> Result<Option<DockerCredentials>, RegistryAuthError> {
-    let Some(auth) = auth else {
+    let Some(auth) = &job.registry_auth else {
         return Ok(None);
     };
+    let image_registry = registry_host(&job.image.repository);
     let credentials = auth
-        .credentials_for(registry)
+        .credentials_for(registry, &image_registry)
         .map_err(|e| RegistryAuthError::BadDockerConfig(e.to_string()))?;
     Ok(credentials.map(|c| for_engine(&c, registry)))
 }
@@ -88,6 +91,12 @@ mod tests {
     use buildbot_protocol::grammar::base64;
     use buildbot_protocol::Secret;
 
+    /// A job pushing to 127.0.0.1:5001 with `auth`.
+    fn job(auth: RegistryAuth) -> Job {
+        Job::new("s", "https://h/r.git", "main", "127.0.0.1:5001/app", ["v1"])
+            .with_registry_auth(auth)
+    }
+
     fn docker_config(json: &str) -> RegistryAuth {
         RegistryAuth::DockerConfig {
             config: Secret::new(base64::encode(json)),
@@ -101,11 +110,24 @@ mod tests {
             username: "u".into(),
             password: Secret::new("p"),
         };
-        let creds = credentials_for(Some(&auth), "127.0.0.1:5001").expect("valid");
+        let creds = credentials_for(&job(auth.clone()), "127.0.0.1:5001").expect("valid");
         let creds = creds.expect("credentials");
         assert_eq!(creds.username.as_deref(), Some("u"));
         assert_eq!(creds.password.as_deref(), Some("p"));
         assert_eq!(creds.serveraddress.as_deref(), Some("127.0.0.1:5001"));
+    }
+
+    #[test]
+    fn basic_without_server_is_never_sent_to_another_registry() {
+        let auth = RegistryAuth::Basic {
+            server: None,
+            username: "u".into(),
+            password: Secret::new("p"),
+        };
+        // E.g. a builder image on another registry than the job's image.
+        assert!(credentials_for(&job(auth), "builders.example:443")
+            .expect("valid")
+            .is_none());
     }
 
     #[test]
@@ -115,7 +137,7 @@ mod tests {
             username: "u".into(),
             password: Secret::new("p"),
         };
-        assert!(credentials_for(Some(&auth), "127.0.0.1:5001")
+        assert!(credentials_for(&job(auth.clone()), "127.0.0.1:5001")
             .expect("valid")
             .is_none());
     }
@@ -126,7 +148,7 @@ mod tests {
         let json = format!(
             r#"{{"auths":{{"https://127.0.0.1:5001/v1/":{{"auth":"{user_pass}"}},"docker.io":{{"auth":"eDp5"}}}}}}"#
         );
-        let creds = credentials_for(Some(&docker_config(&json)), "127.0.0.1:5001")
+        let creds = credentials_for(&job(docker_config(&json)), "127.0.0.1:5001")
             .expect("valid")
             .expect("credentials");
         assert_eq!(creds.username.as_deref(), Some("alice"));
@@ -140,7 +162,7 @@ mod tests {
     #[test]
     fn bare_auths_map_and_docker_hub_aliases() {
         let json = r#"{"https://index.docker.io/v1/":{"username":"bob","password":"pw"}}"#;
-        let creds = credentials_for(Some(&docker_config(json)), "docker.io")
+        let creds = credentials_for(&job(docker_config(json)), "docker.io")
             .expect("valid")
             .expect("credentials");
         assert_eq!(creds.username.as_deref(), Some("bob"));
@@ -151,7 +173,7 @@ mod tests {
         let auth = RegistryAuth::DockerConfig {
             config: Secret::new(base64::encode("topsecret")),
         };
-        let err = credentials_for(Some(&auth), "x").expect_err("invalid");
+        let err = credentials_for(&job(auth.clone()), "x").expect_err("invalid");
         let message = err.to_string();
         assert!(message.starts_with("registry_auth.config: "), "{message}");
         assert!(!message.contains("topsecret"), "{message}");

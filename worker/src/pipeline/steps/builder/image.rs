@@ -115,7 +115,7 @@ async fn pull(
     reporter: &Reporter,
 ) -> Result<String, BuilderError> {
     let registry = registry_host(&image);
-    let credentials = registry_auth::credentials_for(spec.job.registry_auth.as_ref(), &registry)?;
+    let credentials = registry_auth::credentials_for(spec.job, &registry)?;
     let line = format!("pulling the builder image {image}");
     reporter.system(StepName::Builder, line).await;
     let options = CreateImageOptions {

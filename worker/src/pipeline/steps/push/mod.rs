@@ -85,7 +85,7 @@ async fn push(
 ) -> Result<String, PushError> {
     let repository = &job.image.repository;
     let host = registry_host(repository);
-    let credentials = registry_auth::credentials_for(job.registry_auth.as_ref(), &host)?;
+    let credentials = registry_auth::credentials_for(job, &host)?;
     if credentials.is_none() && job.registry_auth.is_some() {
         let line = format!("registry_auth holds no credentials for {host}; pushing anonymously");
         reporter.system(StepName::Push, line).await;
