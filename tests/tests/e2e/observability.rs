@@ -69,7 +69,17 @@ async fn metrics_health_and_the_events_exchange_after_a_job() {
     };
     assert_eq!(seqs(&watched.events), seqs(&attempt.events));
 
-    let (status, text) = get(&addr, "/metrics");
+    // The job leaves the in-flight gauge when its delivery is acked, a
+    // moment after the caller read the result.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (status, text) = loop {
+        let (status, text) = get(&addr, "/metrics");
+        let idle = metric(&text, "buildbot_jobs_in_flight") == Some(0.0);
+        if idle || std::time::Instant::now() > deadline {
+            break (status, text);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(status, 200);
     assert_eq!(
         metric(&text, "buildbot_jobs_total{status=\"succeeded\"}"),
