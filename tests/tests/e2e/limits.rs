@@ -144,9 +144,12 @@ async fn a_memory_hog_is_killed_with_a_clear_error() {
 }
 
 /// A container on the default bridge serving `/ok` over HTTP for a while:
-/// a peer a job's container may or may not reach. It removes itself.
+/// a peer a job's container may or may not reach. It ends and removes
+/// itself after 5 minutes, should the test not get to remove it.
 async fn start_peer(docker: &Docker) -> (String, String) {
-    let script = "echo ok > /tmp/ok && exec timeout 300 httpd -f -p 8080 -h /tmp";
+    // httpd as PID 1 would ignore the signals of `timeout`: it runs in the
+    // background and the shell's end stops the container.
+    let script = "echo ok > /tmp/ok && httpd -p 8080 -h /tmp && sleep 300";
     let config = ContainerCreateBody {
         image: Some(setup_base_image()),
         entrypoint: Some(vec!["sh".into(), "-c".into(), script.into()]),
@@ -189,7 +192,15 @@ async fn remove_peer(docker: &Docker, id: &str) {
         force: true,
         ..Default::default()
     };
-    let _ = docker.remove_container(id, Some(options)).await;
+    match docker.remove_container(id, Some(options)).await {
+        // Already going: auto-removal started with the kill.
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        }) => {}
+        Err(e) => panic!("remove the peer {id}: {e}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
