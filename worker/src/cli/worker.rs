@@ -7,7 +7,10 @@ use super::{BrokerArgs, GitTimeoutArgs};
 use crate::consumer::{self, Observers, Settings};
 use crate::events::LogBatching;
 use crate::observe::{http, metrics::Metrics};
-use crate::pipeline::{docker, remove_leftovers, Pipeline};
+use crate::pipeline::{
+    docker, parse_cpus, parse_memory, parse_network, remove_leftovers, ContainerLimits, Memory,
+    Network, Pipeline,
+};
 use anyhow::Context;
 use buildbot_protocol::amqp::{DEFAULT_DELIVERY_LIMIT, JOB_QUEUE};
 use buildbot_protocol::signature::{parse_public_keys, VerifyingKey};
@@ -26,6 +29,9 @@ pub(crate) struct WorkerArgs {
 
     #[command(flatten)]
     pub(crate) git_timeouts: GitTimeoutArgs,
+
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
 
     /// Queue the worker takes jobs from. Its dead-letter exchange and queue
     /// are named `<queue>.dlx` and `<queue>.dead`.
@@ -88,6 +94,51 @@ pub(crate) struct WorkerArgs {
     /// `<queue>.parked` for inspection.
     #[arg(long, env = "BUILDBOT_PARKED_TTL_SECS", default_value_t = 7 * 24 * 60 * 60)]
     pub(crate) parked_ttl_secs: u64,
+}
+
+/// What one job's containers (the builder, the image builds' `RUN` steps)
+/// may use: the setting of every subcommand that runs jobs.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LimitArgs {
+    /// Memory of a job's container, swap not allowed on top: bytes or a
+    /// number with k, m, g (powers of 1024). The image builds' `RUN` steps
+    /// get at most 2 GiB - 1 byte (a limit of the Engine API's build
+    /// call).
+    #[arg(long, env = "BUILDBOT_JOB_MEMORY", default_value = "4g",
+          value_parser = |s: &str| parse_memory(s).map_err(|e| e.to_string()))]
+    pub(crate) job_memory: Memory,
+
+    /// Processes (threads included) a builder container may run at once:
+    /// a fork bomb fails its job, not the host.
+    #[arg(long, env = "BUILDBOT_JOB_PIDS", default_value_t = 1024,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub(crate) job_pids: i64,
+
+    /// CPUs a job's container may use (e.g. 2 or 1.5). Default: all of
+    /// the Docker host's.
+    #[arg(long, env = "BUILDBOT_JOB_CPUS",
+          value_parser = |s: &str| parse_cpus(s).map_err(|e| e.to_string()))]
+    pub(crate) job_cpus: Option<f64>,
+
+    /// Network of a job's containers: `none` (no network), `bridge`
+    /// (Docker's default, outbound access), or a network's name (e.g. one
+    /// whose firewall blocks the cloud metadata endpoint). `host` and
+    /// `container:<id>` are refused.
+    #[arg(long, env = "BUILDBOT_BUILDER_NETWORK", default_value = "bridge",
+          value_parser = |s: &str| parse_network(s).map_err(|e| e.to_string()))]
+    pub(crate) builder_network: Network,
+}
+
+impl LimitArgs {
+    /// The limits these flags make.
+    pub(crate) fn limits(&self) -> ContainerLimits {
+        ContainerLimits {
+            memory: self.job_memory,
+            pids: self.job_pids,
+            cpus: self.job_cpus,
+            network: self.builder_network.clone(),
+        }
+    }
 }
 
 fn parse_trusted_key(text: &str) -> Result<VerifyingKey, String> {
@@ -165,7 +216,8 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot serve HTTP on {addr}"))?;
         tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     }
-    let pipeline = Pipeline::new(docker, worker_id, args.workspace_dir.clone());
+    let limits = args.limits.limits();
+    let pipeline = Pipeline::new(docker, worker_id, args.workspace_dir.clone(), limits);
     consumer::run_until_shutdown(&args.settings(), pipeline, shutdown, observers).await?;
     tracing::info!("worker stopped");
     Ok(())

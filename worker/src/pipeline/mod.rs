@@ -17,6 +17,9 @@ pub(crate) mod registry_auth;
 mod steps;
 
 pub(crate) use steps::builder::remove_leftovers;
+pub(crate) use steps::builder::{
+    parse_cpus, parse_memory, parse_network, ContainerLimits, Memory, Network,
+};
 pub(crate) use steps::clone::set_network_timeouts as set_git_timeouts;
 
 use crate::events::Reporter;
@@ -39,6 +42,8 @@ pub(crate) struct Pipeline {
     worker_id: String,
     /// Parent of the per-job workspaces; the system temp dir when None.
     workspace_root: Option<PathBuf>,
+    /// What a job's containers may use.
+    limits: ContainerLimits,
 }
 
 /// A step that did not succeed.
@@ -95,12 +100,19 @@ impl Progress {
 }
 
 impl Pipeline {
-    /// A pipeline building on `docker`, reporting results as `worker_id`.
-    pub(crate) fn new(docker: Docker, worker_id: String, workspace_root: Option<PathBuf>) -> Self {
+    /// A pipeline building on `docker`, reporting results as `worker_id`,
+    /// its jobs' containers bound by `limits`.
+    pub(crate) fn new(
+        docker: Docker,
+        worker_id: String,
+        workspace_root: Option<PathBuf>,
+        limits: ContainerLimits,
+    ) -> Self {
         Self {
             docker,
             worker_id,
             workspace_root,
+            limits,
         }
     }
 
@@ -198,13 +210,23 @@ impl Pipeline {
                     mtime: spec.mtime,
                     context_dir: &context_dir,
                     scratch: workspace.path(),
+                    limits: &self.limits,
                 };
                 builder::run(&self.docker, &run, reporter).await
             })
             .await?;
         }
         let image_id = run_step(StepName::Build, reporter, progress, async {
-            build::run(&self.docker, job, &checkout_dir, &checkout, reporter).await
+            let limits = &self.limits;
+            build::run(
+                &self.docker,
+                job,
+                &checkout_dir,
+                &checkout,
+                limits,
+                reporter,
+            )
+            .await
         })
         .await?;
         if !job.image.push {

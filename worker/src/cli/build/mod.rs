@@ -13,6 +13,7 @@
 mod flags;
 mod job;
 
+use super::worker::LimitArgs;
 use super::GitTimeoutArgs;
 use crate::events::redact::Redactor;
 use crate::events::terminal::{exit_code, TerminalSink};
@@ -50,6 +51,9 @@ pub(crate) struct BuildArgs {
 
     #[command(flatten)]
     pub(crate) git_timeouts: GitTimeoutArgs,
+
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
 }
 
 /// Why a local build could not run (exit status 2 for an invalid job, 5
@@ -113,7 +117,8 @@ pub(crate) async fn run(args: &BuildArgs) -> Result<ExitCode, BuildError> {
     };
     args.git_timeouts.apply().map_err(BuildError::GitTimeouts)?;
     let docker = docker::connect().await?;
-    let pipeline = Pipeline::new(docker, local_worker_id(), args.workspace_dir.clone());
+    let workspace = args.workspace_dir.clone();
+    let pipeline = Pipeline::new(docker, local_worker_id(), workspace, args.limits.limits());
     if !args.json {
         println!("{}", announcement(&job));
     }

@@ -14,6 +14,7 @@ mod labels;
 use crate::events::Reporter;
 use crate::pipeline::docker::DockerError;
 use crate::pipeline::registry_auth;
+use crate::pipeline::steps::builder::ContainerLimits;
 use crate::pipeline::steps::clone::Checkout;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{BuildImageOptions, TagImageOptions};
@@ -32,6 +33,7 @@ pub(crate) async fn run(
     job: &Job,
     checkout_dir: &Path,
     checkout: &Checkout,
+    limits: &ContainerLimits,
     reporter: &Reporter,
 ) -> Result<String, String> {
     let spec = runtime_context(job, checkout_dir, checkout);
@@ -39,7 +41,7 @@ pub(crate) async fn run(
     let registry = registry_host(&job.image.repository);
     let credentials = registry_auth::all_credentials(job.registry_auth.as_ref(), &registry)
         .map_err(|e| e.to_string())?;
-    let build = image_build(job, &checkout.commit, credentials);
+    let build = image_build(job, &checkout.commit, credentials, limits);
     let stream = context::stream_tar(spec);
     let image_id = build_image(docker, build, stream, StepName::Build, reporter)
         .await
@@ -69,6 +71,7 @@ fn image_build(
     job: &Job,
     commit: &str,
     registry_credentials: HashMap<String, bollard::auth::DockerCredentials>,
+    limits: &ContainerLimits,
 ) -> ImageBuild {
     let labels = labels::image_labels(job, commit);
     let first_tag = job.image.tags.first().map_or("latest", String::as_str);
@@ -82,6 +85,7 @@ fn image_build(
         pull: job.build.pull,
         cache_from: job.build.cache_from.clone(),
         registry_credentials,
+        limits: limits.clone(),
     }
 }
 
@@ -106,6 +110,9 @@ pub(crate) struct ImageBuild {
     pub(crate) cache_from: Vec<String>,
     /// Credentials for base-image pulls, by registry host.
     pub(crate) registry_credentials: HashMap<String, DockerCredentials>,
+    /// What the `RUN` steps' containers may use; the worker's defaults
+    /// unless set, so no build runs unlimited.
+    pub(crate) limits: ContainerLimits,
 }
 
 /// Builds an image from a streamed context tar; returns the image id.
@@ -129,6 +136,14 @@ pub(crate) async fn build_image(
         cachefrom: Some(build.cache_from),
         rm: true,
         forcerm: true,
+        // The legacy builder's `RUN` containers: memory without swap, CPU
+        // quota, network. Its API has no pids limit, capability or
+        // security option: those stay the daemon's defaults (see README).
+        memory: Some(build.limits.build_memory()),
+        memswap: Some(build.limits.build_memory()),
+        cpuquota: build.limits.build_cpu_quota(),
+        cpuperiod: build.limits.build_cpu_period(),
+        networkmode: Some(build.limits.network.mode().to_owned()),
         ..Default::default()
     };
     let credentials = Some(build.registry_credentials);

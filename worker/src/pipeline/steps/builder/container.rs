@@ -17,7 +17,8 @@ use futures_util::StreamExt;
 
 /// Creates the (stopped) container; returns its id. The command replaces
 /// the image's entrypoint: `build.builder.command` is exactly the argv
-/// that runs.
+/// that runs. The worker's limits bound its memory, processes, CPU,
+/// network and capabilities: the command is the tenant's code.
 pub(super) async fn create(
     docker: &Docker,
     spec: &BuilderRun<'_>,
@@ -35,6 +36,7 @@ pub(super) async fn create(
         working_dir: Some(spec.builder.workdir.clone()),
         env: Some(env),
         labels: Some(builder_labels(spec)),
+        host_config: Some(spec.limits.host_config()),
         ..Default::default()
     };
     let created = docker.create_container(None, config).await?;
@@ -60,9 +62,11 @@ pub(super) async fn upload_source(
 }
 
 /// Starts the container, streams its output until it exits, and fails
-/// with the exit code and the last output lines unless it is 0.
+/// with the exit code and the last output lines unless it is 0 (saying so
+/// when the memory limit killed it).
 pub(super) async fn run_command(
     docker: &Docker,
+    spec: &BuilderRun<'_>,
     container: &str,
     reporter: &Reporter,
 ) -> Result<(), BuilderError> {
@@ -92,13 +96,26 @@ pub(super) async fn run_command(
         tail.push(stream, &text);
         reporter.log(StepName::Builder, stream, text).await;
     }
-    match exit_code(docker, container).await? {
-        0 => Ok(()),
-        code => Err(BuilderError::CommandFailed {
-            code,
-            tail: tail.text(),
-        }),
+    let code = exit_code(docker, container).await?;
+    if code == 0 {
+        return Ok(());
     }
+    let tail = tail.text();
+    if oom_killed(docker, container).await {
+        let limit = spec.limits.memory;
+        return Err(BuilderError::OutOfMemory { limit, code, tail });
+    }
+    Err(BuilderError::CommandFailed { code, tail })
+}
+
+/// Whether the kernel's OOM killer killed a process of the container. Only
+/// asked after a failure: a build whose child was killed but that recovered
+/// succeeded. An unanswered inspect just leaves the plain exit code.
+async fn oom_killed(docker: &Docker, container: &str) -> bool {
+    let Ok(inspect) = docker.inspect_container(container, None).await else {
+        return false;
+    };
+    inspect.state.and_then(|s| s.oom_killed).unwrap_or(false)
 }
 
 /// The exited container's exit code.

@@ -77,6 +77,7 @@ async fn build_from_dockerfile(
         reference,
         labels: builder_labels(spec),
         registry_credentials: credentials,
+        limits: spec.limits.clone(),
         ..Default::default()
     };
     let first = build_image(

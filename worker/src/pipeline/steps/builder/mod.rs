@@ -32,9 +32,13 @@ mod container;
 mod image;
 mod labels;
 mod leftovers;
+mod limits;
 mod tail;
 
 pub(crate) use leftovers::remove_leftovers;
+pub(crate) use limits::{
+    parse_cpus, parse_memory, parse_network, ContainerLimits, Memory, Network,
+};
 
 use crate::events::Reporter;
 use crate::pipeline::docker::DockerError;
@@ -80,6 +84,16 @@ pub(crate) enum BuilderError {
         /// Its last output lines.
         tail: String,
     },
+    /// The kernel killed the command for exceeding `--job-memory`.
+    #[error("build.builder.command was killed: out of memory (limit {limit}){}", quoted(.tail))]
+    OutOfMemory {
+        /// The memory limit, e.g. `256 MiB`.
+        limit: limits::Memory,
+        /// The exit code (137 when the main process was killed).
+        code: i64,
+        /// Its last output lines.
+        tail: String,
+    },
     /// The daemon could not start the command (no such executable, not
     /// executable): the job's mistake, not the infrastructure's.
     #[error("build.builder.command could not be started: {message}")]
@@ -115,7 +129,9 @@ impl BuilderError {
     /// The command's exit code, when it was the command that failed.
     pub(crate) fn exit_code(&self) -> Option<i64> {
         match self {
-            BuilderError::CommandFailed { code, .. } => Some(*code),
+            BuilderError::CommandFailed { code, .. } | BuilderError::OutOfMemory { code, .. } => {
+                Some(*code)
+            }
             BuilderError::CommandNotStarted { code, .. } => *code,
             _ => None,
         }
@@ -156,6 +172,8 @@ pub(crate) struct BuilderRun<'a> {
     pub(crate) context_dir: &'a Path,
     /// A private directory of the job for the downloaded artifact archive.
     pub(crate) scratch: &'a Path,
+    /// What the builder container (and a builder image's build) may use.
+    pub(crate) limits: &'a ContainerLimits,
 }
 
 /// Runs the builder: image, container, upload, command, artifact. Whatever
@@ -184,7 +202,7 @@ async fn run_in(
     let container = container::create(docker, spec, &image).await?;
     leftovers.record_container(container.clone());
     container::upload_source(docker, spec, &container).await?;
-    container::run_command(docker, &container, reporter).await?;
+    container::run_command(docker, spec, &container, reporter).await?;
     artifact::copy_out(docker, spec, &container, reporter).await
 }
 
