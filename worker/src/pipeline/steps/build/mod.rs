@@ -139,8 +139,8 @@ pub(crate) async fn build_image(
         // The legacy builder's `RUN` containers: memory without swap, CPU
         // quota, network. Its API has no pids limit, capability or
         // security option: those stay the daemon's defaults (see README).
-        memory: Some(build.limits.build_memory()),
-        memswap: Some(build.limits.build_memory()),
+        memory: build.limits.build_memory(),
+        memswap: build.limits.build_memory(),
         cpuquota: build.limits.build_cpu_quota(),
         cpuperiod: build.limits.build_cpu_period(),
         networkmode: Some(build.limits.network.mode().to_owned()),

@@ -87,10 +87,12 @@ impl ContainerLimits {
         }
     }
 
-    /// The memory limit the legacy builder's API can carry: its query
-    /// parameter is a 32-bit integer, so a larger limit becomes 2 GiB - 1.
-    pub(crate) fn build_memory(&self) -> i32 {
-        i32::try_from(self.memory.0).unwrap_or(i32::MAX)
+    /// The memory limit for the legacy builder's `RUN` steps, when its API
+    /// can carry it: the query parameter is a 32-bit integer, and silently
+    /// capping a larger limit at 2 GiB would fail builds that fit the
+    /// configured one. Above 2 GiB the `RUN` steps are not memory-limited.
+    pub(crate) fn build_memory(&self) -> Option<i32> {
+        i32::try_from(self.memory.0).ok()
     }
 
     /// The runtime build's CPU quota per [`Self::build_cpu_period`].
@@ -263,13 +265,13 @@ mod tests {
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
         assert_eq!(limits.build_cpu_quota(), Some(150_000));
-        assert_eq!(limits.build_memory(), 256 * 1024 * 1024);
+        assert_eq!(limits.build_memory(), Some(256 * 1024 * 1024));
     }
 
     #[test]
-    fn a_limit_beyond_the_build_api_s_range_is_capped_not_dropped() {
+    fn a_limit_beyond_the_build_api_s_range_is_not_shrunk() {
         let limits = ContainerLimits::default();
-        assert_eq!(limits.build_memory(), i32::MAX);
+        assert_eq!(limits.build_memory(), None);
         assert_eq!(limits.host_config().nano_cpus, None);
         assert_eq!(limits.build_cpu_period(), None);
     }
