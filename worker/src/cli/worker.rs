@@ -7,7 +7,7 @@ use super::{BrokerArgs, GitTimeoutArgs};
 use crate::consumer::{self, Observers, Settings};
 use crate::events::LogBatching;
 use crate::observe::{http, metrics::Metrics};
-use crate::pipeline::{docker, remove_leftovers, Pipeline};
+use crate::pipeline::{docker, remove_leftovers, Limits, Pipeline};
 use anyhow::Context;
 use buildbot_protocol::amqp::{DEFAULT_DELIVERY_LIMIT, JOB_QUEUE};
 use buildbot_protocol::signature::{parse_public_keys, VerifyingKey};
@@ -26,6 +26,9 @@ pub(crate) struct WorkerArgs {
 
     #[command(flatten)]
     pub(crate) git_timeouts: GitTimeoutArgs,
+
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
 
     /// Queue the worker takes jobs from. Its dead-letter exchange and queue
     /// are named `<queue>.dlx` and `<queue>.dead`.
@@ -88,6 +91,48 @@ pub(crate) struct WorkerArgs {
     /// `<queue>.parked` for inspection.
     #[arg(long, env = "BUILDBOT_PARKED_TTL_SECS", default_value_t = 7 * 24 * 60 * 60)]
     pub(crate) parked_ttl_secs: u64,
+}
+
+/// How much of a job's checkout and builder artifact the worker takes on
+/// before failing the job (not the worker) with the limit named.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LimitArgs {
+    /// Directory levels a build context or builder source may have.
+    #[arg(long, env = "BUILDBOT_MAX_CONTEXT_DEPTH", default_value_t = Limits::CONTEXT_DEPTH as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_context_depth: u32,
+
+    /// Directory entries a build context or builder source may have.
+    #[arg(long, env = "BUILDBOT_MAX_CONTEXT_ENTRIES", default_value_t = Limits::CONTEXT_ENTRIES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_context_entries: u64,
+
+    /// Bytes of file content a builder's artifact may hold.
+    #[arg(long, env = "BUILDBOT_MAX_ARTIFACT_BYTES", default_value_t = Limits::ARTIFACT_BYTES)]
+    pub(crate) max_artifact_bytes: u64,
+
+    /// Entries (files, directories, links) a builder's artifact may hold.
+    #[arg(long, env = "BUILDBOT_MAX_ARTIFACT_ENTRIES", default_value_t = Limits::ARTIFACT_ENTRIES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_artifact_entries: u64,
+
+    /// Directory levels a builder's artifact may have.
+    #[arg(long, env = "BUILDBOT_MAX_ARTIFACT_DEPTH", default_value_t = Limits::ARTIFACT_DEPTH as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_artifact_depth: u32,
+}
+
+impl LimitArgs {
+    /// The pipeline's limits these flags make.
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            context_depth: self.max_context_depth as usize,
+            context_entries: self.max_context_entries,
+            artifact_bytes: self.max_artifact_bytes,
+            artifact_entries: self.max_artifact_entries,
+            artifact_depth: self.max_artifact_depth as usize,
+        }
+    }
 }
 
 fn parse_trusted_key(text: &str) -> Result<VerifyingKey, String> {
@@ -165,7 +210,12 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot serve HTTP on {addr}"))?;
         tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     }
-    let pipeline = Pipeline::new(docker, worker_id, args.workspace_dir.clone());
+    let pipeline = Pipeline::new(
+        docker,
+        worker_id,
+        args.workspace_dir.clone(),
+        args.limits.limits(),
+    );
     consumer::run_until_shutdown(&args.settings(), pipeline, shutdown, observers).await?;
     tracing::info!("worker stopped");
     Ok(())

@@ -50,6 +50,9 @@ pub(crate) struct BuildArgs {
 
     #[command(flatten)]
     pub(crate) git_timeouts: GitTimeoutArgs,
+
+    #[command(flatten)]
+    pub(crate) limits: super::worker::LimitArgs,
 }
 
 /// Why a local build could not run (exit status 2 for an invalid job, 5
@@ -113,7 +116,12 @@ pub(crate) async fn run(args: &BuildArgs) -> Result<ExitCode, BuildError> {
     };
     args.git_timeouts.apply().map_err(BuildError::GitTimeouts)?;
     let docker = docker::connect().await?;
-    let pipeline = Pipeline::new(docker, local_worker_id(), args.workspace_dir.clone());
+    let pipeline = Pipeline::new(
+        docker,
+        local_worker_id(),
+        args.workspace_dir.clone(),
+        args.limits.limits(),
+    );
     if !args.json {
         println!("{}", announcement(&job));
     }

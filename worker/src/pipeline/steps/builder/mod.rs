@@ -154,8 +154,6 @@ pub(crate) struct BuilderRun<'a> {
     /// The runtime build's context directory, checked to be inside the
     /// checkout: the artifact is placed under it.
     pub(crate) context_dir: &'a Path,
-    /// A private directory of the job for the downloaded artifact archive.
-    pub(crate) scratch: &'a Path,
 }
 
 /// Runs the builder: image, container, upload, command, artifact. Whatever
