@@ -165,7 +165,7 @@ impl<'a, W: Write> Walker<'a, W> {
         Ok(())
     }
 
-    /// Visits one entry `depth` directories down: writes a leaf, or
+    /// Visits one entry, a directory being the `depth`th level: writes a leaf, or
     /// returns the frame of a directory to go into.
     fn visit(
         &mut self,
@@ -179,7 +179,7 @@ impl<'a, W: Write> Walker<'a, W> {
             self.visit_leaf(&path, &rel, &meta)?;
             return Ok(None);
         }
-        if depth >= self.limits.max_depth {
+        if depth > self.limits.max_depth {
             return Err(ContextError::TooDeep {
                 field: self.field,
                 limit: self.limits.max_depth,
@@ -354,7 +354,7 @@ mod tests {
     use super::super::fixture::{
         dir, entries, file, fixture, link, mkdir, spec, tar_bytes, write, IGNORE, MTIME,
     };
-    use super::super::{write_source_tar, ContextStats};
+    use super::super::{grouped, resolve_within, write_source_tar, write_tar, ContextStats};
     use super::*;
     use std::os::unix::fs::symlink;
 
@@ -484,5 +484,125 @@ mod tests {
         let passwd = entries(&tar).into_iter().find(|e| e.path == "app/passwd");
         assert_eq!(passwd, Some(link("app/passwd", "/etc/passwd")));
         assert_eq!(stats.files, 13);
+    }
+
+    /// A chain of `depth` directories named `d` under `root`, with a file
+    /// at the bottom; returns the chain's path relative to `root`.
+    fn chain(root: &Path, depth: usize) -> String {
+        let rel = vec!["d"; depth].join("/");
+        let mut dir = root.to_owned();
+        for _ in 0..depth {
+            dir.push("d");
+            fs::create_dir(&dir).unwrap();
+        }
+        fs::write(dir.join("f"), "bottom").unwrap();
+        rel
+    }
+
+    fn limits(max_depth: usize, max_entries: u64) -> WalkLimits {
+        WalkLimits {
+            max_depth,
+            max_entries,
+        }
+    }
+
+    /// The source tar of `root` written on a thread with a small stack: a
+    /// walk recursing per level would overflow it long before 1,900.
+    fn source_tar_on_small_stack(root: &Path, limits: WalkLimits) -> Result<Vec<u8>, ContextError> {
+        let root = root.to_owned();
+        std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                let mut tar = Vec::new();
+                write_source_tar(&root, MTIME, limits, &mut tar).map(|_| tar)
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn deep_tree_walks_on_a_small_stack_with_exact_contents() {
+        let tmp = tempfile::tempdir().unwrap();
+        // About as deep as PATH_MAX lets a tree of one-letter names go.
+        let rel = chain(tmp.path(), 1900);
+        let tar = source_tar_on_small_stack(tmp.path(), limits(1900, 10_000)).unwrap();
+        let found = entries(&tar);
+        let mut expected: Vec<_> = (1..=1900)
+            .map(|n| dir(&format!("{}/", vec!["d"; n].join("/"))))
+            .collect();
+        expected.push(file(&format!("{rel}/f"), 0o644, "bottom"));
+        assert_eq!(found.len(), expected.len());
+        assert!(found == expected, "the deep tar differs");
+    }
+
+    #[test]
+    fn a_tree_deeper_than_the_limit_is_refused_by_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        chain(tmp.path(), 1900);
+        let error = source_tar_on_small_stack(tmp.path(), WalkLimits::default()).unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, ContextError::TooDeep { limit: 1024, .. }));
+        assert!(
+            message.starts_with(
+                "build.builder (the checkout uploaded into the builder): more than 1024 directory levels (at d/d/d/"
+            ),
+            "{message}"
+        );
+        assert!(message.ends_with("...); this worker allows at most 1024 (--max-context-depth)"));
+        // Exactly at the limit is fine.
+        source_tar_on_small_stack(tmp.path(), limits(1900, 10_000)).unwrap();
+        assert!(source_tar_on_small_stack(tmp.path(), limits(1899, 10_000)).is_err());
+    }
+
+    #[test]
+    fn a_context_beyond_the_limits_fails_resolve_with_the_limit_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "Dockerfile", "FROM scratch\n", 0o644);
+        chain(tmp.path(), 40);
+        let spec = spec(tmp.path(), ".", "Dockerfile");
+        let error = resolve_within(&spec, limits(39, 1000)).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("build.context: more than 39 directory levels"),
+            "{error}"
+        );
+        assert!(resolve_within(&spec, limits(40, 1000)).is_ok());
+        // An excluded tree is not walked, so not counted either.
+        write(tmp.path(), ".dockerignore", "d\n", 0o644);
+        assert!(resolve_within(&spec, limits(1, 1000)).is_ok());
+    }
+
+    #[test]
+    fn a_wide_tree_is_counted_entry_by_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "Dockerfile", "FROM scratch\n", 0o644);
+        for d in 0..10 {
+            for f in 0..100 {
+                write(tmp.path(), &format!("d{d:02}/f{f:03}"), "x", 0o644);
+            }
+        }
+        // 1 Dockerfile + 10 directories + 1,000 files.
+        let spec = spec(tmp.path(), ".", "Dockerfile");
+        let error = write_tar(&spec, limits(8, 1010), Vec::new()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "build.context: more than 1,010 entries; this worker allows at most 1,010 (--max-context-entries)"
+        );
+        assert!(resolve_within(&spec, limits(8, 1010)).is_err());
+        let mut tar = Vec::new();
+        let stats = write_tar(&spec, limits(8, 1011), &mut tar).unwrap();
+        assert_eq!(stats.files, 1001);
+        assert_eq!(entries(&tar).len(), 1011);
+        assert_eq!(entries(&tar)[2].path, "d00/f000");
+    }
+
+    #[test]
+    fn numbers_in_messages_are_grouped() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(2_147_483_648), "2,147,483,648");
     }
 }

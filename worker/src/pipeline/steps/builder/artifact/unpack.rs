@@ -849,4 +849,140 @@ mod tests {
         }
         assert_outside_untouched(&fx);
     }
+
+    fn limits(max_bytes: u64, max_entries: u64, max_depth: usize) -> ArtifactLimits {
+        ArtifactLimits {
+            max_bytes,
+            max_entries,
+            max_depth,
+        }
+    }
+
+    fn error_within(fx: &Fixture, tar: Vec<u8>, limits: ArtifactLimits) -> ArtifactError {
+        unpack(tar.as_slice(), &fx.context, "artifact", limits).unwrap_err()
+    }
+
+    /// A tar of long names (GNU extensions): `dirs` nested directories
+    /// under `out/`, then `files` files in the deepest.
+    fn deep_tar(dirs: usize, files: usize) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut path = String::from("out");
+        let mut append = |path: &str, kind: EntryType, data: &[u8]| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_mode(0o755);
+            header.set_size(data.len() as u64);
+            builder.append_data(&mut header, path, data).unwrap();
+        };
+        append(&path, EntryType::Directory, b"");
+        for _ in 0..dirs {
+            path.push_str("/d");
+            append(&path, EntryType::Directory, b"");
+        }
+        for n in 0..files {
+            append(&format!("{path}/{n}"), EntryType::Regular, b"x");
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn more_bytes_than_the_limit_are_refused_before_written() {
+        let fx = fixture();
+        let big = vec![b'x'; 600];
+        let tar = || {
+            Tar::new()
+                .dir("out/")
+                .entry("out/a", EntryType::Regular, 0o644, &big, "")
+                .entry("out/b", EntryType::Regular, 0o644, &big, "")
+                .bytes()
+        };
+        let error = error_within(&fx, tar(), limits(1000, 100, 8));
+        assert!(matches!(error, ArtifactError::TooLarge { limit: 1000 }));
+        assert_eq!(
+            error.to_string(),
+            "build.builder.artifacts: the artifact holds more than 1,000 bytes; this worker allows at most 1,000 (--max-artifact-bytes)"
+        );
+        assert!(!fx.context.join("artifact/b").exists());
+        let fx = fixture();
+        let stats = unpack(
+            tar().as_slice(),
+            &fx.context,
+            "artifact",
+            limits(1200, 100, 8),
+        );
+        assert_eq!(stats.unwrap().bytes, 1200);
+    }
+
+    #[test]
+    fn more_entries_than_the_limit_are_refused() {
+        let fx = fixture();
+        let mut tar = Tar::new().dir("out/");
+        for n in 0..10 {
+            tar = tar.file(&format!("out/{n}"), "x");
+        }
+        let error = error_within(&fx, tar.bytes(), limits(1000, 10, 8));
+        assert_eq!(
+            error.to_string(),
+            "build.builder.artifacts: the artifact holds more than 10 entries; this worker allows at most 10 (--max-artifact-entries)"
+        );
+        assert!(!fx.context.join("artifact/9").exists());
+    }
+
+    #[test]
+    fn entries_deeper_than_the_limit_are_refused() {
+        let fx = fixture();
+        let error = error_within(&fx, deep_tar(3, 1), limits(1000, 100, 3));
+        assert_eq!(
+            error.to_string(),
+            "build.builder.artifacts: out/d/d/d/0: more than 3 directory levels deep; this worker allows at most 3 (--max-artifact-depth)"
+        );
+        let fx = fixture();
+        let stats = unpack(
+            deep_tar(3, 1).as_slice(),
+            &fx.context,
+            "artifact",
+            limits(1000, 100, 4),
+        );
+        assert_eq!(stats.unwrap().files, 1);
+        assert_eq!(read(&fx.context.join("artifact/d/d/d/0")), "x");
+    }
+
+    #[test]
+    fn many_files_deep_down_unpack_or_are_refused_by_depth() {
+        // Once O(depth^2) lstat calls per entry: 70 s of CPU for this.
+        let tar = deep_tar(900, 3000);
+        let fx = fixture();
+        let stats = unpack(
+            tar.as_slice(),
+            &fx.context,
+            "artifact",
+            limits(1 << 20, 10_000, 1000),
+        );
+        assert_eq!(stats.unwrap().files, 3000);
+        let bottom: PathBuf = std::iter::once("artifact")
+            .chain(std::iter::repeat_n("d", 900))
+            .collect();
+        assert_eq!(read(&fx.context.join(bottom).join("2999")), "x");
+        let fx = fixture();
+        let error = error_within(&fx, tar, ArtifactLimits::default());
+        assert!(matches!(error, ArtifactError::TooDeep { limit: 256, .. }));
+        assert!(error.to_string().contains("d/d/d/..."), "{error}");
+    }
+
+    #[test]
+    fn a_planted_symlink_is_refused_even_under_known_directories() {
+        // Remembering checked directories must not let a link through: a
+        // link where a directory is expected is never known.
+        let fx = fixture();
+        let tar = Tar::new()
+            .dir("out/")
+            .dir("out/a/")
+            .file("out/a/x", "x")
+            .symlink("out/b", "a")
+            .file("out/b/y", "y");
+        assert_eq!(
+            error(&fx, tar, "artifact"),
+            "build.builder.artifacts: out/b/y: lies under a file or symlink"
+        );
+    }
 }
