@@ -48,6 +48,9 @@ mod push;
 mod builder;
 
 #[cfg(feature = "e2e")]
+mod hostile;
+
+#[cfg(feature = "e2e")]
 mod secrets;
 
 #[cfg(feature = "e2e")]
