@@ -51,6 +51,9 @@ mod builder;
 mod limits;
 
 #[cfg(feature = "e2e")]
+mod hostile;
+
+#[cfg(feature = "e2e")]
 mod secrets;
 
 #[cfg(feature = "e2e")]

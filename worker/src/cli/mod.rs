@@ -38,7 +38,9 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Consume build jobs from RabbitMQ until SIGTERM or SIGINT.
-    Worker(worker::WorkerArgs),
+    // Boxed, like Build: its many flags would make every other variant as
+    // large.
+    Worker(Box<worker::WorkerArgs>),
     /// Publish a job file and, with --follow, print its live log and exit
     /// with a status that reflects the result.
     Submit(submit::SubmitArgs),
@@ -97,7 +99,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     init_tracing(cli.log_format);
     match cli.command {
         Command::Worker(args) => {
-            worker::run(args).await?;
+            worker::run(*args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Submit(args) => Ok(submit::run(&args).await.unwrap_or_else(|e| {

@@ -9,7 +9,7 @@ use crate::events::LogBatching;
 use crate::observe::{http, metrics::Metrics};
 use crate::pipeline::{
     docker, parse_cpus, parse_memory, parse_network, remove_leftovers, ContainerLimits, Memory,
-    Network, Pipeline,
+    Network, Pipeline, SizeLimits,
 };
 use anyhow::Context;
 use buildbot_protocol::amqp::{DEFAULT_DELIVERY_LIMIT, JOB_QUEUE};
@@ -32,6 +32,9 @@ pub(crate) struct WorkerArgs {
 
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
+
+    #[command(flatten)]
+    pub(crate) size_limits: SizeLimitArgs,
 
     /// Queue the worker takes jobs from. Its dead-letter exchange and queue
     /// are named `<queue>.dlx` and `<queue>.dead`.
@@ -141,6 +144,48 @@ impl LimitArgs {
     }
 }
 
+/// How much of a job's checkout and builder artifact the worker takes on
+/// before failing the job (not the worker) with the limit named.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct SizeLimitArgs {
+    /// Directory levels a build context or builder source may have.
+    #[arg(long, env = "BUILDBOT_MAX_CONTEXT_DEPTH", default_value_t = SizeLimits::CONTEXT_DEPTH as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_context_depth: u32,
+
+    /// Directory entries a build context or builder source may have.
+    #[arg(long, env = "BUILDBOT_MAX_CONTEXT_ENTRIES", default_value_t = SizeLimits::CONTEXT_ENTRIES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_context_entries: u64,
+
+    /// Bytes of file content a builder's artifact may hold.
+    #[arg(long, env = "BUILDBOT_MAX_ARTIFACT_BYTES", default_value_t = SizeLimits::ARTIFACT_BYTES)]
+    pub(crate) max_artifact_bytes: u64,
+
+    /// Entries (files, directories, links) a builder's artifact may hold.
+    #[arg(long, env = "BUILDBOT_MAX_ARTIFACT_ENTRIES", default_value_t = SizeLimits::ARTIFACT_ENTRIES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_artifact_entries: u64,
+
+    /// Directory levels a builder's artifact may have.
+    #[arg(long, env = "BUILDBOT_MAX_ARTIFACT_DEPTH", default_value_t = SizeLimits::ARTIFACT_DEPTH as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_artifact_depth: u32,
+}
+
+impl SizeLimitArgs {
+    /// The pipeline's limits these flags make.
+    pub(crate) fn limits(&self) -> SizeLimits {
+        SizeLimits {
+            context_depth: self.max_context_depth as usize,
+            context_entries: self.max_context_entries,
+            artifact_bytes: self.max_artifact_bytes,
+            artifact_entries: self.max_artifact_entries,
+            artifact_depth: self.max_artifact_depth as usize,
+        }
+    }
+}
+
 fn parse_trusted_key(text: &str) -> Result<VerifyingKey, String> {
     parse_public_keys([text])
         .map_err(|_| "not base64 of a 32-byte ed25519 public key".to_owned())
@@ -216,8 +261,13 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot serve HTTP on {addr}"))?;
         tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     }
-    let limits = args.limits.limits();
-    let pipeline = Pipeline::new(docker, worker_id, args.workspace_dir.clone(), limits);
+    let pipeline = Pipeline::new(
+        docker,
+        worker_id,
+        args.workspace_dir.clone(),
+        args.limits.limits(),
+        args.size_limits.limits(),
+    );
     consumer::run_until_shutdown(&args.settings(), pipeline, shutdown, observers).await?;
     tracing::info!("worker stopped");
     Ok(())

@@ -44,6 +44,64 @@ pub(crate) struct Pipeline {
     workspace_root: Option<PathBuf>,
     /// What a job's containers may use.
     limits: ContainerLimits,
+    /// How much of what a job controls the worker takes on.
+    size_limits: SizeLimits,
+}
+
+/// How much of what a job controls (its checkout's tree, its builder's
+/// artifact) the worker takes on before failing the job: one worker
+/// serves many tenants, and a hostile job must only fail itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SizeLimits {
+    /// Directory levels of a build context or uploaded source.
+    pub(crate) context_depth: usize,
+    /// Directory entries read for a build context or uploaded source.
+    pub(crate) context_entries: u64,
+    /// Bytes of file content in a builder's artifact.
+    pub(crate) artifact_bytes: u64,
+    /// Entries in a builder's artifact.
+    pub(crate) artifact_entries: u64,
+    /// Directory levels in a builder's artifact.
+    pub(crate) artifact_depth: usize,
+}
+
+impl SizeLimits {
+    /// Default of `--max-context-depth`: far beyond any real tree, and
+    /// below what PATH_MAX lets a checkout hold (2,048 one-letter levels),
+    /// so a hostile tree meets this clear error rather than an I/O one.
+    pub(crate) const CONTEXT_DEPTH: usize = 1024;
+    /// Default of `--max-context-entries`.
+    pub(crate) const CONTEXT_ENTRIES: u64 = 1_000_000;
+    /// Default of `--max-artifact-bytes`: 2 GiB.
+    pub(crate) const ARTIFACT_BYTES: u64 = 2 << 30;
+    /// Default of `--max-artifact-entries`.
+    pub(crate) const ARTIFACT_ENTRIES: u64 = 100_000;
+    /// Default of `--max-artifact-depth`.
+    pub(crate) const ARTIFACT_DEPTH: usize = 256;
+}
+
+impl Default for SizeLimits {
+    fn default() -> Self {
+        SizeLimits {
+            context_depth: Self::CONTEXT_DEPTH,
+            context_entries: Self::CONTEXT_ENTRIES,
+            artifact_bytes: Self::ARTIFACT_BYTES,
+            artifact_entries: Self::ARTIFACT_ENTRIES,
+            artifact_depth: Self::ARTIFACT_DEPTH,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The limits of the job being run, set around its steps by
+    /// [`Pipeline::run`]: the steps read them where they walk or unpack
+    /// without each signature carrying them.
+    static LIMITS: SizeLimits;
+}
+
+/// The limits of the job this task runs; the defaults outside a job.
+pub(crate) fn limits() -> SizeLimits {
+    LIMITS.try_with(|limits| *limits).unwrap_or_default()
 }
 
 /// A step that did not succeed.
@@ -101,18 +159,21 @@ impl Progress {
 
 impl Pipeline {
     /// A pipeline building on `docker`, reporting results as `worker_id`,
-    /// its jobs' containers bound by `limits`.
+    /// its jobs' containers bound by `limits` and what they control by
+    /// `size_limits`.
     pub(crate) fn new(
         docker: Docker,
         worker_id: String,
         workspace_root: Option<PathBuf>,
         limits: ContainerLimits,
+        size_limits: SizeLimits,
     ) -> Self {
         Self {
             docker,
             worker_id,
             workspace_root,
             limits,
+            size_limits,
         }
     }
 
@@ -133,8 +194,9 @@ impl Pipeline {
     ) -> JobResult {
         let progress = Mutex::new(Progress::default());
         let limit = Duration::from_secs(job.timeout_secs);
+        let steps = LIMITS.scope(self.size_limits, self.steps(job, reporter, &progress));
         let outcome = tokio::select! {
-            outcome = tokio::time::timeout(limit, self.steps(job, reporter, &progress)) => {
+            outcome = tokio::time::timeout(limit, steps) => {
                 outcome.map_err(|_elapsed| JobStatus::TimedOut)
             }
             () = cancelled => Err(JobStatus::Cancelled),
@@ -209,7 +271,6 @@ impl Pipeline {
                     checkout: &checkout_dir,
                     mtime: spec.mtime,
                     context_dir: &context_dir,
-                    scratch: workspace.path(),
                     limits: &self.limits,
                 };
                 builder::run(&self.docker, &run, reporter).await

@@ -13,7 +13,7 @@
 mod flags;
 mod job;
 
-use super::worker::LimitArgs;
+use super::worker::{LimitArgs, SizeLimitArgs};
 use super::GitTimeoutArgs;
 use crate::events::redact::Redactor;
 use crate::events::terminal::{exit_code, TerminalSink};
@@ -54,6 +54,9 @@ pub(crate) struct BuildArgs {
 
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
+
+    #[command(flatten)]
+    pub(crate) size_limits: SizeLimitArgs,
 }
 
 /// Why a local build could not run (exit status 2 for an invalid job, 5
@@ -117,8 +120,13 @@ pub(crate) async fn run(args: &BuildArgs) -> Result<ExitCode, BuildError> {
     };
     args.git_timeouts.apply().map_err(BuildError::GitTimeouts)?;
     let docker = docker::connect().await?;
-    let workspace = args.workspace_dir.clone();
-    let pipeline = Pipeline::new(docker, local_worker_id(), workspace, args.limits.limits());
+    let pipeline = Pipeline::new(
+        docker,
+        local_worker_id(),
+        args.workspace_dir.clone(),
+        args.limits.limits(),
+        args.size_limits.limits(),
+    );
     if !args.json {
         println!("{}", announcement(&job));
     }

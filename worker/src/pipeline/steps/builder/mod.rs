@@ -170,8 +170,6 @@ pub(crate) struct BuilderRun<'a> {
     /// The runtime build's context directory, checked to be inside the
     /// checkout: the artifact is placed under it.
     pub(crate) context_dir: &'a Path,
-    /// A private directory of the job for the downloaded artifact archive.
-    pub(crate) scratch: &'a Path,
     /// What the builder container (and a builder image's build) may use.
     pub(crate) limits: &'a ContainerLimits,
 }

@@ -1,7 +1,7 @@
 //! Test fixtures for the build context: a checkout exercising every rule,
 //! and a tar reader that checks the header fields that must never vary.
 
-use super::{write_tar, ContextSpec, ContextStats, DOCKERFILE_FIELD};
+use super::{write_tar, ContextSpec, ContextStats, WalkLimits, DOCKERFILE_FIELD};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -49,7 +49,7 @@ pub(super) fn spec(checkout: &Path, context: &str, dockerfile: &str) -> ContextS
 
 pub(super) fn tar_bytes(spec: &ContextSpec) -> (Vec<u8>, ContextStats) {
     let mut out = Vec::new();
-    let stats = write_tar(spec, &mut out).unwrap();
+    let stats = write_tar(spec, WalkLimits::default(), &mut out).unwrap();
     (out, stats)
 }
 

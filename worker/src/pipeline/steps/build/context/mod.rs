@@ -20,6 +20,12 @@
 //! - [`walk`]: the checkout walk, deciding what goes in and how.
 //! - [`archive`]: the tar entries with everything that varies fixed.
 //! - [`stream`]: a tar written on a thread, streamed in bounded chunks.
+//!
+//! The checkout is the job's, so its shape is hostile input: the walk is
+//! iterative and bounded by [`WalkLimits`] (directory levels, entries
+//! read), and [`resolve`] walks the context once without reading files so
+//! a tree beyond them fails the job with the limit named, before anything
+//! streams.
 
 mod archive;
 #[cfg(test)]
@@ -29,6 +35,7 @@ mod stream;
 mod walk;
 
 use crate::pipeline::steps::build::dockerignore::{DockerIgnore, PatternError};
+use crate::pipeline::SizeLimits;
 use bytes::Bytes;
 use futures_util::Stream;
 use paths::{read_ignore, resolve_paths};
@@ -47,6 +54,34 @@ pub(crate) const DOCKERFILE_FIELD: &str = "build.dockerfile";
 pub(crate) const BUILDER_DOCKERFILE_FIELD: &str = "build.builder.dockerfile";
 /// The ignore file, at the context root.
 const IGNORE_FILE: &str = ".dockerignore";
+/// What the source tar packs, named in its limit errors.
+const SOURCE_FIELD: &str = "build.builder (the checkout uploaded into the builder)";
+
+/// How much of a checkout the walk takes on: a repository decides how deep
+/// and wide its tree is, and one job must not exhaust the worker that
+/// serves every other tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WalkLimits {
+    /// Directory levels below the walk's root.
+    pub(crate) max_depth: usize,
+    /// Directory entries read, whatever they are and whether sent or not.
+    pub(crate) max_entries: u64,
+}
+
+impl From<SizeLimits> for WalkLimits {
+    fn from(limits: SizeLimits) -> Self {
+        WalkLimits {
+            max_depth: limits.context_depth,
+            max_entries: limits.context_entries,
+        }
+    }
+}
+
+impl Default for WalkLimits {
+    fn default() -> Self {
+        SizeLimits::default().into()
+    }
+}
 
 /// What to pack: a job's context and Dockerfile inside a checkout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +129,17 @@ pub(crate) enum ContextError {
     /// The `.dockerignore` file has an invalid line.
     #[error(transparent)]
     Ignore(#[from] PatternError),
+    /// The tree is deeper than the worker allows.
+    #[error("{field}: more than {limit} directory levels (at {path}); this worker allows at most {limit} (--max-context-depth)")]
+    TooDeep {
+        field: &'static str,
+        limit: usize,
+        /// Where the limit was met, abbreviated.
+        path: String,
+    },
+    /// The tree has more entries than the worker allows.
+    #[error("{field}: more than {} entries; this worker allows at most {} (--max-context-entries)", grouped(*limit), grouped(*limit))]
+    TooManyEntries { field: &'static str, limit: u64 },
     /// Reading the checkout or writing the tar failed.
     #[error("build context: {path}: {source}")]
     Io {
@@ -114,6 +160,24 @@ fn scope_of(field: &str) -> &'static str {
     }
 }
 
+/// `1000000` as `1,000,000`, for messages.
+pub(crate) fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// The walk limits of the job being run (see [`crate::pipeline::limits`]).
+fn current_limits() -> WalkLimits {
+    crate::pipeline::limits().into()
+}
+
 fn io_error(path: &str) -> impl FnOnce(io::Error) -> ContextError + '_ {
     move |source| ContextError::Io {
         path: path.to_owned(),
@@ -122,10 +186,35 @@ fn io_error(path: &str) -> impl FnOnce(io::Error) -> ContextError + '_ {
 }
 
 /// Checks the spec (context dir and Dockerfile exist, are inside the
-/// checkout after resolving symlinks, the Dockerfile is a regular file) and
-/// returns the resolved context dir.
+/// checkout after resolving symlinks, the Dockerfile is a regular file, the
+/// context is within the job's [`WalkLimits`]) and returns the resolved
+/// context dir.
+///
+/// The limit check walks the context (directories and metadata only, no
+/// file read) on the calling thread: a limit met while the tar streams
+/// would reach the job only as a broken upload, without its reason.
 pub(crate) fn resolve(spec: &ContextSpec) -> Result<PathBuf, ContextError> {
-    resolve_paths(spec).map(|resolved| resolved.context_dir)
+    resolve_within(spec, current_limits())
+}
+
+/// [`resolve`] with explicit limits.
+fn resolve_within(spec: &ContextSpec, limits: WalkLimits) -> Result<PathBuf, ContextError> {
+    let resolved = resolve_paths(spec)?;
+    let ignore = read_ignore(&resolved)?;
+    let dockerfile = Some(DockerfileEntry {
+        rel: &resolved.dockerfile_rel,
+        real: &resolved.dockerfile_real,
+    });
+    Walker::new(
+        io::sink(),
+        ignore,
+        dockerfile,
+        spec.mtime,
+        limits,
+        CONTEXT_FIELD,
+    )
+    .survey(&resolved.context_dir)?;
+    Ok(resolved.context_dir)
 }
 
 /// Writes the context as an uncompressed tar to `out`.
@@ -139,14 +228,20 @@ pub(crate) fn resolve(spec: &ContextSpec) -> Result<PathBuf, ContextError> {
 /// points to (which [`resolve`] has checked is inside the checkout), because
 /// the daemon looks it up inside the context, where a link to elsewhere in
 /// the checkout would not resolve. Sockets, FIFOs and devices are skipped.
-fn write_tar<W: Write>(spec: &ContextSpec, out: W) -> Result<ContextStats, ContextError> {
+/// A tree beyond `limits` fails with the limit named.
+fn write_tar<W: Write>(
+    spec: &ContextSpec,
+    limits: WalkLimits,
+    out: W,
+) -> Result<ContextStats, ContextError> {
     let resolved = resolve_paths(spec)?;
     let ignore = read_ignore(&resolved)?;
     let dockerfile = Some(DockerfileEntry {
         rel: &resolved.dockerfile_rel,
         real: &resolved.dockerfile_real,
     });
-    Walker::new(out, ignore, dockerfile, spec.mtime).walk(&resolved.context_dir)
+    Walker::new(out, ignore, dockerfile, spec.mtime, limits, CONTEXT_FIELD)
+        .walk(&resolved.context_dir)
 }
 
 /// Writes the whole checkout as an uncompressed tar to `out`, the way
@@ -157,13 +252,22 @@ fn write_tar<W: Write>(spec: &ContextSpec, out: W) -> Result<ContextStats, Conte
 fn write_source_tar<W: Write>(
     checkout: &Path,
     mtime: u64,
+    limits: WalkLimits,
     out: W,
 ) -> Result<ContextStats, ContextError> {
     let checkout = fs::canonicalize(checkout).map_err(io_error("checkout"))?;
-    Walker::new(out, DockerIgnore::default(), None, mtime).walk(&checkout)
+    Walker::new(
+        out,
+        DockerIgnore::default(),
+        None,
+        mtime,
+        limits,
+        SOURCE_FIELD,
+    )
+    .walk(&checkout)
 }
 
-/// [`write_tar`], streamed: a blocking thread writes the tar into a bounded
+/// [`write_tar`] within the job's limits, streamed: a blocking thread writes the tar into a bounded
 /// channel and the stream yields chunks as they are produced (for bollard's
 /// build body). An error ends the stream with an `io::Error` carrying the
 /// [`ContextError`] (as its message and inner error). Dropping the stream
@@ -171,7 +275,8 @@ fn write_source_tar<W: Write>(
 pub(crate) fn stream_tar(
     spec: ContextSpec,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    stream_from(move |out| write_tar(&spec, out))
+    let limits = current_limits();
+    stream_from(move |out| write_tar(&spec, limits, out))
 }
 
 /// [`write_source_tar`], streamed as [`stream_tar`] is (for bollard's
@@ -180,5 +285,6 @@ pub(crate) fn stream_source_tar(
     checkout: PathBuf,
     mtime: u64,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    stream_from(move |out| write_source_tar(&checkout, mtime, out))
+    let limits = current_limits();
+    stream_from(move |out| write_source_tar(&checkout, mtime, limits, out))
 }

@@ -115,7 +115,7 @@ pub(super) fn read_ignore(resolved: &Resolved) -> Result<DockerIgnore, ContextEr
 #[cfg(test)]
 mod tests {
     use super::super::fixture::{entries, fixture, spec, tar_bytes, write};
-    use super::super::{resolve, write_tar, BUILDER_DOCKERFILE_FIELD};
+    use super::super::{resolve, write_tar, WalkLimits, BUILDER_DOCKERFILE_FIELD};
     use super::*;
     use std::os::unix::fs::symlink;
 
@@ -154,7 +154,7 @@ mod tests {
             err.to_string(),
             "build.context: points outside the checkout"
         );
-        assert!(write_tar(&spec, Vec::new()).is_err());
+        assert!(write_tar(&spec, WalkLimits::default(), Vec::new()).is_err());
         let err = resolve(&self::spec(tmp.path(), "..", "Dockerfile")).unwrap_err();
         assert!(
             matches!(err, ContextError::EscapesCheckout { .. }),
@@ -178,7 +178,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         write(tmp.path(), "Dockerfile", "FROM scratch\n", 0o644);
         symlink("/etc/passwd", tmp.path().join(".dockerignore")).unwrap();
-        let err = write_tar(&spec(tmp.path(), ".", "Dockerfile"), Vec::new()).unwrap_err();
+        let err = write_tar(
+            &spec(tmp.path(), ".", "Dockerfile"),
+            WalkLimits::default(),
+            Vec::new(),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             ".dockerignore: points outside the checkout"
@@ -249,7 +254,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         write(tmp.path(), "Dockerfile", "FROM scratch\n", 0o644);
         write(tmp.path(), ".dockerignore", "ok\n[oops\n", 0o644);
-        let err = write_tar(&spec(tmp.path(), ".", "Dockerfile"), Vec::new()).unwrap_err();
+        let err = write_tar(
+            &spec(tmp.path(), ".", "Dockerfile"),
+            WalkLimits::default(),
+            Vec::new(),
+        )
+        .unwrap_err();
         assert!(matches!(err, ContextError::Ignore(_)), "{err:?}");
         assert!(
             err.to_string().starts_with(".dockerignore line 2:"),

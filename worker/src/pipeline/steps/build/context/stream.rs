@@ -86,7 +86,7 @@ impl Write for ChunkWriter {
 #[cfg(test)]
 mod tests {
     use super::super::fixture::{fixture, spec, tar_bytes, write, MTIME};
-    use super::super::{stream_source_tar, stream_tar, write_source_tar, ContextSpec};
+    use super::super::{stream_source_tar, stream_tar, write_source_tar, ContextSpec, WalkLimits};
     use super::*;
     use futures_util::StreamExt;
     use std::fs;
@@ -95,7 +95,7 @@ mod tests {
     async fn source_stream_yields_the_same_bytes() {
         let tmp = fixture();
         let mut expected = Vec::new();
-        write_source_tar(tmp.path(), MTIME, &mut expected).unwrap();
+        write_source_tar(tmp.path(), MTIME, WalkLimits::default(), &mut expected).unwrap();
         let streamed: Vec<Bytes> = stream_source_tar(tmp.path().to_owned(), MTIME)
             .map(|chunk| chunk.unwrap())
             .collect()

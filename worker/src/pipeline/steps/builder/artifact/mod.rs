@@ -1,9 +1,12 @@
 //! The artifact: `build.builder.artifacts` copied out of the builder
-//! container as the archive the Docker Engine makes of it, kept in the
-//! job's scratch directory, then unpacked into the runtime build context
-//! at `build.builder.artifacts_dest` by [`unpack`], which treats it as the
-//! untrusted input it is.
+//! container as the archive the Docker Engine makes of it, streamed
+//! straight into [`unpack`], which places it into the runtime build context
+//! at `build.builder.artifacts_dest` and treats it as the untrusted input it
+//! is, within the job's [`ArtifactLimits`]. Nothing of it is kept on disk
+//! but what is placed: no copy of the archive, so a limit met stops the
+//! download too.
 
+mod reader;
 mod unpack;
 
 pub(super) use unpack::{ArtifactError, Unpacked};
@@ -14,9 +17,16 @@ use bollard::query_parameters::DownloadFromContainerOptions;
 use bollard::Docker;
 use buildbot_protocol::grammar::path::CleanPath;
 use buildbot_protocol::StepName;
+use bytes::Bytes;
 use futures_util::StreamExt;
-use std::path::Path;
-use tokio::io::AsyncWriteExt;
+use reader::ChannelReader;
+use std::io;
+use tokio::sync::mpsc;
+use unpack::ArtifactLimits;
+
+/// Chunks of the download buffered ahead of the unpacker: bounds memory
+/// when the disk is slower than the daemon.
+const CHANNEL_CHUNKS: usize = 8;
 
 /// The artifact's absolute path in the container, lexically clean:
 /// `artifacts` when absolute, else under `workdir`.
@@ -44,28 +54,30 @@ pub(super) async fn copy_out(
     Ok(unpacked)
 }
 
-/// Downloads the artifact's archive into the scratch dir, then unpacks it
-/// into the context on a blocking thread.
+/// Downloads the artifact's archive and unpacks it as it arrives, on a
+/// blocking thread (the tar crate reads synchronously) fed through a
+/// bounded channel. A download error wins over what the unpacker made of
+/// the cut archive; an unpacking error (a limit met, an unsafe entry)
+/// drops the receiver, which ends the download.
 async fn download_and_unpack(
     docker: &Docker,
     spec: &BuilderRun<'_>,
     container: &str,
     path: &str,
 ) -> Result<Unpacked, BuilderError> {
-    let archive_path = spec.scratch.join("artifact.tar");
-    download(docker, container, path, &archive_path).await?;
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let context_dir = spec.context_dir.to_owned();
     let dest = spec.builder.artifacts_dest.clone();
-    let archive = archive_path.clone();
-    let unpacked = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&archive).map_err(ArtifactError::Archive)?;
-        unpack::unpack(std::io::BufReader::new(file), &context_dir, &dest)
-    })
-    .await
-    .map_err(|e| BuilderError::Api(format!("artifact task failed: {e}")))??;
-    // The workspace goes too, soon; no need to keep a copy until then.
-    let _ = tokio::fs::remove_file(&archive_path).await;
-    Ok(unpacked)
+    let limits = ArtifactLimits::from(crate::pipeline::limits());
+    let unpacking = tokio::task::spawn_blocking(move || {
+        unpack::unpack(ChannelReader::new(rx), &context_dir, &dest, limits)
+    });
+    let downloaded = download(docker, container, path, tx).await;
+    let unpacked = unpacking
+        .await
+        .map_err(|e| BuilderError::Api(format!("artifact task failed: {e}")))?;
+    downloaded?;
+    Ok(unpacked?)
 }
 
 /// Says where the artifact went, and what of the checkout it replaced.
@@ -82,38 +94,46 @@ async fn report(spec: &BuilderRun<'_>, path: &str, unpacked: &Unpacked, reporter
     reporter.system(StepName::Builder, line).await;
 }
 
-/// Writes the daemon's archive of `path` in `container` to the file `to`.
+/// Sends the daemon's archive of `path` in `container` down `to`, until
+/// it ends or the unpacker stops listening. On an error the unpacker is
+/// told too, so it stops rather than take the cut archive for a whole one.
 async fn download(
     docker: &Docker,
     container: &str,
     path: &str,
-    to: &Path,
+    to: mpsc::Sender<io::Result<Bytes>>,
 ) -> Result<(), BuilderError> {
-    let download_error = |message: String| BuilderError::Download {
-        path: path.to_owned(),
-        message,
-    };
     let options = DownloadFromContainerOptions {
         path: path.to_owned(),
     };
-    let mut file = tokio::fs::File::create(to)
-        .await
-        .map_err(|e| download_error(e.to_string()))?;
     let mut archive = docker.download_from_container(container, Some(options));
     while let Some(chunk) = archive.next().await {
-        let chunk = chunk.map_err(|e| match e {
-            e if is_not_found(&e) => BuilderError::ArtifactMissing {
-                path: path.to_owned(),
-            },
-            e => download_error(e.to_string()),
-        })?;
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| download_error(e.to_string()))?;
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let _ = to.send(Err(io::Error::other("the download failed"))).await;
+                return Err(download_error(path, e));
+            }
+        };
+        if to.send(Ok(chunk)).await.is_err() {
+            // The unpacker stopped; its error says why.
+            return Ok(());
+        }
     }
-    file.flush()
-        .await
-        .map_err(|e| download_error(e.to_string()))
+    Ok(())
+}
+
+/// The job's error for a failed download.
+fn download_error(path: &str, e: bollard::errors::Error) -> BuilderError {
+    if is_not_found(&e) {
+        return BuilderError::ArtifactMissing {
+            path: path.to_owned(),
+        };
+    }
+    BuilderError::Download {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
 }
 
 #[cfg(test)]

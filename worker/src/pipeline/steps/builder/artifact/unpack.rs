@@ -9,8 +9,17 @@
 //! directory, files are created exclusively), and symlinks in the artifact
 //! must point inside it. Permission bits are kept, minus setuid, setgid and
 //! sticky; ownership is the worker's.
+//!
+//! Its size is the builder's too: [`ArtifactLimits`] bound the bytes of file
+//! content, the entries and the directory levels, each checked before
+//! anything of the entry is written. Each entry's checks cost the length of
+//! its name: directories already created or checked are remembered
+//! ([`KnownDirs`]), never walked again.
 
+use crate::pipeline::steps::build::context::grouped;
+use crate::pipeline::SizeLimits;
 use buildbot_protocol::grammar::path::RelativePath;
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -22,6 +31,33 @@ use thiserror::Error;
 const ARTIFACTS_FIELD: &str = "build.builder.artifacts";
 /// The job field naming the destination in the context, used in messages.
 const DEST_FIELD: &str = "build.builder.artifacts_dest";
+
+/// How much of an artifact is unpacked before the job fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ArtifactLimits {
+    /// Bytes of file content, all files together.
+    pub(crate) max_bytes: u64,
+    /// Entries of the archive, whatever they are.
+    pub(crate) max_entries: u64,
+    /// Components of an entry's name below the artifact's own.
+    pub(crate) max_depth: usize,
+}
+
+impl From<SizeLimits> for ArtifactLimits {
+    fn from(limits: SizeLimits) -> Self {
+        ArtifactLimits {
+            max_bytes: limits.artifact_bytes,
+            max_entries: limits.artifact_entries,
+            max_depth: limits.artifact_depth,
+        }
+    }
+}
+
+impl Default for ArtifactLimits {
+    fn default() -> Self {
+        SizeLimits::default().into()
+    }
+}
 
 /// What was unpacked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,6 +90,19 @@ pub(crate) enum ArtifactError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The files hold more bytes than the worker allows.
+    #[error("{ARTIFACTS_FIELD}: the artifact holds more than {} bytes; this worker allows at most {} (--max-artifact-bytes)", grouped(*limit), grouped(*limit))]
+    TooLarge { limit: u64 },
+    /// The archive has more entries than the worker allows.
+    #[error("{ARTIFACTS_FIELD}: the artifact holds more than {} entries; this worker allows at most {} (--max-artifact-entries)", grouped(*limit), grouped(*limit))]
+    TooManyEntries { limit: u64 },
+    /// An entry lies deeper than the worker allows.
+    #[error("{ARTIFACTS_FIELD}: {entry}: more than {limit} directory levels deep; this worker allows at most {limit} (--max-artifact-depth)")]
+    TooDeep {
+        /// The entry's name, abbreviated.
+        entry: String,
+        limit: usize,
+    },
     /// The destination cannot be used.
     #[error("{DEST_FIELD}: {dest}: {reason}")]
     Dest {
@@ -76,10 +125,13 @@ pub(crate) enum ArtifactError {
 /// entry under one top-level name) so that the file or directory it holds
 /// becomes `context_dir/dest`. `context_dir` is trusted; `dest` is the
 /// job's relative path. Whatever the checkout had at `dest` is replaced.
+/// An archive beyond `limits` fails at the first entry past one, with
+/// what was placed so far left (the workspace goes with the job).
 pub(super) fn unpack(
     archive: impl Read,
     context_dir: &Path,
     dest: &str,
+    limits: ArtifactLimits,
 ) -> Result<Unpacked, ArtifactError> {
     let dest_parts = dest_components(dest)?;
     let mut unpacker = Unpacker {
@@ -87,10 +139,14 @@ pub(super) fn unpack(
         dest_shown: dest_parts.join("/"),
         top: None,
         stats: Unpacked::default(),
+        limits,
+        entries: 0,
+        known: KnownDirs::default(),
     };
     unpacker.stats.replaced = prepare_dest(context_dir, &dest_parts, &unpacker.dest_shown)?;
     let mut archive = tar::Archive::new(archive);
     for entry in archive.entries().map_err(ArtifactError::Archive)? {
+        unpacker.count_entry()?;
         unpacker.entry(entry.map_err(ArtifactError::Archive)?)?;
     }
     if unpacker.top.is_none() {
@@ -160,6 +216,42 @@ fn io_error(path: &str) -> impl FnOnce(io::Error) -> ArtifactError + '_ {
     }
 }
 
+/// Directories at or below the destination known to be real directories,
+/// created or checked by this unpacking, as a tree of names. None can
+/// become a symlink later: the unpacker removes nothing and creates every
+/// entry exclusively. So each is checked once, and finding an entry's
+/// parents costs the length of its name, not one `lstat` per level for
+/// every entry (quadratic in the depth).
+#[derive(Default)]
+struct KnownDirs {
+    /// Whether the destination itself is known.
+    root: bool,
+    /// Each known directory's known subdirectories by name; index 0 is
+    /// the destination.
+    children: Vec<HashMap<String, usize>>,
+}
+
+impl KnownDirs {
+    /// The known subdirectory `name` of directory `parent`.
+    fn child(&self, parent: usize, name: &str) -> Option<usize> {
+        self.children.get(parent)?.get(name).copied()
+    }
+
+    /// Records `name` under `parent` as known; returns its index.
+    fn insert(&mut self, parent: usize, name: &str) -> usize {
+        if self.children.is_empty() {
+            self.children.push(HashMap::new());
+        }
+        if let Some(known) = self.child(parent, name) {
+            return known;
+        }
+        let index = self.children.len();
+        self.children.push(HashMap::new());
+        self.children[parent].insert(name.to_owned(), index);
+        index
+    }
+}
+
 struct Unpacker {
     /// `context_dir/dest`: where the archive's top-level entry goes.
     dest_root: PathBuf,
@@ -168,9 +260,36 @@ struct Unpacker {
     /// The archive's top-level name (the artifact's base name), once seen.
     top: Option<String>,
     stats: Unpacked,
+    limits: ArtifactLimits,
+    /// Archive entries seen so far.
+    entries: u64,
+    known: KnownDirs,
 }
 
 impl Unpacker {
+    /// Counts one more entry against the limit.
+    fn count_entry(&mut self) -> Result<(), ArtifactError> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(ArtifactError::TooManyEntries {
+                limit: self.limits.max_entries,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts `size` more bytes of file content against the limit, before
+    /// they are written.
+    fn count_bytes(&mut self, size: u64) -> Result<(), ArtifactError> {
+        let total = self.stats.bytes.saturating_add(size);
+        if total > self.limits.max_bytes {
+            return Err(ArtifactError::TooLarge {
+                limit: self.limits.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), ArtifactError> {
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let rel = self.relative(&name)?;
@@ -178,10 +297,15 @@ impl Unpacker {
         let mode = entry.header().mode().map_err(ArtifactError::Archive)? & 0o777;
         let path = self.under_dest(&rel);
         let shown = self.shown(&rel);
-        self.check_parents(&rel, &name)?;
+        let parent = self.check_parents(&rel, &name)?;
         match kind {
-            EntryType::Directory => self.directory(&path, &shown, mode),
+            EntryType::Directory => {
+                self.directory(&path, &shown, mode)?;
+                self.known_dir(parent, &rel);
+                Ok(())
+            }
             EntryType::Regular | EntryType::Continuous => {
+                self.count_bytes(entry.header().size().map_err(ArtifactError::Archive)?)?;
                 let file = create_new(&path, mode).map_err(io_error(&shown))?;
                 let bytes = copy_into(&mut entry, file, mode).map_err(io_error(&shown))?;
                 self.stats.files += 1;
@@ -224,6 +348,12 @@ impl Unpacker {
             Some(seen) if *seen == top => {}
             Some(_) => return Err(unsafe_entry(name, "a second top-level entry")),
         }
+        if parts.len() > self.limits.max_depth {
+            return Err(ArtifactError::TooDeep {
+                entry: abbreviated(name),
+                limit: self.limits.max_depth,
+            });
+        }
         Ok(parts)
     }
 
@@ -244,28 +374,47 @@ impl Unpacker {
 
     /// Every parent of the entry below the destination must be a real
     /// directory (missing ones are created): writing through a symlink the
-    /// archive planted earlier could leave the destination.
-    fn check_parents(&self, rel: &[String], name: &str) -> Result<(), ArtifactError> {
+    /// archive planted earlier could leave the destination. Only parents
+    /// not known yet are looked at. Returns the parent's [`KnownDirs`]
+    /// index (None for the top-level entry, which has none below the
+    /// destination).
+    fn check_parents(
+        &mut self,
+        rel: &[String],
+        name: &str,
+    ) -> Result<Option<usize>, ArtifactError> {
         let Some((_, parents)) = rel.split_last() else {
-            return Ok(());
+            return Ok(None);
         };
         let mut dir = self.dest_root.clone();
         // The destination itself first: the archive may not list it.
-        let dirs = std::iter::once(None).chain(parents.iter().map(Some));
-        for part in dirs {
-            if let Some(part) = part {
-                dir.push(part);
-            }
-            match fs::symlink_metadata(&dir) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => return Err(unsafe_entry(name, "lies under a file or symlink")),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir(&dir).map_err(io_error(name))?;
-                }
-                Err(e) => return Err(io_error(name)(e)),
-            }
+        if !self.known.root {
+            ensure_real_dir(&dir, name)?;
+            self.known.root = true;
         }
-        Ok(())
+        let mut index = 0;
+        for part in parents {
+            dir.push(part);
+            index = match self.known.child(index, part) {
+                Some(known) => known,
+                None => {
+                    ensure_real_dir(&dir, name)?;
+                    self.known.insert(index, part)
+                }
+            };
+        }
+        Ok(Some(index))
+    }
+
+    /// Records the directory entry at `rel`, just created or checked, as
+    /// known; `parent` is its parent's index.
+    fn known_dir(&mut self, parent: Option<usize>, rel: &[String]) {
+        match (parent, rel.last()) {
+            (Some(parent), Some(name)) => {
+                self.known.insert(parent, name);
+            }
+            _ => self.known.root = true,
+        }
     }
 
     fn directory(&self, path: &Path, shown: &str, mode: u32) -> Result<(), ArtifactError> {
@@ -308,6 +457,29 @@ impl Unpacker {
         fs::hard_link(&source, path).map_err(io_error(shown))?;
         self.stats.files += 1;
         Ok(())
+    }
+}
+
+/// Makes `dir` a real directory: kept if it is one, created if missing,
+/// refused if it is a file or symlink (`name` is the entry under it).
+fn ensure_real_dir(dir: &Path, name: &str) -> Result<(), ArtifactError> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(unsafe_entry(name, "lies under a file or symlink")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir(dir).map_err(io_error(name))
+        }
+        Err(e) => Err(io_error(name)(e)),
+    }
+}
+
+/// A name short enough for a message: an entry deep enough to meet the
+/// limit has a name of thousands of characters.
+fn abbreviated(name: &str) -> String {
+    const SHOWN: usize = 80;
+    match name.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}...", &name[..cut]),
+        None => name.to_owned(),
     }
 }
 
@@ -446,9 +618,14 @@ mod tests {
     }
 
     fn error(fx: &Fixture, tar: Tar, dest: &str) -> String {
-        unpack(tar.bytes().as_slice(), &fx.context, dest)
-            .unwrap_err()
-            .to_string()
+        unpack(
+            tar.bytes().as_slice(),
+            &fx.context,
+            dest,
+            ArtifactLimits::default(),
+        )
+        .unwrap_err()
+        .to_string()
     }
 
     fn assert_outside_untouched(fx: &Fixture) {
@@ -474,7 +651,13 @@ mod tests {
                 b"",
                 "out/index.html",
             );
-        let stats = unpack(tar.bytes().as_slice(), &fx.context, "public/site").unwrap();
+        let stats = unpack(
+            tar.bytes().as_slice(),
+            &fx.context,
+            "public/site",
+            ArtifactLimits::default(),
+        )
+        .unwrap();
         assert_eq!(
             stats,
             Unpacked {
@@ -501,7 +684,13 @@ mod tests {
     fn single_file_becomes_the_destination() {
         let fx = fixture();
         let tar = Tar::new().file("app.jar", "PK");
-        let stats = unpack(tar.bytes().as_slice(), &fx.context, "dist/app.jar").unwrap();
+        let stats = unpack(
+            tar.bytes().as_slice(),
+            &fx.context,
+            "dist/app.jar",
+            ArtifactLimits::default(),
+        )
+        .unwrap();
         assert_eq!(stats.files, 1);
         assert_eq!(read(&fx.context.join("dist/app.jar")), "PK");
     }
@@ -510,7 +699,13 @@ mod tests {
     fn entries_without_their_directories_still_land_inside() {
         let fx = fixture();
         let tar = Tar::new().file("out/a/b.txt", "b");
-        unpack(tar.bytes().as_slice(), &fx.context, "artifact").unwrap();
+        unpack(
+            tar.bytes().as_slice(),
+            &fx.context,
+            "artifact",
+            ArtifactLimits::default(),
+        )
+        .unwrap();
         assert_eq!(read(&fx.context.join("artifact/a/b.txt")), "b");
     }
 
@@ -520,7 +715,13 @@ mod tests {
         fs::create_dir_all(fx.context.join("artifact/old")).unwrap();
         fs::write(fx.context.join("artifact/old/stale.txt"), "stale").unwrap();
         let tar = Tar::new().dir("out/").file("out/new.txt", "new");
-        let stats = unpack(tar.bytes().as_slice(), &fx.context, "artifact").unwrap();
+        let stats = unpack(
+            tar.bytes().as_slice(),
+            &fx.context,
+            "artifact",
+            ArtifactLimits::default(),
+        )
+        .unwrap();
         assert!(stats.replaced);
         assert!(!fx.context.join("artifact/old").exists());
         assert_eq!(read(&fx.context.join("artifact/new.txt")), "new");
@@ -531,7 +732,13 @@ mod tests {
         let fx = fixture();
         symlink(&fx.outside, fx.context.join("artifact")).unwrap();
         let tar = Tar::new().dir("out/").file("out/x.txt", "x");
-        let stats = unpack(tar.bytes().as_slice(), &fx.context, "artifact").unwrap();
+        let stats = unpack(
+            tar.bytes().as_slice(),
+            &fx.context,
+            "artifact",
+            ArtifactLimits::default(),
+        )
+        .unwrap();
         assert!(stats.replaced);
         assert!(fs::symlink_metadata(fx.context.join("artifact"))
             .unwrap()
@@ -641,5 +848,141 @@ mod tests {
             );
         }
         assert_outside_untouched(&fx);
+    }
+
+    fn limits(max_bytes: u64, max_entries: u64, max_depth: usize) -> ArtifactLimits {
+        ArtifactLimits {
+            max_bytes,
+            max_entries,
+            max_depth,
+        }
+    }
+
+    fn error_within(fx: &Fixture, tar: Vec<u8>, limits: ArtifactLimits) -> ArtifactError {
+        unpack(tar.as_slice(), &fx.context, "artifact", limits).unwrap_err()
+    }
+
+    /// A tar of long names (GNU extensions): `dirs` nested directories
+    /// under `out/`, then `files` files in the deepest.
+    fn deep_tar(dirs: usize, files: usize) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut path = String::from("out");
+        let mut append = |path: &str, kind: EntryType, data: &[u8]| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_mode(0o755);
+            header.set_size(data.len() as u64);
+            builder.append_data(&mut header, path, data).unwrap();
+        };
+        append(&path, EntryType::Directory, b"");
+        for _ in 0..dirs {
+            path.push_str("/d");
+            append(&path, EntryType::Directory, b"");
+        }
+        for n in 0..files {
+            append(&format!("{path}/{n}"), EntryType::Regular, b"x");
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn more_bytes_than_the_limit_are_refused_before_written() {
+        let fx = fixture();
+        let big = vec![b'x'; 600];
+        let tar = || {
+            Tar::new()
+                .dir("out/")
+                .entry("out/a", EntryType::Regular, 0o644, &big, "")
+                .entry("out/b", EntryType::Regular, 0o644, &big, "")
+                .bytes()
+        };
+        let error = error_within(&fx, tar(), limits(1000, 100, 8));
+        assert!(matches!(error, ArtifactError::TooLarge { limit: 1000 }));
+        assert_eq!(
+            error.to_string(),
+            "build.builder.artifacts: the artifact holds more than 1,000 bytes; this worker allows at most 1,000 (--max-artifact-bytes)"
+        );
+        assert!(!fx.context.join("artifact/b").exists());
+        let fx = fixture();
+        let stats = unpack(
+            tar().as_slice(),
+            &fx.context,
+            "artifact",
+            limits(1200, 100, 8),
+        );
+        assert_eq!(stats.unwrap().bytes, 1200);
+    }
+
+    #[test]
+    fn more_entries_than_the_limit_are_refused() {
+        let fx = fixture();
+        let mut tar = Tar::new().dir("out/");
+        for n in 0..10 {
+            tar = tar.file(&format!("out/{n}"), "x");
+        }
+        let error = error_within(&fx, tar.bytes(), limits(1000, 10, 8));
+        assert_eq!(
+            error.to_string(),
+            "build.builder.artifacts: the artifact holds more than 10 entries; this worker allows at most 10 (--max-artifact-entries)"
+        );
+        assert!(!fx.context.join("artifact/9").exists());
+    }
+
+    #[test]
+    fn entries_deeper_than_the_limit_are_refused() {
+        let fx = fixture();
+        let error = error_within(&fx, deep_tar(3, 1), limits(1000, 100, 3));
+        assert_eq!(
+            error.to_string(),
+            "build.builder.artifacts: out/d/d/d/0: more than 3 directory levels deep; this worker allows at most 3 (--max-artifact-depth)"
+        );
+        let fx = fixture();
+        let stats = unpack(
+            deep_tar(3, 1).as_slice(),
+            &fx.context,
+            "artifact",
+            limits(1000, 100, 4),
+        );
+        assert_eq!(stats.unwrap().files, 1);
+        assert_eq!(read(&fx.context.join("artifact/d/d/d/0")), "x");
+    }
+
+    #[test]
+    fn many_files_deep_down_unpack_or_are_refused_by_depth() {
+        // Once O(depth^2) lstat calls per entry: 70 s of CPU for this.
+        let tar = deep_tar(900, 3000);
+        let fx = fixture();
+        let stats = unpack(
+            tar.as_slice(),
+            &fx.context,
+            "artifact",
+            limits(1 << 20, 10_000, 1000),
+        );
+        assert_eq!(stats.unwrap().files, 3000);
+        let bottom: PathBuf = std::iter::once("artifact")
+            .chain(std::iter::repeat_n("d", 900))
+            .collect();
+        assert_eq!(read(&fx.context.join(bottom).join("2999")), "x");
+        let fx = fixture();
+        let error = error_within(&fx, tar, ArtifactLimits::default());
+        assert!(matches!(error, ArtifactError::TooDeep { limit: 256, .. }));
+        assert!(error.to_string().contains("d/d/d/..."), "{error}");
+    }
+
+    #[test]
+    fn a_planted_symlink_is_refused_even_under_known_directories() {
+        // Remembering checked directories must not let a link through: a
+        // link where a directory is expected is never known.
+        let fx = fixture();
+        let tar = Tar::new()
+            .dir("out/")
+            .dir("out/a/")
+            .file("out/a/x", "x")
+            .symlink("out/b", "a")
+            .file("out/b/y", "y");
+        assert_eq!(
+            error(&fx, tar, "artifact"),
+            "build.builder.artifacts: out/b/y: lies under a file or symlink"
+        );
     }
 }
