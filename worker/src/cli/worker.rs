@@ -3,11 +3,11 @@
 //! Engine client, leftover sweep, HTTP endpoint, then the consumer until a
 //! shutdown signal.
 
-use super::{BrokerArgs, GitTimeoutArgs};
+use super::{BrokerArgs, CloneArgs, GitTimeoutArgs};
 use crate::consumer::{self, Observers, Settings};
 use crate::events::LogBatching;
 use crate::observe::{http, metrics::Metrics};
-use crate::pipeline::{docker, remove_leftovers, Pipeline};
+use crate::pipeline::{docker, remove_leftovers, HostKeyDefault, Pipeline};
 use anyhow::Context;
 use buildbot_protocol::amqp::{DEFAULT_DELIVERY_LIMIT, JOB_QUEUE};
 use buildbot_protocol::signature::{parse_public_keys, VerifyingKey};
@@ -26,6 +26,20 @@ pub(crate) struct WorkerArgs {
 
     #[command(flatten)]
     pub(crate) git_timeouts: GitTimeoutArgs,
+
+    #[command(flatten)]
+    pub(crate) clone: CloneArgs,
+
+    /// OpenSSH known_hosts file pinning the SSH host keys of jobs that have
+    /// no repo.known_hosts (a job's own pin wins). Read once at start; a
+    /// bad file stops the worker.
+    #[arg(
+        long,
+        env = "BUILDBOT_KNOWN_HOSTS",
+        value_name = "FILE",
+        conflicts_with = "accept_any_host_key"
+    )]
+    pub(crate) known_hosts: Option<PathBuf>,
 
     /// Queue the worker takes jobs from. Its dead-letter exchange and queue
     /// are named `<queue>.dlx` and `<queue>.dead`.
@@ -135,6 +149,13 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     args.git_timeouts
         .apply()
         .context("cannot set the git network timeouts")?;
+    // Parsed once, here: a bad file stops the worker before any job.
+    let pinned = args
+        .known_hosts
+        .as_deref()
+        .map(HostKeyDefault::from_file)
+        .transpose()?;
+    let clone = args.clone.settings(pinned);
     // A daemon that is down is reported by /readyz and by the jobs that
     // fail meanwhile; only a malformed DOCKER_HOST stops the worker.
     let docker = docker::client()
@@ -165,7 +186,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot serve HTTP on {addr}"))?;
         tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     }
-    let pipeline = Pipeline::new(docker, worker_id, args.workspace_dir.clone());
+    let pipeline = Pipeline::new(docker, worker_id, args.workspace_dir.clone(), clone);
     consumer::run_until_shutdown(&args.settings(), pipeline, shutdown, observers).await?;
     tracing::info!("worker stopped");
     Ok(())

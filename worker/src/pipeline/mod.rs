@@ -18,6 +18,7 @@ mod steps;
 
 pub(crate) use steps::builder::remove_leftovers;
 pub(crate) use steps::clone::set_network_timeouts as set_git_timeouts;
+pub(crate) use steps::clone::{CloneSettings, HostKeyDefault, DEFAULT_MAX_CLONE_BYTES};
 
 use crate::events::Reporter;
 use bollard::Docker;
@@ -39,6 +40,8 @@ pub(crate) struct Pipeline {
     worker_id: String,
     /// Parent of the per-job workspaces; the system temp dir when None.
     workspace_root: Option<PathBuf>,
+    /// The worker's host key default and clone byte cap.
+    clone: CloneSettings,
 }
 
 /// A step that did not succeed.
@@ -95,12 +98,19 @@ impl Progress {
 }
 
 impl Pipeline {
-    /// A pipeline building on `docker`, reporting results as `worker_id`.
-    pub(crate) fn new(docker: Docker, worker_id: String, workspace_root: Option<PathBuf>) -> Self {
+    /// A pipeline building on `docker`, reporting results as `worker_id`,
+    /// cloning under `clone`.
+    pub(crate) fn new(
+        docker: Docker,
+        worker_id: String,
+        workspace_root: Option<PathBuf>,
+        clone: CloneSettings,
+    ) -> Self {
         Self {
             docker,
             worker_id,
             workspace_root,
+            clone,
         }
     }
 
@@ -181,7 +191,7 @@ impl Pipeline {
         })?;
         let checkout_dir = workspace.path().join("src");
         let checkout = run_step(StepName::Clone, reporter, progress, async {
-            clone::run(job, &checkout_dir, reporter).await
+            clone::run(job, &checkout_dir, &self.clone, reporter).await
         })
         .await?;
         lock(progress).revision = Some(checkout.commit.clone());

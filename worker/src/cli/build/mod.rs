@@ -13,7 +13,7 @@
 mod flags;
 mod job;
 
-use super::GitTimeoutArgs;
+use super::{CloneArgs, GitTimeoutArgs};
 use crate::events::redact::Redactor;
 use crate::events::terminal::{exit_code, TerminalSink};
 use crate::events::{self, AttemptId, LogBatching, SinkError};
@@ -50,6 +50,11 @@ pub(crate) struct BuildArgs {
 
     #[command(flatten)]
     pub(crate) git_timeouts: GitTimeoutArgs,
+
+    /// The job's `--known-hosts` pin, or `--accept-any-host-key`: without
+    /// either an SSH clone fails, as on a worker.
+    #[command(flatten)]
+    pub(crate) clone: CloneArgs,
 }
 
 /// Why a local build could not run (exit status 2 for an invalid job, 5
@@ -113,7 +118,8 @@ pub(crate) async fn run(args: &BuildArgs) -> Result<ExitCode, BuildError> {
     };
     args.git_timeouts.apply().map_err(BuildError::GitTimeouts)?;
     let docker = docker::connect().await?;
-    let pipeline = Pipeline::new(docker, local_worker_id(), args.workspace_dir.clone());
+    let clone = args.clone.settings(None);
+    let pipeline = Pipeline::new(docker, local_worker_id(), args.workspace_dir.clone(), clone);
     if !args.json {
         println!("{}", announcement(&job));
     }
