@@ -32,13 +32,9 @@ pub(crate) struct WorkerArgs {
 
     /// OpenSSH known_hosts file pinning the SSH host keys of jobs that have
     /// no repo.known_hosts (a job's own pin wins). Read once at start; a
-    /// bad file stops the worker.
-    #[arg(
-        long,
-        env = "BUILDBOT_KNOWN_HOSTS",
-        value_name = "FILE",
-        conflicts_with = "accept_any_host_key"
-    )]
+    /// bad file stops the worker. Given, --accept-any-host-key is ignored.
+    // Not a clap conflict: an env var set to 0 would count as given.
+    #[arg(long, env = "BUILDBOT_KNOWN_HOSTS", value_name = "FILE")]
     pub(crate) known_hosts: Option<PathBuf>,
 
     /// Queue the worker takes jobs from. Its dead-letter exchange and queue

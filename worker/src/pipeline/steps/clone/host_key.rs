@@ -28,30 +28,31 @@ pub(crate) enum HostKeyDefault {
 /// Why the worker's `--known-hosts` file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum KnownHostsFileError {
-    #[error("cannot read the --known-hosts file {}: {source}", path.display())]
+    // The causes are fields, not `source`s: the message already says it
+    // all, and an error chain would repeat it.
+    #[error("cannot read the --known-hosts file {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("the --known-hosts file {} is not valid known_hosts text: {source}", path.display())]
+    #[error("the --known-hosts file {} is not valid known_hosts text: {error}", path.display())]
     Parse {
         path: PathBuf,
-        source: KnownHostsError,
+        error: KnownHostsError,
     },
 }
 
 impl HostKeyDefault {
     /// The pin of the worker's `--known-hosts` file, parsed once at start.
     pub(crate) fn from_file(path: &Path) -> Result<Self, KnownHostsFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KnownHostsFileError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| KnownHostsFileError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
-        let known_hosts =
-            KnownHosts::parse(&text).map_err(|source| KnownHostsFileError::Parse {
-                path: path.to_owned(),
-                source,
-            })?;
+        let known_hosts = KnownHosts::parse(&text).map_err(|error| KnownHostsFileError::Parse {
+            path: path.to_owned(),
+            error,
+        })?;
         Ok(Self::Pinned(Arc::new(known_hosts)))
     }
 }
