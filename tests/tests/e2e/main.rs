@@ -42,6 +42,9 @@ mod rig_smoke;
 mod pipeline;
 
 #[cfg(feature = "e2e")]
+mod git_defaults;
+
+#[cfg(feature = "e2e")]
 mod push;
 
 #[cfg(feature = "e2e")]

@@ -8,6 +8,7 @@ mod schema;
 mod submit;
 mod worker;
 
+use crate::pipeline::{CloneSettings, HostKeyDefault, DEFAULT_MAX_CLONE_BYTES};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -90,6 +91,48 @@ impl GitTimeoutArgs {
         let connect = Duration::from_secs(self.git_connect_timeout_secs);
         let read = Duration::from_secs(self.git_read_timeout_secs);
         crate::pipeline::set_git_timeouts(connect, read)
+    }
+}
+
+/// Whom a clone trusts and how much it may fetch: the settings of every
+/// subcommand that clones.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CloneArgs {
+    /// Accept any SSH host key from servers that nothing pins (no
+    /// repo.known_hosts in the job, no worker --known-hosts). Unsafe: a
+    /// machine in the middle can then serve any code; each such job's log
+    /// says so. Without it such clones fail.
+    #[arg(long, env = "BUILDBOT_ACCEPT_ANY_HOST_KEY",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    accept_any_host_key: bool,
+
+    /// Most bytes one clone (with its submodules) may receive; a larger
+    /// transfer is stopped and the job fails.
+    #[arg(long, env = "BUILDBOT_MAX_CLONE_BYTES", value_name = "BYTES",
+          default_value_t = DEFAULT_MAX_CLONE_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_clone_bytes: u64,
+}
+
+impl CloneArgs {
+    /// The clone settings, with `pinned` (the worker's `--known-hosts`) as
+    /// the default pin. Accepting any key is logged loudly.
+    fn settings(&self, pinned: Option<HostKeyDefault>) -> CloneSettings {
+        let host_keys = match pinned {
+            Some(pinned) => pinned,
+            None if self.accept_any_host_key => {
+                tracing::warn!(
+                    "--accept-any-host-key: SSH host keys of servers that no known_hosts pins \
+                     are NOT verified; a machine in the middle can serve any code to such jobs"
+                );
+                HostKeyDefault::AcceptAny
+            }
+            None => HostKeyDefault::Refuse,
+        };
+        CloneSettings {
+            host_keys,
+            max_bytes: self.max_clone_bytes,
+        }
     }
 }
 

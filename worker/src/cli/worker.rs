@@ -3,13 +3,13 @@
 //! Engine client, leftover sweep, HTTP endpoint, then the consumer until a
 //! shutdown signal.
 
-use super::{BrokerArgs, GitTimeoutArgs};
+use super::{BrokerArgs, CloneArgs, GitTimeoutArgs};
 use crate::consumer::{self, Observers, Settings};
 use crate::events::LogBatching;
 use crate::observe::{http, metrics::Metrics};
 use crate::pipeline::{
-    docker, parse_cpus, parse_memory, parse_network, remove_leftovers, ContainerLimits, Memory,
-    Network, Pipeline, SizeLimits,
+    docker, parse_cpus, parse_memory, parse_network, remove_leftovers, ContainerLimits,
+    HostKeyDefault, Memory, Network, Pipeline, SizeLimits,
 };
 use anyhow::Context;
 use buildbot_protocol::amqp::{DEFAULT_DELIVERY_LIMIT, JOB_QUEUE};
@@ -35,6 +35,16 @@ pub(crate) struct WorkerArgs {
 
     #[command(flatten)]
     pub(crate) size_limits: SizeLimitArgs,
+
+    #[command(flatten)]
+    pub(crate) clone: CloneArgs,
+
+    /// OpenSSH known_hosts file pinning the SSH host keys of jobs that have
+    /// no repo.known_hosts (a job's own pin wins). Read once at start; a
+    /// bad file stops the worker. Given, --accept-any-host-key is ignored.
+    // Not a clap conflict: an env var set to 0 would count as given.
+    #[arg(long, env = "BUILDBOT_KNOWN_HOSTS", value_name = "FILE")]
+    pub(crate) known_hosts: Option<PathBuf>,
 
     /// Queue the worker takes jobs from. Its dead-letter exchange and queue
     /// are named `<queue>.dlx` and `<queue>.dead`.
@@ -231,6 +241,13 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     args.git_timeouts
         .apply()
         .context("cannot set the git network timeouts")?;
+    // Parsed once, here: a bad file stops the worker before any job.
+    let pinned = args
+        .known_hosts
+        .as_deref()
+        .map(HostKeyDefault::from_file)
+        .transpose()?;
+    let clone = args.clone.settings(pinned);
     // A daemon that is down is reported by /readyz and by the jobs that
     // fail meanwhile; only a malformed DOCKER_HOST stops the worker.
     let docker = docker::client()
@@ -267,6 +284,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         args.workspace_dir.clone(),
         args.limits.limits(),
         args.size_limits.limits(),
+        clone,
     );
     consumer::run_until_shutdown(&args.settings(), pipeline, shutdown, observers).await?;
     tracing::info!("worker stopped");

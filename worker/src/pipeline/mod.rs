@@ -21,6 +21,7 @@ pub(crate) use steps::builder::{
     parse_cpus, parse_memory, parse_network, ContainerLimits, Memory, Network,
 };
 pub(crate) use steps::clone::set_network_timeouts as set_git_timeouts;
+pub(crate) use steps::clone::{CloneSettings, HostKeyDefault, DEFAULT_MAX_CLONE_BYTES};
 
 use crate::events::Reporter;
 use bollard::Docker;
@@ -46,6 +47,8 @@ pub(crate) struct Pipeline {
     limits: ContainerLimits,
     /// How much of what a job controls the worker takes on.
     size_limits: SizeLimits,
+    /// The worker's host key default and clone byte cap.
+    clone: CloneSettings,
 }
 
 /// How much of what a job controls (its checkout's tree, its builder's
@@ -160,13 +163,14 @@ impl Progress {
 impl Pipeline {
     /// A pipeline building on `docker`, reporting results as `worker_id`,
     /// its jobs' containers bound by `limits` and what they control by
-    /// `size_limits`.
+    /// `size_limits`, cloning under `clone`.
     pub(crate) fn new(
         docker: Docker,
         worker_id: String,
         workspace_root: Option<PathBuf>,
         limits: ContainerLimits,
         size_limits: SizeLimits,
+        clone: CloneSettings,
     ) -> Self {
         Self {
             docker,
@@ -174,6 +178,7 @@ impl Pipeline {
             workspace_root,
             limits,
             size_limits,
+            clone,
         }
     }
 
@@ -255,7 +260,7 @@ impl Pipeline {
         })?;
         let checkout_dir = workspace.path().join("src");
         let checkout = run_step(StepName::Clone, reporter, progress, async {
-            clone::run(job, &checkout_dir, reporter).await
+            clone::run(job, &checkout_dir, &self.clone, reporter).await
         })
         .await?;
         lock(progress).revision = Some(checkout.commit.clone());

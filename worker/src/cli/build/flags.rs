@@ -49,7 +49,7 @@ pub(crate) struct JobFlags {
     pub(crate) repo_user: Option<String>,
 
     /// File of OpenSSH `known_hosts` lines the SSH host key must match.
-    /// Without it the host key is not checked.
+    /// Without it an SSH clone fails, unless --accept-any-host-key.
     #[arg(long, env = "BUILDBOT_KNOWN_HOSTS", value_name = "FILE")]
     pub(crate) known_hosts: Option<PathBuf>,
 

@@ -14,7 +14,7 @@ mod flags;
 mod job;
 
 use super::worker::{LimitArgs, SizeLimitArgs};
-use super::GitTimeoutArgs;
+use super::{CloneArgs, GitTimeoutArgs};
 use crate::events::redact::Redactor;
 use crate::events::terminal::{exit_code, TerminalSink};
 use crate::events::{self, AttemptId, LogBatching, SinkError};
@@ -57,6 +57,11 @@ pub(crate) struct BuildArgs {
 
     #[command(flatten)]
     pub(crate) size_limits: SizeLimitArgs,
+
+    /// The job's `--known-hosts` pin, or `--accept-any-host-key`: without
+    /// either an SSH clone fails, as on a worker.
+    #[command(flatten)]
+    pub(crate) clone: CloneArgs,
 }
 
 /// Why a local build could not run (exit status 2 for an invalid job, 5
@@ -126,6 +131,7 @@ pub(crate) async fn run(args: &BuildArgs) -> Result<ExitCode, BuildError> {
         args.workspace_dir.clone(),
         args.limits.limits(),
         args.size_limits.limits(),
+        args.clone.settings(None),
     );
     if !args.json {
         println!("{}", announcement(&job));

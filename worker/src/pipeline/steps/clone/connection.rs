@@ -1,15 +1,17 @@
 //! One connection to a remote: the callbacks libgit2 calls while it is open
 //! (credentials, host key, transfer progress), the state they share, and
-//! the precise [`GitError`] a failed connection ends with.
+//! the precise [`GitError`] a failed connection ends with. The progress
+//! callbacks also enforce the clone's budget: over the byte cap, or once
+//! the job is cancelled, they abort the transfer.
 
 use super::credentials::Offered;
-use super::host_key::check_certificate;
+use super::host_key::{check_certificate, Verdict};
 use super::progress::Throttle;
 use super::remote::Remote;
 use super::session::Session;
 use super::GitError;
 use git2::{ErrorClass, ErrorCode, RemoteCallbacks};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// What libgit2 is told when a callback stops the connection; the user
 /// sees the error the callback recorded instead.
@@ -22,6 +24,8 @@ pub(super) struct Attempt {
     /// The precise error a callback decided on; libgit2 only sees a code.
     failure: RefCell<Option<GitError>>,
     throttle: RefCell<Throttle>,
+    /// Bytes this connection had received at its last progress callback.
+    received: Cell<usize>,
 }
 
 impl Attempt {
@@ -29,6 +33,19 @@ impl Attempt {
     fn fail(&self, error: GitError) -> git2::Error {
         *self.failure.borrow_mut() = Some(error);
         git2::Error::from_str(STOPPED)
+    }
+
+    /// Whether a progress callback lets libgit2 go on; a stop is recorded
+    /// first, so [`Session::classify`] reports it instead of libgit2's
+    /// generic error.
+    fn keep_going(&self, budget: Result<(), GitError>) -> bool {
+        match budget {
+            Ok(()) => true,
+            Err(error) => {
+                self.fail(error);
+                false
+            }
+        }
     }
 }
 
@@ -40,22 +57,46 @@ impl Session<'_, '_> {
         attempt: &'c Attempt,
     ) -> RemoteCallbacks<'c> {
         let mut callbacks = RemoteCallbacks::new();
-        callbacks.credentials(move |_url, user, allowed| {
-            self.auth
-                .credentials(remote, &attempt.offered, user, allowed)
+        callbacks.credentials(move |url, user, allowed| {
+            self.budget
+                .check()
+                .and_then(|()| {
+                    self.auth
+                        .credentials(remote, url, &attempt.offered, user, allowed)
+                })
                 .map_err(|error| attempt.fail(error))
         });
         callbacks.certificate_check(move |cert, _host| {
-            check_certificate(self.known_hosts.as_ref(), remote, cert)
-                .map_err(|error| attempt.fail(error))
-        });
-        callbacks.transfer_progress(move |stats| {
-            if let Some(line) = attempt.throttle.borrow_mut().line(&stats) {
-                self.say(&line);
+            let verdict = self
+                .budget
+                .check()
+                .and_then(|()| check_certificate(&self.host_keys, remote, cert))
+                .map_err(|error| attempt.fail(error))?;
+            if verdict == Verdict::Unchecked {
+                self.note_unchecked_host_key();
             }
-            true
+            Ok(verdict.status())
         });
+        callbacks.transfer_progress(move |stats| self.on_progress(attempt, &stats));
+        // The server's own messages ("Counting objects...") come before
+        // the pack: a cancel is noticed there too.
+        callbacks.sideband_progress(move |_| attempt.keep_going(self.budget.check()));
         callbacks
+    }
+
+    /// One transfer progress report: counted against the byte cap, and
+    /// shown now and then. `false` aborts the transfer.
+    fn on_progress(&self, attempt: &Attempt, stats: &git2::Progress<'_>) -> bool {
+        let now = stats.received_bytes();
+        let more = now.saturating_sub(attempt.received.replace(now));
+        let budget = self.budget.receive(u64::try_from(more).unwrap_or(u64::MAX));
+        if !attempt.keep_going(budget) {
+            return false;
+        }
+        if let Some(line) = attempt.throttle.borrow_mut().line(stats) {
+            self.say(&line);
+        }
+        true
     }
 
     /// Turns a libgit2 failure into the precise error: what a callback

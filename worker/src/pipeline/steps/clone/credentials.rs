@@ -1,14 +1,16 @@
 //! The job's credentials as libgit2 asks for them: the SSH private key
-//! handed over from memory, the HTTPS username and token (to the job's own
-//! host only), which of them a connection has offered already, and masking
-//! them in every message built from a libgit2 error.
+//! handed over from memory, the HTTPS username and token (to the exact
+//! scheme, host and port of the job's URL only), which of them a connection
+//! has offered already, and masking them in every message built from a
+//! libgit2 error.
 
 use super::remote::Remote;
 use super::GitError;
-use buildbot_protocol::grammar::{PrivateKeyError, SshPrivateKey};
+use buildbot_protocol::grammar::{PrivateKeyError, SshPrivateKey, Transport};
 use buildbot_protocol::{RepoAuth, Secret};
 use git2::{Cred, CredentialType, ErrorClass};
 use std::cell::Cell;
+use std::fmt;
 
 /// User name for SSH when the URL names none: what every git host expects.
 const DEFAULT_SSH_USER: &str = "git";
@@ -23,11 +25,56 @@ pub(super) enum Auth<'a> {
     Https {
         username: &'a str,
         token: &'a Secret,
-        /// Lowercase host of the job's URL: the token goes to this host
-        /// only, so a `.gitmodules` naming another host cannot collect it.
+        /// Where the job's URL points: the token goes there only, so a
+        /// `.gitmodules` or a redirect naming another host or port cannot
+        /// collect it. `None` (not an https:// URL): the token goes nowhere.
         /// (An SSH key may go anywhere: public-key auth reveals no secret.)
-        host: String,
+        origin: Option<Origin>,
     },
+}
+
+/// Scheme, lowercase host and port (default filled in) of an HTTPS URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Origin {
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// The origin of an https:// remote.
+    fn of(remote: &Remote) -> Option<Self> {
+        let Remote::Network(url) = remote else {
+            return None;
+        };
+        (url.transport() == Transport::Https).then(|| Origin {
+            host: url.host().to_ascii_lowercase(),
+            port: url.port_or_default(),
+        })
+    }
+
+    /// The origin of the URL libgit2 asks credentials for (the server it
+    /// is talking to, after any redirect); `None` unless https://.
+    fn parse(url: &str) -> Option<Self> {
+        let uri: http::Uri = url.parse().ok()?;
+        if !uri.scheme_str()?.eq_ignore_ascii_case("https") {
+            return None;
+        }
+        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+        Some(Origin {
+            host: host.to_ascii_lowercase(),
+            port: uri.port_u16().unwrap_or(Transport::Https.default_port()),
+        })
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "https://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "https://{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// Which credentials one connection has offered: each is offered once, so
@@ -52,16 +99,18 @@ impl<'a> Auth<'a> {
             RepoAuth::Https { username, token } => Auth::Https {
                 username,
                 token,
-                host: main.host().unwrap_or_default().to_ascii_lowercase(),
+                origin: Origin::of(main),
             },
         })
     }
 
-    /// Answers libgit2's request for credentials for `remote`, or says
-    /// precisely why there are none to give.
+    /// Answers libgit2's request for credentials for `remote` (whose
+    /// server is now at `url`), or says precisely why there are none to
+    /// give.
     pub(super) fn credentials(
         &self,
         remote: &Remote,
+        url: &str,
         offered: &Offered,
         user_from_url: Option<&str>,
         allowed: CredentialType,
@@ -70,7 +119,7 @@ impl<'a> Auth<'a> {
         if allowed.contains(CredentialType::USERNAME) {
             return Cred::username(user).map_err(|e| self.not_handed_over(&e));
         }
-        self.check_may_send_to(remote)?;
+        self.check_may_send_to(remote, url)?;
         match self {
             Auth::SshKey(key) if allowed.contains(CredentialType::SSH_MEMORY) => {
                 if offered.key.replace(true) {
@@ -105,18 +154,33 @@ impl<'a> Auth<'a> {
         }
     }
 
-    /// An HTTPS token is for the job's host only.
-    fn check_may_send_to(&self, remote: &Remote) -> Result<(), GitError> {
-        let Auth::Https { host, .. } = self else {
+    /// An HTTPS token is for the job's scheme, host and port only: both
+    /// the remote being fetched (a submodule's may differ) and the server
+    /// libgit2 is talking to (a redirect may lead elsewhere) must be there.
+    fn check_may_send_to(&self, remote: &Remote, url: &str) -> Result<(), GitError> {
+        let Auth::Https { origin, .. } = self else {
             return Ok(());
         };
-        if remote.host().is_some_and(|h| h.eq_ignore_ascii_case(host)) {
-            return Ok(());
+        let Some(origin) = origin else {
+            return Err(GitError::Authentication(format!(
+                "the git remote {remote} asks for credentials, but the token in repo.auth is \
+                 only sent to the https:// URL of the job"
+            )));
+        };
+        if Origin::of(remote).as_ref() != Some(origin) {
+            return Err(GitError::Authentication(format!(
+                "the git remote {remote} asks for credentials, but the token in repo.auth is \
+                 only sent to {origin}"
+            )));
         }
-        Err(GitError::Authentication(format!(
-            "the git remote {remote} asks for credentials, but the token in repo.auth is only \
-             sent to {host}"
-        )))
+        if Origin::parse(url).as_ref() != Some(origin) {
+            // The redirect's URL is not shown: it may hold a credential.
+            return Err(GitError::Authentication(format!(
+                "the git remote {remote} redirected to another server that asks for \
+                 credentials, but the token in repo.auth is only sent to {origin}"
+            )));
+        }
+        Ok(())
     }
 
     /// libgit2 could not even take the credentials (it copies them only, so
@@ -278,27 +342,68 @@ mod tests {
             username: "ci".into(),
             token: Secret::new("tok"),
         };
-        let main = Remote::parse("https://Git.Example.com/team/app.git", Policy::JOB).unwrap();
+        let main_url = "https://Git.Example.com/team/app.git";
+        let main = Remote::parse(main_url, Policy::JOB).unwrap();
         let auth = Auth::from_job(&auth, &main).unwrap();
         let other = Remote::parse("https://evil.example/lib.git", Policy::JOB).unwrap();
         let offered = Offered::default();
         let plaintext = CredentialType::USER_PASS_PLAINTEXT;
-        assert!(auth.credentials(&main, &offered, None, plaintext).is_ok());
-        let Err(refused) = auth.credentials(&other, &offered, None, plaintext) else {
+        let Err(refused) = auth.credentials(&other, main_url, &offered, None, plaintext) else {
             panic!("the token went to another host");
         };
         assert_eq!(
             refused.to_string(),
             "the git remote https://evil.example/lib.git asks for credentials, but the token \
-             in repo.auth is only sent to git.example.com"
+             in repo.auth is only sent to https://git.example.com:443"
         );
-        let Err(again) = auth.credentials(&main, &offered, None, plaintext) else {
+        assert!(auth
+            .credentials(&main, main_url, &offered, None, plaintext)
+            .is_ok());
+        let Err(again) = auth.credentials(&main, main_url, &offered, None, plaintext) else {
             panic!("offered twice");
         };
         assert_eq!(
             again.to_string(),
             "the git remote refused the HTTPS credentials for ci"
         );
+    }
+
+    #[test]
+    fn the_token_goes_to_the_exact_scheme_host_and_port() {
+        let auth = RepoAuth::Https {
+            username: "ci".into(),
+            token: Secret::new("tok"),
+        };
+        let main = Remote::parse("https://git.example.com/team/app.git", Policy::JOB).unwrap();
+        let auth = Auth::from_job(&auth, &main).unwrap();
+        let plaintext = CredentialType::USER_PASS_PLAINTEXT;
+        let asks = |remote: &Remote, url: &str| {
+            auth.credentials(remote, url, &Offered::default(), None, plaintext)
+        };
+        // The same origin, written differently: the default port, any case.
+        assert!(asks(&main, "https://GIT.example.com:443/team/app.git").is_ok());
+        // A redirect (libgit2 names the server it now talks to) elsewhere.
+        for url in [
+            "https://git.example.com:8443/team/app.git",
+            "http://git.example.com/team/app.git",
+            "https://evil.example/team/app.git",
+            "not a url",
+        ] {
+            let Err(refused) = asks(&main, url) else {
+                panic!("the token went to {url}");
+            };
+            assert_eq!(
+                refused.to_string(),
+                "the git remote https://git.example.com/team/app.git redirected to another \
+                 server that asks for credentials, but the token in repo.auth is only sent to \
+                 https://git.example.com:443",
+                "{url}"
+            );
+        }
+        // A submodule on another port of the same host.
+        let sibling = Remote::parse("https://git.example.com:8443/lib.git", Policy::JOB).unwrap();
+        let url = sibling.to_string();
+        assert!(asks(&sibling, &url).is_err());
     }
 
     #[test]

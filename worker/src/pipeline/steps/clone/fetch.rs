@@ -1,6 +1,10 @@
 //! Getting one commit from a remote: list its refs, resolve the revision
-//! against them, and fetch shallowly (depth 1) where the server allows,
-//! falling back to a fetch by SHA and then to all branches and tags.
+//! against them, and fetch shallowly (depth 1) where the server allows.
+//! A SHA no ref points at is fetched by id (servers with
+//! `uploadpack.allowReachableSHA1InWant` or `allowAnySHA1InWant`), else
+//! from a depth-limited fetch of the advertised branches and tags; never
+//! with the whole history of every ref, which on a large repository is an
+//! unbounded transfer a job could trigger at will.
 
 use super::connection::Attempt;
 use super::refs::{
@@ -13,6 +17,19 @@ use git2::{AutotagOption, Direction, FetchOptions, Oid, Repository};
 
 /// One advertised ref: its full name and the object it points at.
 type Head = (String, Oid);
+
+/// Commits of each advertised branch and tag fetched when looking for an
+/// unadvertised SHA the server will not send by id.
+const FALLBACK_DEPTH: i32 = 50;
+
+/// How much history a fetch asks for.
+#[derive(Debug, Clone, Copy)]
+enum Depth {
+    /// The tips only.
+    One,
+    /// The last `n` commits of each ref.
+    Last(i32),
+}
 
 impl Session<'_, '_> {
     /// Fetches `revision` from `remote` through `origin` (the repository's
@@ -30,8 +47,8 @@ impl Session<'_, '_> {
         }
     }
 
-    /// A commit SHA: fetched through a ref that points at it, else by SHA
-    /// (servers that allow it), else with all branches and tags.
+    /// A commit SHA: fetched through a ref that points at it, else by id,
+    /// else from the recent history of the advertised refs.
     fn fetch_sha(
         &self,
         repo: &Repository,
@@ -42,35 +59,52 @@ impl Session<'_, '_> {
         let heads = self.list_remote(origin, remote)?;
         if let Some(name) = ref_pointing_at(&heads, oid) {
             let (refspec, _) = refspec_for(&name);
-            if self
-                .fetch_refspecs(origin, remote, &[refspec], true)
-                .is_ok()
+            if let Some(commit) =
+                self.try_fetch(repo, origin, remote, &[refspec], Depth::One, oid)?
             {
-                if let Some(commit) = peel_to_commit(repo, oid) {
-                    return Ok(commit);
-                }
+                return Ok(commit);
             }
         }
-        let by_sha = format!("+{oid}:{FETCHED_REF}");
-        match self.fetch_refspecs(origin, remote, &[by_sha], true) {
-            Ok(()) => {
-                if let Some(commit) = peel_to_commit(repo, oid) {
-                    return Ok(commit);
-                }
-            }
-            Err(e @ (GitError::Authentication(_) | GitError::HostKeyMismatch(_))) => return Err(e),
-            // Typically "cannot fetch a specific object": the server does not
-            // allow wanting unadvertised SHAs. Fall back to a full fetch.
-            Err(_) => {}
+        let by_id = format!("+{oid}:{FETCHED_REF}");
+        if let Some(commit) = self.try_fetch(repo, origin, remote, &[by_id], Depth::One, oid)? {
+            return Ok(commit);
         }
-        self.say(&format!(
-            "the remote did not send {oid} by itself; fetching all branches and tags"
-        ));
-        let all = ALL_BRANCHES_AND_TAGS.map(str::to_owned);
-        self.fetch_refspecs(origin, remote, &all, false)?;
-        peel_to_commit(repo, oid).ok_or_else(|| {
-            GitError::UnknownRevision(format!("revision {oid} not found in {remote}"))
-        })
+        // libgit2's local transport (tests only) cannot fetch shallowly,
+        // and a full fetch is what this path must never do.
+        if remote.allows_shallow() {
+            self.say(&format!(
+                "the remote did not send {oid} by id; fetching the last {FALLBACK_DEPTH} \
+                 commits of its branches and tags"
+            ));
+            let recent = ALL_BRANCHES_AND_TAGS.map(str::to_owned);
+            let depth = Depth::Last(FALLBACK_DEPTH);
+            if let Some(commit) = self.try_fetch(repo, origin, remote, &recent, depth, oid)? {
+                return Ok(commit);
+            }
+        }
+        Err(GitError::UnknownRevision(format!(
+            "revision {oid} is not advertised by the remote {remote} and could not be fetched \
+             by id; push a branch or tag that contains it"
+        )))
+    }
+
+    /// Fetches `refspecs` and looks for `oid`: `None` when the fetch failed
+    /// in a way another fetch may get around (e.g. "cannot fetch a specific
+    /// object") or did not bring `oid`.
+    fn try_fetch(
+        &self,
+        repo: &Repository,
+        origin: &mut git2::Remote<'_>,
+        remote: &Remote,
+        refspecs: &[String],
+        depth: Depth,
+        oid: Oid,
+    ) -> Result<Option<Oid>, GitError> {
+        match self.fetch_refspecs(origin, remote, refspecs, depth) {
+            Ok(()) => Ok(peel_to_commit(repo, oid)),
+            Err(e) if e.is_final() => Err(e),
+            Err(_) => Ok(None),
+        }
     }
 
     /// A branch or tag name (or a full `refs/...` name, or `HEAD`), resolved
@@ -89,7 +123,7 @@ impl Session<'_, '_> {
             )));
         };
         let (refspec, local) = refspec_for(&full_name);
-        self.fetch_refspecs(origin, remote, &[refspec], true)?;
+        self.fetch_refspecs(origin, remote, &[refspec], Depth::One)?;
         let reference = repo.find_reference(&local).map_err(|e| {
             GitError::Checkout(format!(
                 "cannot read the fetched {full_name}: {}",
@@ -124,13 +158,13 @@ impl Session<'_, '_> {
         listed.map_err(|e| self.classify(e, remote, &attempt))
     }
 
-    /// Fetches `refspecs`, at depth 1 when `shallow` and the transport can.
+    /// Fetches `refspecs`, to `depth` where the transport can.
     fn fetch_refspecs(
         &self,
         origin: &mut git2::Remote<'_>,
         remote: &Remote,
         refspecs: &[String],
-        shallow: bool,
+        depth: Depth,
     ) -> Result<(), GitError> {
         let attempt = Attempt::default();
         let mut options = FetchOptions::new();
@@ -138,8 +172,11 @@ impl Session<'_, '_> {
             .remote_callbacks(self.callbacks(remote, &attempt))
             .download_tags(AutotagOption::None)
             .update_fetchhead(false);
-        if shallow && remote.allows_shallow() {
-            options.depth(1);
+        if remote.allows_shallow() {
+            options.depth(match depth {
+                Depth::One => 1,
+                Depth::Last(n) => n,
+            });
         }
         origin
             .fetch(refspecs, Some(&mut options), None)
@@ -230,6 +267,15 @@ mod tests {
         assert_eq!(fetched.checkout().commit_time, T);
         assert_eq!(fetched.read("README"), "zero");
         assert_eq!(fetched.head(), up.c[0]);
+        // Fetched by id: no fallback to the refs' history.
+        assert!(
+            !fetched
+                .lines
+                .iter()
+                .any(|l| l.contains("branches and tags")),
+            "{:?}",
+            fetched.lines
+        );
     }
 
     #[test]
@@ -269,9 +315,15 @@ mod tests {
         let sha = "0123456789abcdef0123456789abcdef01234567";
         let fetched = fetch(&up.url, sha);
         assert!(matches!(fetched.result, Err(GitError::UnknownRevision(_))));
+        // Was "not found" after fetching every branch and tag in full;
+        // now no full fetch is tried, and the error says what to do.
         assert_eq!(
             fetched.error(),
-            format!("revision {sha} not found in {}", up.url)
+            format!(
+                "revision {sha} is not advertised by the remote {} and could not be fetched \
+                 by id; push a branch or tag that contains it",
+                up.url
+            )
         );
     }
 

@@ -14,7 +14,8 @@
 //! | `fetch.rs` | listing the remote's refs, the shallow fetch and its fallbacks |
 //! | `connection.rs` | one connection's callbacks and the error it ends with |
 //! | `credentials.rs` | SSH key from memory, HTTPS token, masking them in messages |
-//! | `host_key.rs` | the SSH host key checked against `repo.known_hosts` |
+//! | `host_key.rs` | the SSH host key checked against the job's or the worker's pin |
+//! | `limits.rs` | the byte cap and the cancellation flag that abort a transfer |
 //! | `progress.rs` | throttled transfer progress lines |
 //! | `checkout.rs` | the local repository and its detached checkout |
 //! | `submodules.rs` | submodules, recursively, with the same credentials and pins |
@@ -28,6 +29,7 @@ mod connection;
 mod credentials;
 mod fetch;
 mod host_key;
+mod limits;
 mod progress;
 mod refs;
 mod remote;
@@ -40,22 +42,54 @@ use crate::events::Reporter;
 use buildbot_protocol::grammar::RepoUrlError;
 use buildbot_protocol::{Job, Repo, StepName};
 use credentials::Auth;
+pub(crate) use host_key::HostKeyDefault;
+use host_key::HostKeyTrust;
+use limits::{Budget, CancelOnDrop};
+pub(crate) use limits::{CancelFlag, DEFAULT_MAX_CLONE_BYTES};
 use refs::Revision;
 use remote::Remote;
 use session::Session;
 use std::path::Path;
 use std::time::Duration;
 
+/// What the worker decides for every clone, whatever the job says.
+#[derive(Debug, Clone)]
+pub(crate) struct CloneSettings {
+    /// The SSH host key rule for jobs without `repo.known_hosts`.
+    pub(crate) host_keys: HostKeyDefault,
+    /// Most bytes one clone (main repository and submodules) may receive.
+    pub(crate) max_bytes: u64,
+}
+
+impl Default for CloneSettings {
+    /// Fail closed: no SSH without a pin; the default byte cap.
+    fn default() -> Self {
+        Self {
+            host_keys: HostKeyDefault::Refuse,
+            max_bytes: DEFAULT_MAX_CLONE_BYTES,
+        }
+    }
+}
+
 /// Clones the job's revision into `dest`, on a blocking thread (git2 is
-/// synchronous), reporting git's progress as it goes.
-pub(crate) async fn run(job: &Job, dest: &Path, reporter: &Reporter) -> Result<Checkout, String> {
+/// synchronous), reporting git's progress as it goes. Dropping the future
+/// (the job's timeout or cancel) stops the blocking thread at its next
+/// transfer callback.
+pub(crate) async fn run(
+    job: &Job,
+    dest: &Path,
+    settings: &CloneSettings,
+    reporter: &Reporter,
+) -> Result<Checkout, String> {
     let repo = job.repo.clone();
     let dest = dest.to_owned();
+    let settings = settings.clone();
     let progress = reporter.clone();
+    let cancel = CancelFlag::default();
+    let _stop_when_dropped = CancelOnDrop(cancel.clone());
     let fetched = tokio::task::spawn_blocking(move || {
-        fetch_revision(&repo, &dest, &mut |line| {
-            progress.system_blocking(StepName::Clone, line)
-        })
+        let mut say = |line: &str| progress.system_blocking(StepName::Clone, line);
+        fetch_revision(&repo, &dest, &settings, &cancel, &mut say)
     })
     .await
     .map_err(|e| format!("clone task failed: {e}"))?;
@@ -91,9 +125,26 @@ pub(crate) enum GitError {
     /// The remote refused the credentials, or asked for some the job lacks.
     #[error("{0}")]
     Authentication(String),
-    /// The SSH server's host key is not the one pinned in `repo.known_hosts`.
+    /// The SSH server's host key is not the one pinned in `repo.known_hosts`
+    /// (or the worker's `--known-hosts` file).
     #[error("{0}")]
     HostKeyMismatch(String),
+    /// An SSH server's key with nothing to check it against, on a worker
+    /// that does not accept any key.
+    #[error("{0}")]
+    HostKeyNotPinned(String),
+    /// The transfer went over the worker's `--max-clone-bytes`.
+    #[error(
+        "the clone was stopped after receiving more than {max_bytes} bytes, this worker's \
+         limit (--max-clone-bytes); the repository is too large to build here"
+    )]
+    TooLarge {
+        /// The cap.
+        max_bytes: u64,
+    },
+    /// The job was cancelled or timed out while the clone ran.
+    #[error("the clone was stopped: the job was cancelled or timed out")]
+    Cancelled,
     /// The revision is not a commit, branch or tag of the remote.
     #[error("{0}")]
     UnknownRevision(String),
@@ -138,17 +189,41 @@ pub(crate) enum GitError {
     },
 }
 
+impl GitError {
+    /// Whether no other way of fetching can help: trying another refspec
+    /// would meet the same refusal, or the clone must stop.
+    fn is_final(&self) -> bool {
+        matches!(
+            self,
+            GitError::Authentication(_)
+                | GitError::HostKeyMismatch(_)
+                | GitError::HostKeyNotPinned(_)
+                | GitError::TooLarge { .. }
+                | GitError::Cancelled
+        )
+    }
+}
+
 /// Fetches `repo.revision` from `repo.url` into `dest` (created if missing),
 /// checks it out on a detached HEAD, and with `repo.submodules` also checks
-/// out every submodule. `progress` receives human-readable lines.
+/// out every submodule. `progress` receives human-readable lines; the
+/// transfer stops once `cancel` is set.
 ///
 /// Blocking: call it from `spawn_blocking`.
 pub(crate) fn fetch_revision(
     repo: &Repo,
     dest: &Path,
+    settings: &CloneSettings,
+    cancel: &CancelFlag,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Checkout, GitError> {
-    fetch_with_policy(repo, dest, progress, Policy::JOB)
+    let budget = Budget::new(settings.max_bytes, cancel.clone());
+    let bounds = Bounds {
+        policy: Policy::JOB,
+        host_keys: &settings.host_keys,
+        budget: &budget,
+    };
+    fetch_with(repo, dest, progress, &bounds)
 }
 
 /// Bounds how long libgit2 waits to connect to a remote and for each read
@@ -180,18 +255,27 @@ impl Policy {
     const JOB: Self = Self { local_paths: false };
 }
 
+/// What one clone runs under besides the job: what it may fetch from, the
+/// worker's host key default, and its transfer budget.
+struct Bounds<'a> {
+    policy: Policy,
+    host_keys: &'a HostKeyDefault,
+    budget: &'a Budget,
+}
+
 /// Parses the job's fields, then fetches and checks out the main
 /// repository and, if asked, its submodules.
-fn fetch_with_policy(
+fn fetch_with(
     repo: &Repo,
     dest: &Path,
     progress: &mut dyn FnMut(&str),
-    policy: Policy,
+    bounds: &Bounds<'_>,
 ) -> Result<Checkout, GitError> {
-    let main = Remote::parse(&repo.url, policy).map_err(|problem| GitError::InvalidField {
-        field: "repo.url",
-        problem: problem.to_string(),
-    })?;
+    let main =
+        Remote::parse(&repo.url, bounds.policy).map_err(|problem| GitError::InvalidField {
+            field: "repo.url",
+            problem: problem.to_string(),
+        })?;
     let auth = Auth::from_job(&repo.auth, &main)?;
     let known_hosts =
         repo.parse_known_hosts()
@@ -201,7 +285,8 @@ fn fetch_with_policy(
                 problem: problem.to_string(),
             })?;
     let revision = Revision::parse(&repo.revision)?;
-    let session = Session::new(auth, known_hosts, policy, progress);
+    let host_keys = HostKeyTrust::resolve(known_hosts, bounds.host_keys);
+    let session = Session::new(auth, host_keys, bounds.policy, bounds.budget, progress);
     let (checked_out, checkout) = session.fetch_and_check_out(&main, &revision, dest)?;
     if repo.submodules {
         session.update_submodules(&checked_out, 0)?;
@@ -211,7 +296,9 @@ fn fetch_with_policy(
 
 #[cfg(test)]
 mod tests {
-    use super::test_support::{fetch, fetch_as, job_repo};
+    use super::test_support::{
+        bare, commit, fetch, fetch_as, fetch_with_settings, job_repo, settings, Entry, T, TESTS,
+    };
     use super::*;
     use std::sync::Mutex;
     use std::time::Instant;
@@ -305,5 +392,83 @@ mod tests {
         repo.known_hosts = Some("# nothing pinned\n".into());
         let fetched = fetch_as(&repo, Policy::JOB);
         assert_eq!(fetched.error(), "repo.known_hosts: no host key lines");
+    }
+
+    /// A one-commit remote with a file of `size` letters that compress
+    /// poorly (xorshift), so the pack is about that large.
+    fn remote_of_size(dir: &TempDir, size: usize) -> String {
+        let (repo, url) = bare(dir.path(), "big.git");
+        let mut x: u32 = 2_463_534_242;
+        let text: String = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                char::from(b'a' + u8::try_from(x % 26).unwrap())
+            })
+            .collect();
+        let tip = commit(&repo, &[Entry::File("big.txt", &text)], &[], T);
+        repo.reference("refs/heads/main", tip, true, "").unwrap();
+        url
+    }
+
+    #[test]
+    fn a_clone_over_the_byte_cap_is_stopped() {
+        let dir = TempDir::new().unwrap();
+        let url = remote_of_size(&dir, 64 * 1024);
+        let repo = job_repo(&url, "main");
+        let small = settings(HostKeyDefault::Refuse, 1024);
+        let fetched = fetch_with_settings(&repo, TESTS, &small, &CancelFlag::default());
+        assert!(
+            matches!(fetched.result, Err(GitError::TooLarge { max_bytes: 1024 })),
+            "{:?}",
+            fetched.result
+        );
+        assert!(fetched.error().contains("--max-clone-bytes"));
+        let roomy = settings(HostKeyDefault::Refuse, 10 * 1024 * 1024);
+        let fetched = fetch_with_settings(&repo, TESTS, &roomy, &CancelFlag::default());
+        assert!(fetched.result.is_ok(), "{:?}", fetched.result);
+    }
+
+    #[test]
+    fn a_cancelled_clone_writes_nothing() {
+        let dir = TempDir::new().unwrap();
+        let url = remote_of_size(&dir, 16);
+        let cancel = CancelFlag::default();
+        cancel.cancel();
+        let repo = job_repo(&url, "main");
+        let fetched = fetch_with_settings(&repo, TESTS, &CloneSettings::default(), &cancel);
+        assert!(matches!(fetched.result, Err(GitError::Cancelled)));
+        assert!(!fetched.dir.path().join("src").exists());
+    }
+
+    #[test]
+    fn the_workers_known_hosts_file_is_parsed_at_start() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("known_hosts");
+        let missing = HostKeyDefault::from_file(&path).unwrap_err();
+        assert!(
+            missing.to_string().starts_with(&format!(
+                "cannot read the --known-hosts file {}: ",
+                path.display()
+            )),
+            "{missing}"
+        );
+        std::fs::write(&path, "github.com ssh-ed25519 not-base64\n").unwrap();
+        let bad = HostKeyDefault::from_file(&path).unwrap_err();
+        assert!(
+            bad.to_string().starts_with(&format!(
+                "the --known-hosts file {} is not valid known_hosts text: line 1: ",
+                path.display()
+            )),
+            "{bad}"
+        );
+        let line = "[127.0.0.1]:2222 ssh-ed25519 \
+                    AAAAC3NzaC1lZDI1NTE5AAAAIALcZyPxRyF0MWFIklWpCY/pDGoZ6I0H3CMrFSKiBTCB";
+        std::fs::write(&path, line).unwrap();
+        assert!(matches!(
+            HostKeyDefault::from_file(&path),
+            Ok(HostKeyDefault::Pinned(_))
+        ));
     }
 }

@@ -4,41 +4,56 @@
 
 use super::checkout::{check_out, init_repository};
 use super::credentials::Auth;
+use super::host_key::{HostKeyTrust, ACCEPTING_ANY_KEY};
+use super::limits::Budget;
 use super::refs::Revision;
 use super::remote::Remote;
 use super::{Checkout, GitError, Policy};
-use buildbot_protocol::grammar::KnownHosts;
 use git2::Repository;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::Path;
 
 /// What every fetch of one clone uses.
 pub(super) struct Session<'a, 'p> {
     pub(super) auth: Auth<'a>,
-    /// `repo.known_hosts`, parsed; `None` when host keys are not pinned.
-    pub(super) known_hosts: Option<KnownHosts>,
+    /// The SSH host key rule: the job's pin, the worker's, or none.
+    pub(super) host_keys: HostKeyTrust,
     pub(super) policy: Policy,
+    /// Bytes received so far against the cap, and the cancel flag.
+    pub(super) budget: &'p Budget,
     progress: RefCell<&'p mut dyn FnMut(&str)>,
+    /// Whether the job was told its host key goes unchecked (once).
+    warned_unchecked: Cell<bool>,
 }
 
 impl<'a, 'p> Session<'a, 'p> {
     pub(super) fn new(
         auth: Auth<'a>,
-        known_hosts: Option<KnownHosts>,
+        host_keys: HostKeyTrust,
         policy: Policy,
+        budget: &'p Budget,
         progress: &'p mut dyn FnMut(&str),
     ) -> Self {
         Self {
             auth,
-            known_hosts,
+            host_keys,
             policy,
+            budget,
             progress: RefCell::new(progress),
+            warned_unchecked: Cell::new(false),
         }
     }
 
     /// Shows `line` to the job's author.
     pub(super) fn say(&self, line: &str) {
         (self.progress.borrow_mut())(line);
+    }
+
+    /// Tells the job, once, that an SSH host key was accepted unchecked.
+    pub(super) fn note_unchecked_host_key(&self) {
+        if !self.warned_unchecked.replace(true) {
+            self.say(ACCEPTING_ANY_KEY);
+        }
     }
 
     /// Creates a repository in `dest`, fetches `revision` from `remote` and
@@ -49,6 +64,7 @@ impl<'a, 'p> Session<'a, 'p> {
         revision: &Revision<'_>,
         dest: &Path,
     ) -> Result<(Repository, Checkout), GitError> {
+        self.budget.check()?;
         let repo = init_repository(dest)?;
         self.say(&format!("fetching {revision} from {remote}"));
         // A named remote, not an anonymous one: libgit2 resolves relative
@@ -61,6 +77,8 @@ impl<'a, 'p> Session<'a, 'p> {
             })?;
         let oid = self.fetch_commit(&repo, &mut origin, remote, revision)?;
         drop(origin);
+        // A cancelled job's workspace may be gone: write nothing more.
+        self.budget.check()?;
         let checkout = check_out(&repo, oid)?;
         self.say(&format!("checked out {}", checkout.commit));
         Ok((repo, checkout))

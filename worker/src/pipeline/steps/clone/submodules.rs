@@ -106,6 +106,8 @@ fn submodule_url(parent: &Repository, submodule: &mut Submodule<'_>) -> Result<S
 #[cfg(test)]
 mod tests {
     use super::super::credentials::Auth;
+    use super::super::host_key::HostKeyTrust;
+    use super::super::limits::{Budget, CancelFlag};
     use super::super::test_support::{bare, commit, fetch, fetch_as, job_repo, Entry, T, TESTS};
     use super::super::Policy;
     use super::*;
@@ -215,7 +217,14 @@ mod tests {
         let parent = fetch(&n.parent_url, "main");
         let checked_out = Repository::open(parent.dir.path().join("src")).unwrap();
         let mut progress = |_: &str| {};
-        let session = Session::new(Auth::None, None, Policy::JOB, &mut progress);
+        let budget = Budget::new(u64::MAX, CancelFlag::default());
+        let session = Session::new(
+            Auth::None,
+            HostKeyTrust::Refuse,
+            Policy::JOB,
+            &budget,
+            &mut progress,
+        );
         let error = session.update_submodules(&checked_out, 0).unwrap_err();
         let GitError::Submodule { path, .. } = &error else {
             panic!("{error}");

@@ -2,7 +2,8 @@
 //! by commit, and a clone of one into a temporary directory with the lines
 //! it reported.
 
-use super::{fetch_with_policy, Checkout, GitError, Policy};
+use super::limits::{Budget, CancelFlag};
+use super::{fetch_with, Bounds, Checkout, CloneSettings, GitError, HostKeyDefault, Policy};
 use buildbot_protocol::{Repo, RepoAuth};
 use git2::{FileMode, Oid, Repository, Signature, Time};
 use std::path::Path;
@@ -70,15 +71,44 @@ pub(super) struct Fetched {
 }
 
 pub(super) fn fetch_as(repo: &Repo, policy: Policy) -> Fetched {
+    fetch_with_settings(
+        repo,
+        policy,
+        &CloneSettings::default(),
+        &CancelFlag::default(),
+    )
+}
+
+/// A clone under the worker's `settings`, stopped once `cancel` is set.
+pub(super) fn fetch_with_settings(
+    repo: &Repo,
+    policy: Policy,
+    settings: &CloneSettings,
+    cancel: &CancelFlag,
+) -> Fetched {
     let dir = TempDir::new().unwrap();
     let mut lines = Vec::new();
-    let result = fetch_with_policy(
+    let budget = Budget::new(settings.max_bytes, cancel.clone());
+    let bounds = Bounds {
+        policy,
+        host_keys: &settings.host_keys,
+        budget: &budget,
+    };
+    let result = fetch_with(
         repo,
         &dir.path().join("src"),
         &mut |line| lines.push(line.to_owned()),
-        policy,
+        &bounds,
     );
     Fetched { dir, result, lines }
+}
+
+/// Worker settings accepting any SSH host key, with `max_bytes`.
+pub(super) fn settings(host_keys: HostKeyDefault, max_bytes: u64) -> CloneSettings {
+    CloneSettings {
+        host_keys,
+        max_bytes,
+    }
 }
 
 pub(super) fn fetch(url: &str, revision: &str) -> Fetched {
