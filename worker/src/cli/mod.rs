@@ -136,6 +136,48 @@ impl CloneArgs {
     }
 }
 
+/// The settings of every subcommand that runs jobs (`worker`, `build`):
+/// how a clone waits and which host keys it trusts, and what a job's
+/// containers and inputs may use.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct JobRunArgs {
+    #[command(flatten)]
+    git_timeouts: GitTimeoutArgs,
+
+    #[command(flatten)]
+    limits: worker::LimitArgs,
+
+    #[command(flatten)]
+    size_limits: worker::SizeLimitArgs,
+
+    /// Without a `--known-hosts` pin (the job's or the worker's), an SSH
+    /// clone fails unless `--accept-any-host-key` is given.
+    #[command(flatten)]
+    clone: CloneArgs,
+}
+
+impl JobRunArgs {
+    /// Puts the git timeouts in effect for this process and makes the
+    /// pipeline jobs run through, trusting `pinned` host keys by default.
+    fn pipeline(
+        &self,
+        docker: bollard::Docker,
+        worker_id: String,
+        workspace_root: Option<std::path::PathBuf>,
+        pinned: Option<crate::pipeline::HostKeyDefault>,
+    ) -> Result<crate::pipeline::Pipeline, git2::Error> {
+        self.git_timeouts.apply()?;
+        Ok(crate::pipeline::Pipeline::new(
+            docker,
+            worker_id,
+            workspace_root,
+            self.limits.limits(),
+            self.size_limits.limits(),
+            self.clone.settings(pinned),
+        ))
+    }
+}
+
 /// Parses the command line, sets up logging and runs the subcommand.
 pub async fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();

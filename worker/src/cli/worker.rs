@@ -3,13 +3,13 @@
 //! Engine client, leftover sweep, HTTP endpoint, then the consumer until a
 //! shutdown signal.
 
-use super::{BrokerArgs, CloneArgs, GitTimeoutArgs};
+use super::{BrokerArgs, JobRunArgs};
 use crate::consumer::{self, Observers, Settings};
 use crate::events::LogBatching;
 use crate::observe::{http, metrics::Metrics};
 use crate::pipeline::{
     docker, parse_cpus, parse_memory, parse_network, remove_leftovers, ContainerLimits,
-    HostKeyDefault, Memory, Network, Pipeline, SizeLimits,
+    HostKeyDefault, Memory, Network, SizeLimits,
 };
 use anyhow::Context;
 use buildbot_protocol::amqp::{DEFAULT_DELIVERY_LIMIT, JOB_QUEUE};
@@ -28,16 +28,7 @@ pub(crate) struct WorkerArgs {
     pub(crate) broker: BrokerArgs,
 
     #[command(flatten)]
-    pub(crate) git_timeouts: GitTimeoutArgs,
-
-    #[command(flatten)]
-    pub(crate) limits: LimitArgs,
-
-    #[command(flatten)]
-    pub(crate) size_limits: SizeLimitArgs,
-
-    #[command(flatten)]
-    pub(crate) clone: CloneArgs,
+    pub(crate) jobs: JobRunArgs,
 
     /// OpenSSH known_hosts file pinning the SSH host keys of jobs that have
     /// no repo.known_hosts (a job's own pin wins). Read once at start; a
@@ -238,16 +229,12 @@ impl WorkerArgs {
 
 /// Runs the worker until SIGTERM or SIGINT, then drains.
 pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
-    args.git_timeouts
-        .apply()
-        .context("cannot set the git network timeouts")?;
     // Parsed once, here: a bad file stops the worker before any job.
     let pinned = args
         .known_hosts
         .as_deref()
         .map(HostKeyDefault::from_file)
         .transpose()?;
-    let clone = args.clone.settings(pinned);
     // A daemon that is down is reported by /readyz and by the jobs that
     // fail meanwhile; only a malformed DOCKER_HOST stops the worker.
     let docker = docker::client()
@@ -278,14 +265,10 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot serve HTTP on {addr}"))?;
         tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     }
-    let pipeline = Pipeline::new(
-        docker,
-        worker_id,
-        args.workspace_dir.clone(),
-        args.limits.limits(),
-        args.size_limits.limits(),
-        clone,
-    );
+    let pipeline = args
+        .jobs
+        .pipeline(docker, worker_id, args.workspace_dir.clone(), pinned)
+        .context("cannot set the git network timeouts")?;
     consumer::run_until_shutdown(&args.settings(), pipeline, shutdown, observers).await?;
     tracing::info!("worker stopped");
     Ok(())

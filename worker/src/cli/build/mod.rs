@@ -13,13 +13,11 @@
 mod flags;
 mod job;
 
-use super::worker::{LimitArgs, SizeLimitArgs};
-use super::{CloneArgs, GitTimeoutArgs};
+use super::JobRunArgs;
 use crate::events::redact::Redactor;
 use crate::events::terminal::{exit_code, TerminalSink};
 use crate::events::{self, AttemptId, LogBatching, SinkError};
 use crate::pipeline::docker;
-use crate::pipeline::Pipeline;
 use buildbot_protocol::{Job, JobStatus};
 use flags::JobFlags;
 use job::{job_from_file, job_from_flags};
@@ -50,18 +48,7 @@ pub(crate) struct BuildArgs {
     pub(crate) workspace_dir: Option<PathBuf>,
 
     #[command(flatten)]
-    pub(crate) git_timeouts: GitTimeoutArgs,
-
-    #[command(flatten)]
-    pub(crate) limits: LimitArgs,
-
-    #[command(flatten)]
-    pub(crate) size_limits: SizeLimitArgs,
-
-    /// The job's `--known-hosts` pin, or `--accept-any-host-key`: without
-    /// either an SSH clone fails, as on a worker.
-    #[command(flatten)]
-    pub(crate) clone: CloneArgs,
+    pub(crate) jobs: JobRunArgs,
 }
 
 /// Why a local build could not run (exit status 2 for an invalid job, 5
@@ -123,16 +110,11 @@ pub(crate) async fn run(args: &BuildArgs) -> Result<ExitCode, BuildError> {
         Some(path) => job_from_file(path)?,
         None => job_from_flags(&args.flags)?,
     };
-    args.git_timeouts.apply().map_err(BuildError::GitTimeouts)?;
     let docker = docker::connect().await?;
-    let pipeline = Pipeline::new(
-        docker,
-        local_worker_id(),
-        args.workspace_dir.clone(),
-        args.limits.limits(),
-        args.size_limits.limits(),
-        args.clone.settings(None),
-    );
+    let pipeline = args
+        .jobs
+        .pipeline(docker, local_worker_id(), args.workspace_dir.clone(), None)
+        .map_err(BuildError::GitTimeouts)?;
     if !args.json {
         println!("{}", announcement(&job));
     }
