@@ -202,11 +202,13 @@ async fn run(
     let jobs = RunningJobs::default();
     // Every cancel sent so far is known before the first job is taken.
     let mut cancels = control::catch_up(&connection, &jobs).await?;
-    let mut dead_letters = dead_letters::consume(&channel, settings).await?;
+    // Before the consumers: a prefetch applies to consumers started after
+    // it, and bounds the dead letters in hand as it bounds the jobs.
     channel
         .basic_qos(settings.concurrency, BasicQosOptions::default())
         .await
         .map_err(broker("the prefetch setting"))?;
+    let mut dead_letters = dead_letters::consume(&channel, settings).await?;
     // An empty tag lets the broker choose one when the id is too long.
     let consumer_tag = ShortString::try_new(pipeline.worker_id()).unwrap_or_default();
     let mut deliveries = channel
@@ -261,6 +263,7 @@ async fn run(
         Ok(()) => {
             let cancel = BasicCancelOptions::default();
             let _ = channel.basic_cancel(deliveries.tag(), cancel).await;
+            let _ = channel.basic_cancel(dead_letters.tag(), cancel).await;
             drain(&mut running, &context.jobs, settings.drain_timeout).await;
             // An ack is a frame queued for the socket: closing the channel
             // (which waits for the broker's close-ok) makes sure the acks
