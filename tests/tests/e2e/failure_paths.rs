@@ -125,6 +125,51 @@ async fn a_rejection_lists_every_problem_and_is_routed_by_the_body_s_ids() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_printing_without_end_is_capped_and_still_succeeds() {
+    let fleet = Fleet::new().await;
+    let _worker = fleet.worker(&["--max-log-bytes", "65536"]).await;
+    // About 2 MB of output, generated at run time.
+    let dockerfile = "FROM buildbot-base:busybox\n\
+         RUN i=0; while [ $i -lt 20000 ]; do \
+         echo \"flood line $i ..........................................................................\"; \
+         i=$((i+1)); done\n";
+    let repo = fleet
+        .rig
+        .create_repo("flood", &[("Dockerfile", dockerfile.as_bytes())]);
+    let mut job = fleet.rig.job(&repo, &fleet.rig.registry);
+    job.build.no_cache = true;
+    let attempt = fleet
+        .submit(&job)
+        .await
+        .until_result(RESULT_WITHIN)
+        .await
+        .expect("a result");
+    assert_eq!(
+        attempt.result().status,
+        JobStatus::Succeeded,
+        "{:#?}",
+        attempt.result()
+    );
+    let logged: usize = attempt
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Log(l) if !l.text.contains("log truncated") => Some(l.text.len()),
+            _ => None,
+        })
+        .sum();
+    assert!(logged <= 65536, "{logged} bytes of log published");
+    let notices = attempt
+        .events
+        .iter()
+        .filter(|e| matches!(&e.body, EventBody::Log(l) if l.text.contains("log truncated")))
+        .count();
+    assert_eq!(notices, 1, "one truncation notice");
+    let log = attempt.log_text();
+    assert!(!log.contains("flood line 19999"), "the tail was dropped");
+}
+
 /// Runs a job whose build prints the long canary as wrapped base64 (76
 /// columns, busybox's default) on a worker started with `log_filter`, and
 /// checks that no form of it is in the events or the worker's log.

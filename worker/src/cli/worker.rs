@@ -5,7 +5,7 @@
 
 use super::{BrokerArgs, JobRunArgs};
 use crate::consumer::{self, Observers, Settings};
-use crate::events::LogBatching;
+use crate::events::{LogBatching, DEFAULT_MAX_JOB_LOG_BYTES};
 use crate::observe::{http, metrics::Metrics};
 use crate::pipeline::{
     docker, parse_cpus, parse_memory, parse_network, remove_leftovers, ContainerLimits,
@@ -70,6 +70,11 @@ pub(crate) struct WorkerArgs {
     /// A log event is published once this many bytes of output wait.
     #[arg(long, env = "BUILDBOT_LOG_BATCH_BYTES", default_value_t = 64 * 1024)]
     pub(crate) log_batch_bytes: usize,
+
+    /// Bytes of log text one job may publish; past it the job goes on, one
+    /// notice says the log was truncated, the rest is dropped.
+    #[arg(long, env = "BUILDBOT_MAX_LOG_BYTES", default_value_t = DEFAULT_MAX_JOB_LOG_BYTES)]
+    pub(crate) max_log_bytes: u64,
 
     /// Complete log lines wait at most this many milliseconds.
     #[arg(long, env = "BUILDBOT_LOG_BATCH_MS", default_value_t = 50)]
@@ -216,6 +221,7 @@ impl WorkerArgs {
             delivery_limit: self.delivery_limit,
             max_job_bytes: self.max_job_bytes,
             batching: LogBatching {
+                max_job_bytes: self.max_log_bytes,
                 max_bytes: self.log_batch_bytes.max(1),
                 max_delay: Duration::from_millis(self.log_batch_ms),
                 ..Default::default()

@@ -130,6 +130,7 @@ mod tests {
     fn batching(max_bytes: usize) -> LogBatching {
         LogBatching {
             max_bytes,
+            max_job_bytes: crate::events::DEFAULT_MAX_JOB_LOG_BYTES,
             max_delay: Duration::from_millis(50),
             partial_line_delay: Duration::from_secs(1),
         }

@@ -54,9 +54,17 @@ pub(crate) enum SinkError {
     Stopped,
 }
 
-/// How log output is batched into log events.
+/// Default of `--max-log-bytes`: far more than any build log a person
+/// reads, far less than a disk-filling flood.
+pub(crate) const DEFAULT_MAX_JOB_LOG_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How log output becomes log events: batching, and the per-job cap.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LogBatching {
+    /// Bytes of log text one attempt may publish; past it the job goes on,
+    /// one notice says the log was truncated, and the rest is dropped, so
+    /// a build printing without end cannot flood the broker.
+    pub(crate) max_job_bytes: u64,
     /// A chunk is published once this many bytes are waiting.
     pub(crate) max_bytes: usize,
     /// Complete lines wait at most this long before they are published.
@@ -69,6 +77,7 @@ pub(crate) struct LogBatching {
 impl Default for LogBatching {
     fn default() -> Self {
         Self {
+            max_job_bytes: DEFAULT_MAX_JOB_LOG_BYTES,
             max_bytes: 64 * 1024,
             max_delay: Duration::from_millis(50),
             partial_line_delay: Duration::from_secs(1),
@@ -98,6 +107,7 @@ pub(crate) fn start<S: EventSink>(
         attempt,
         redactor,
         batcher: LogBatcher::new(batching),
+        log_cap: publisher::LogCap::new(batching.max_job_bytes),
         held: None,
         next_seq: 1,
         failure: None,

@@ -8,7 +8,7 @@ use super::batcher::LogBatcher;
 use super::redact::Redactor;
 use super::reporter::Report;
 use super::{AttemptId, EventSink, SinkError};
-use buildbot_protocol::{Event, EventBody, JobResult, LogEvent};
+use buildbot_protocol::{Event, EventBody, JobResult, LogEvent, LogStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -24,6 +24,8 @@ pub(super) struct Publisher<S> {
     /// `emit_log`).
     pub(super) held: Option<LogEvent>,
     pub(super) next_seq: u64,
+    /// How much log text the attempt may still publish.
+    pub(super) log_cap: LogCap,
     /// First delivery failure; later events are not attempted and the
     /// result reports it, so the job is not acked.
     pub(super) failure: Option<SinkError>,
@@ -82,7 +84,7 @@ impl<S: EventSink> Publisher<S> {
     /// Sends held output, masked: nothing more of it is coming.
     async fn emit_held(&mut self, mut held: LogEvent) {
         held.text = self.redactor.mask(&held.text);
-        self.emit(EventBody::Log(held)).await;
+        self.emit_output(held).await;
     }
 
     /// Masks and sends a chunk of output. A chunk may end with the first
@@ -108,7 +110,7 @@ impl<S: EventSink> Publisher<S> {
         }
         if !ready.is_empty() {
             chunk.text = ready;
-            self.emit(EventBody::Log(chunk)).await;
+            self.emit_output(chunk).await;
         }
     }
 
@@ -138,6 +140,32 @@ impl<S: EventSink> Publisher<S> {
             }
         }
         self.failure.take().map_or(Ok(()), Err)
+    }
+
+    /// Sends masked output within the job's log cap: the part that fits,
+    /// then once a notice that the rest is dropped.
+    async fn emit_output(&mut self, mut log: LogEvent) {
+        match self.log_cap.admit(&mut log.text) {
+            Admit::All => {
+                self.emit(EventBody::Log(log)).await;
+            }
+            Admit::Part => {
+                let step = log.step;
+                if !log.text.is_empty() {
+                    self.emit(EventBody::Log(log)).await;
+                }
+                let notice = LogEvent {
+                    step,
+                    stream: LogStream::System,
+                    text: format!(
+                        "\nlog truncated: this job printed more than {} bytes (--max-log-bytes); the rest of its output is dropped, the job goes on\n",
+                        self.log_cap.limit
+                    ),
+                };
+                self.emit(EventBody::Log(notice)).await;
+            }
+            Admit::Nothing => {}
+        }
     }
 
     /// Numbers and sends one event, already masked; returns its `seq`.
@@ -179,6 +207,55 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// The per-attempt budget of log text.
+pub(super) struct LogCap {
+    limit: u64,
+    sent: u64,
+    truncated: bool,
+}
+
+/// What [`LogCap::admit`] let through.
+enum Admit {
+    All,
+    /// The text was cut to what fits (maybe nothing); the cap is reached
+    /// now, so the notice goes out.
+    Part,
+    /// The cap was reached earlier: nothing goes out.
+    Nothing,
+}
+
+impl LogCap {
+    pub(super) fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            sent: 0,
+            truncated: false,
+        }
+    }
+
+    /// Cuts `text` to what the budget has left (at a character boundary)
+    /// and counts it.
+    fn admit(&mut self, text: &mut String) -> Admit {
+        if self.truncated {
+            return Admit::Nothing;
+        }
+        let left = self.limit.saturating_sub(self.sent);
+        let len = text.len() as u64;
+        if len <= left {
+            self.sent += len;
+            return Admit::All;
+        }
+        let mut cut = usize::try_from(left).unwrap_or(usize::MAX).min(text.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        self.sent += cut as u64;
+        self.truncated = true;
+        Admit::Part
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +275,7 @@ mod tests {
     fn batching(max_bytes: usize) -> LogBatching {
         LogBatching {
             max_bytes,
+            max_job_bytes: crate::events::DEFAULT_MAX_JOB_LOG_BYTES,
             max_delay: Duration::from_millis(50),
             partial_line_delay: Duration::from_secs(1),
         }
@@ -411,5 +489,49 @@ mod tests {
             EventBody::Result(r) => assert_eq!(r.last_seq, 4),
             other => panic!("expected the result, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_job_s_log_is_cut_at_its_cap_with_one_notice_and_the_result_still_last() {
+        let sink = RecordingSink::default();
+        let attempt = AttemptId {
+            job_id: "j".into(),
+            attempt: 1,
+        };
+        let capped = LogBatching {
+            max_job_bytes: 100,
+            ..batching(64)
+        };
+        let (reporter, finisher) = start(sink.clone(), attempt, Redactor::default(), capped);
+        for n in 0..100 {
+            reporter
+                .log(StepName::Build, LogStream::Stdout, format!("line {n:04}\n"))
+                .await;
+        }
+        reporter.step(StepName::Build, StepState::Succeeded).await;
+        finisher.finish(result()).await.expect("finish");
+
+        let events = sink.0.lock().expect("lock").clone();
+        let output: String = events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::Log(l) if l.stream == LogStream::Stdout => Some(l.text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(output.len(), 100, "{output:?}");
+        assert!(output.starts_with("line 0000\nline 0001\n"), "{output:?}");
+        let notices = events
+            .iter()
+            .filter(|e| matches!(&e.body, EventBody::Log(l) if l.text.contains("log truncated")))
+            .count();
+        assert_eq!(notices, 1);
+        assert!(matches!(
+            events.last().map(|e| &e.body),
+            Some(EventBody::Result(_))
+        ));
+        assert!(events
+            .iter()
+            .any(|e| matches!(&e.body, EventBody::Step(s) if s.state == StepState::Succeeded)));
     }
 }
