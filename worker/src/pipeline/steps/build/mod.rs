@@ -42,8 +42,7 @@ pub(crate) async fn run(
     let credentials = registry_auth::all_credentials(job.registry_auth.as_ref(), &registry)
         .map_err(|e| e.to_string())?;
     let build = image_build(job, &checkout.commit, credentials, limits);
-    let stream = context::stream_tar(spec);
-    let image_id = build_image(docker, build, stream, StepName::Build, reporter)
+    let image_id = build_image(docker, build, spec, StepName::Build, reporter)
         .await
         .map_err(|e| e.to_string())?;
     tag_image(docker, &image_id, &job.image.repository, &job.image.tags)
@@ -115,10 +114,45 @@ pub(crate) struct ImageBuild {
     pub(crate) limits: ContainerLimits,
 }
 
-/// Builds an image from a streamed context tar; returns the image id.
-/// The daemon's output is reported as it arrives, as output of `step`
-/// (the runtime image's build, or a builder image's).
+/// Builds an image from the context `spec` names, streamed as a tar;
+/// returns the image id. The daemon's output is reported as it arrives, as
+/// output of `step` (the runtime image's build, or a builder image's).
+///
+/// Built once more when the legacy builder meets a cached layer that
+/// another job removed mid-build (jobs share the daemon's layer cache, and
+/// removing an image takes its unused parents along): the same build run
+/// again does not meet it.
 pub(crate) async fn build_image(
+    docker: &Docker,
+    build: ImageBuild,
+    spec: ContextSpec,
+    step: StepName,
+    reporter: &Reporter,
+) -> Result<String, DockerError> {
+    let stream = context::stream_tar(spec.clone());
+    match build_once(docker, build.clone(), stream, step, reporter).await {
+        Err(e) if is_cache_race(&e) => {
+            let line = "another job removed a cached layer this build was reusing; building again";
+            reporter.system(step, line).await;
+            build_once(docker, build, context::stream_tar(spec), step, reporter).await
+        }
+        other => other,
+    }
+}
+
+/// The legacy builder's words when a cached image it reuses vanished.
+fn is_cache_race(e: &DockerError) -> bool {
+    let text = e.to_string();
+    [
+        "unknown parent image ID",
+        "failed to get digest",
+        "No such image: sha256:",
+    ]
+    .iter()
+    .any(|words| text.contains(words))
+}
+
+async fn build_once(
     docker: &Docker,
     build: ImageBuild,
     context: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,

@@ -7,7 +7,6 @@ use super::labels::builder_labels;
 use super::leftovers::Leftovers;
 use super::{is_not_found, BuilderError, BuilderRun};
 use crate::events::Reporter;
-use crate::pipeline::docker::DockerError;
 use crate::pipeline::registry_auth;
 use crate::pipeline::steps::build::context::{self, ContextSpec, BUILDER_DOCKERFILE_FIELD};
 use crate::pipeline::steps::build::{build_image, ImageBuild};
@@ -80,32 +79,9 @@ async fn build_from_dockerfile(
         limits: spec.limits.clone(),
         ..Default::default()
     };
-    let first = build_image(
-        docker,
-        build.clone(),
-        context::stream_tar(context.clone()),
-        StepName::Builder,
-        reporter,
-    )
-    .await;
-    match first {
-        Err(e) if is_cache_race(&e) => {
-            let line = "another job removed a layer this build was reusing; building again";
-            reporter.system(StepName::Builder, line).await;
-            let stream = context::stream_tar(context);
-            build_image(docker, build, stream, StepName::Builder, reporter)
-                .await
-                .map_err(BuilderError::Build)
-        }
-        other => other.map_err(BuilderError::Build),
-    }
-}
-
-/// The legacy builder's answer when a cached intermediate image it was
-/// reusing is removed mid-build (another job's builder image going away
-/// with its parents): the same build run again does not meet it.
-fn is_cache_race(e: &DockerError) -> bool {
-    e.to_string().contains("unknown parent image ID")
+    build_image(docker, build, context, StepName::Builder, reporter)
+        .await
+        .map_err(BuilderError::Build)
 }
 
 /// Pulls `image` with the job's credentials for its registry.
