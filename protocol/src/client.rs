@@ -9,7 +9,7 @@ use crate::amqp::topology::{
     self as topology, declare_private_queue, durable_queue_options, reply_queue_arguments,
     DeclareError, Exchange,
 };
-use crate::amqp::CONTENT_TYPE_JSON;
+use crate::amqp::{CONTENT_TYPE_JSON, DELIVERY_MODE_PERSISTENT};
 use crate::{ControlMessage, Event, EventBody, Job, JobResult};
 use futures_util::StreamExt;
 use lapin::options::{
@@ -24,9 +24,6 @@ use uuid::Uuid;
 /// long enough to reconnect and resume reading, short enough that callers
 /// that vanish leave nothing behind.
 pub const REPLY_QUEUE_EXPIRES_MS: i64 = 30 * 60 * 1000;
-
-/// AMQP delivery mode of messages that survive a broker restart.
-const PERSISTENT: u8 = 2;
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +140,7 @@ impl Client {
         let id = short(job_id, "job id")?;
         let mut properties = BasicProperties::default()
             .with_content_type(CONTENT_TYPE_JSON.into())
-            .with_delivery_mode(PERSISTENT)
+            .with_delivery_mode(DELIVERY_MODE_PERSISTENT)
             .with_message_id(id.clone())
             .with_correlation_id(id);
         if let Some(reply_to) = reply_to {

@@ -33,6 +33,10 @@ pub const PARKED_QUEUE_SUFFIX: &str = ".parked";
 /// counts the redeliveries).
 pub const DEFAULT_DELIVERY_LIMIT: u32 = 3;
 
+/// AMQP delivery mode of messages that survive a broker restart: jobs,
+/// events and parked jobs.
+pub const DELIVERY_MODE_PERSISTENT: u8 = 2;
+
 /// Content type of every message body in protocol v1.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 

@@ -6,8 +6,26 @@
 use base64::Engine as _;
 use buildbot_protocol::{EventBody, JobStatus, RegistryAuth, Secret, StepName, StepState};
 use buildbot_tests::e2e::{steps, Fleet, RESULT_WITHIN};
+use buildbot_tests::orchestrator::Attempt;
 use std::time::Duration;
 use uuid::Uuid;
+
+/// Submits `job` and reads its events up to a `succeeded` result.
+async fn run_to_success(fleet: &Fleet, job: &buildbot_protocol::Job) -> Attempt {
+    let attempt = fleet
+        .submit(job)
+        .await
+        .until_result(RESULT_WITHIN)
+        .await
+        .expect("a result");
+    assert_eq!(
+        attempt.result().status,
+        JobStatus::Succeeded,
+        "{:#?}",
+        attempt.result()
+    );
+    attempt
+}
 
 /// A registry password long enough that its base64 wraps over several
 /// 76-column lines; the open registry never asks for it.
@@ -139,18 +157,7 @@ async fn a_job_printing_without_end_is_capped_and_still_succeeds() {
         .create_repo("flood", &[("Dockerfile", dockerfile.as_bytes())]);
     let mut job = fleet.rig.job(&repo, &fleet.rig.registry);
     job.build.no_cache = true;
-    let attempt = fleet
-        .submit(&job)
-        .await
-        .until_result(RESULT_WITHIN)
-        .await
-        .expect("a result");
-    assert_eq!(
-        attempt.result().status,
-        JobStatus::Succeeded,
-        "{:#?}",
-        attempt.result()
-    );
+    let attempt = run_to_success(&fleet, &job).await;
     let logged: usize = attempt
         .events
         .iter()
@@ -194,18 +201,7 @@ async fn canary_build(log_filter: &str) {
         username: "canary".into(),
         password: Secret::new(canary.clone()),
     });
-    let attempt = fleet
-        .submit(&job)
-        .await
-        .until_result(RESULT_WITHIN)
-        .await
-        .expect("a result");
-    assert_eq!(
-        attempt.result().status,
-        JobStatus::Succeeded,
-        "{:#?}",
-        attempt.result()
-    );
+    let attempt = run_to_success(&fleet, &job).await;
     let log = attempt.log_text();
     assert!(log.contains("done-2"), "the build ran: {log}");
 

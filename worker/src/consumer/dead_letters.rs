@@ -15,7 +15,9 @@ use super::job::publish_result;
 use super::{ConsumerError, JobContext, Settings};
 use crate::events::reply::ReplyTarget;
 use buildbot_protocol::amqp::topology::{self, dead_letter_queue, parked_queue};
-use buildbot_protocol::amqp::{CONTENT_TYPE_JSON, HEADER_FIRST_DEATH_REASON};
+use buildbot_protocol::amqp::{
+    CONTENT_TYPE_JSON, DELIVERY_MODE_PERSISTENT, HEADER_FIRST_DEATH_REASON,
+};
 use buildbot_protocol::parked::parked_body;
 use buildbot_protocol::{JobError, JobResult, JobStatus, StepName};
 use lapin::message::Delivery;
@@ -29,9 +31,6 @@ use std::sync::Arc;
 
 /// Header on a parked copy: why it was dead-lettered.
 const HEADER_DEAD_REASON: &str = "x-buildbot-dead-reason";
-
-/// AMQP delivery mode of messages that survive a broker restart.
-const PERSISTENT: u8 = 2;
 
 /// Declares the parked queue and consumes the dead-letter queue.
 pub(super) async fn consume(
@@ -208,7 +207,7 @@ fn parked_properties(
     let expiration = context.settings.parked_ttl.as_millis().to_string();
     let mut properties = BasicProperties::default()
         .with_content_type(ShortString::from(CONTENT_TYPE_JSON))
-        .with_delivery_mode(PERSISTENT)
+        .with_delivery_mode(DELIVERY_MODE_PERSISTENT)
         .with_expiration(ShortString::from(expiration))
         .with_headers(headers);
     if let Some(id) = original.correlation_id() {

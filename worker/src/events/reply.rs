@@ -6,7 +6,8 @@
 use crate::events::{EventSink, SinkError};
 use crate::observe::metrics::Metrics;
 use buildbot_protocol::amqp::{
-    CONTENT_TYPE_JSON, EVENTS_EXCHANGE, HEADER_ATTEMPT, HEADER_KIND, HEADER_SEQ,
+    CONTENT_TYPE_JSON, DELIVERY_MODE_PERSISTENT, EVENTS_EXCHANGE, HEADER_ATTEMPT, HEADER_KIND,
+    HEADER_SEQ,
 };
 use buildbot_protocol::{Event, EventBody};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -19,9 +20,6 @@ use std::sync::Arc;
 /// Confirms awaited lazily before the oldest is awaited: enough to keep the
 /// channel busy, bounded so a stalled broker applies back-pressure.
 const MAX_UNCONFIRMED: usize = 256;
-
-/// AMQP delivery mode of messages that survive a broker restart.
-const PERSISTENT: u8 = 2;
 
 /// Where a job's events go.
 pub(crate) struct ReplyTarget {
@@ -89,7 +87,7 @@ impl ReplySink {
         headers.insert(HEADER_SEQ.into(), AMQPValue::LongLongInt(seq));
         let mut properties = BasicProperties::default()
             .with_content_type(ShortString::from(CONTENT_TYPE_JSON))
-            .with_delivery_mode(PERSISTENT)
+            .with_delivery_mode(DELIVERY_MODE_PERSISTENT)
             .with_timestamp(u64::try_from(event.timestamp.timestamp()).unwrap_or(0))
             .with_headers(headers);
         // Ids come from the caller and may exceed AMQP's 255-byte short
