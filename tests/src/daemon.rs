@@ -229,11 +229,24 @@ pub async fn tag(docker: &Docker, image: &str, repository: &str, tag: &str) {
 }
 
 /// Removes the name `reference` (the image goes when it was its last).
+///
+/// Tests run in parallel on one engine, and identical builds share an
+/// image id: a container another test runs from that image makes the
+/// engine refuse (409) until it is removed, so that is waited out.
 pub async fn remove_image(docker: &Docker, reference: &str) {
-    docker
-        .remove_image(reference, Some(RemoveImageOptions::default()), None)
-        .await
-        .unwrap_or_else(|e| panic!("remove {reference}: {e}"));
+    const ATTEMPTS: u32 = 20;
+    for attempt in 1.. {
+        let outcome = docker
+            .remove_image(reference, Some(RemoveImageOptions::default()), None)
+            .await;
+        match outcome {
+            Ok(_) => return,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) if attempt < ATTEMPTS => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(e) => panic!("remove {reference}: {e}"),
+        }
+    }
 }
 
 /// Pushes `repository:tag` with `credentials`.
