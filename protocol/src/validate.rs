@@ -472,6 +472,12 @@ impl Validator<'_> {
 
     fn image(&mut self, image: &Image) {
         match reference::parse_repository(&image.repository) {
+            // A bare name (`node`, `team/app`) means Docker Hub, and on a
+            // shared engine it would claim a name other jobs build FROM.
+            Ok(repository) if repository.domain.is_none() => self.push(
+                "image.repository",
+                "names no registry host; write it in full, such as registry.example.com/team/app or docker.io/team/app",
+            ),
             Ok(_) => {}
             Err(ReferenceError::ContainsTag) => {
                 self.push("image.repository", "contains a tag; put tags in image.tags")
@@ -1128,6 +1134,14 @@ mod tests {
         rejects(
             |j| j.image.repository = String::new(),
             "image.repository: not a valid repository: empty",
+        );
+        rejects(
+            |j| j.image.repository = "node".into(),
+            "image.repository: names no registry host; write it in full, such as registry.example.com/team/app or docker.io/team/app",
+        );
+        rejects(
+            |j| j.image.repository = "team/app".into(),
+            "image.repository: names no registry host; write it in full, such as registry.example.com/team/app or docker.io/team/app",
         );
         rejects(
             |j| j.image.tags.clear(),
