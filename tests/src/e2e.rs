@@ -23,6 +23,10 @@ pub struct Fleet {
     pub orchestrator: Orchestrator,
 }
 
+/// A repository whose tags tests create on the engine only (builder
+/// images, say), listed as a worker's `--local-image`.
+pub const LOCAL_IMAGES: &str = "buildbot-e2e-local";
+
 impl Fleet {
     /// A fresh queue name and a connection to the rig's RabbitMQ.
     pub async fn new() -> Self {
@@ -43,9 +47,15 @@ impl Fleet {
         self.worker_with_env(args, &[]).await
     }
 
-    /// [`Fleet::worker`] with extra environment variables.
+    /// [`Fleet::worker`] with extra environment variables. The worker may
+    /// use the rig's base image and the tests' [`LOCAL_IMAGES`] as the
+    /// engine has them (`--local-image`): nothing here can be pulled.
     pub async fn worker_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> WorkerProcess {
-        let worker = WorkerProcess::start_with_env(&self.rig.amqp_url, &self.queue, args, env)
+        let local = format!("{},{LOCAL_IMAGES}", self.rig.base_image);
+        let env: Vec<(&str, &str)> = std::iter::once(("BUILDBOT_LOCAL_IMAGES", local.as_str()))
+            .chain(env.iter().copied())
+            .collect();
+        let worker = WorkerProcess::start_with_env(&self.rig.amqp_url, &self.queue, args, &env)
             .expect("start a worker");
         self.orchestrator
             .wait_for_consumer(&self.queue, Duration::from_secs(30))

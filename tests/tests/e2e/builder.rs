@@ -9,7 +9,7 @@ use bollard::models::{ContainerInspectResponse, ImageSummary};
 use bollard::Docker;
 use buildbot_protocol::{Builder, EventBody, Job, JobStatus, LogStream, StepName, StepState};
 use buildbot_tests::daemon::{self, JobWatch, Seen, ROLE_LABEL};
-use buildbot_tests::e2e::{assert_failed, assert_well_formed, steps, Setup};
+use buildbot_tests::e2e::{assert_failed, assert_well_formed, steps, Setup, LOCAL_IMAGES};
 use buildbot_tests::orchestrator::Attempt;
 use buildbot_tests::TestRepo;
 use std::collections::BTreeMap;
@@ -88,9 +88,9 @@ fn image_builder(image: &str, command: &[&str]) -> Builder {
 /// the `builder.image` path needs no registry. The test removes it, after
 /// checking that the worker did not.
 async fn local_builder_image(docker: &Docker, setup: &Setup) -> String {
-    let repository = format!("buildbot-e2e-builder-{}", Uuid::new_v4().simple());
-    daemon::tag(docker, &setup.rig.base_image, &repository, "v1").await;
-    format!("{repository}:v1")
+    let tag = format!("builder-{}", Uuid::new_v4().simple());
+    daemon::tag(docker, &setup.rig.base_image, LOCAL_IMAGES, &tag).await;
+    format!("{LOCAL_IMAGES}:{tag}")
 }
 
 /// Only images built from the repository are a job's to remove: `image`,
@@ -225,9 +225,14 @@ async fn static_site_is_built_in_a_builder_and_only_the_site_ships() {
 
     // The pushed image, pulled back by digest, holds the site and not the
     // toolchain.
+    // A shared engine keeps no tag under the job's chosen name.
     let image = result.image.as_ref().expect("a pushed image");
     for tag in &job.image.tags {
-        daemon::remove_image(&docker, &format!("{}:{tag}", job.image.repository)).await;
+        let local = format!("{}:{tag}", job.image.repository);
+        assert!(
+            !daemon::has_image(&docker, &local).await,
+            "{local} was tagged on the engine"
+        );
     }
     let pushed = format!("{}@{}", job.image.repository, image.digest);
     daemon::pull(&docker, &pushed, None)
@@ -381,9 +386,14 @@ async fn builder_image_on_the_daemon_gets_the_source_and_yields_a_file_artifact(
         log.contains("replaced dist/app.txt of the checkout"),
         "{log}"
     );
-    let built = format!("{}:latest", job.image.repository);
-    let (code, text) = daemon::run_in_image(&docker, &built, &["cat", "/app.txt"]).await;
+    let digest = &result.image.as_ref().expect("a pushed image").digest;
+    let pushed = format!("{}@{digest}", job.image.repository);
+    daemon::pull(&docker, &pushed, None)
+        .await
+        .expect("pull the pushed image");
+    let (code, text) = daemon::run_in_image(&docker, &pushed, &["cat", "/app.txt"]).await;
     assert_eq!((code, text.as_str()), (0, "MADE FROM THE SOURCE\n"));
+    daemon::remove_image(&docker, &pushed).await;
     assert_kept_then_remove(&docker, &image).await;
 }
 
@@ -405,8 +415,9 @@ async fn builder_image_is_pulled_with_the_jobs_registry_credentials() {
     daemon::push(&docker, &repository, "v1", Some(credentials))
         .await
         .expect("push the builder image");
-    daemon::remove_image(&docker, &image).await;
 
+    // The engine still has it (as after another tenant's job): a job
+    // without the registry's credentials may not use that copy.
     let repo = site_repo(&setup);
     let builder = image_builder(
         &image,
@@ -418,8 +429,9 @@ async fn builder_image_is_pulled_with_the_jobs_registry_credentials() {
     assert_failed(
         &attempt,
         StepName::Builder,
-        &format!("build.builder.image: pulling {image} failed"),
+        &format!("build.builder.image: {image} cannot be resolved at its registry with the job's registry_auth"),
     );
+    daemon::remove_image(&docker, &image).await;
 
     let mut job = setup.rig.job(&repo, &auth_registry);
     job.build.builder = Some(builder);
@@ -432,10 +444,7 @@ async fn builder_image_is_pulled_with_the_jobs_registry_credentials() {
     assert!(output.contains("PWD=/src"), "{output}");
     assert!(!output.contains(&setup.rig.auth_registry_password));
     let log = attempt.log_text();
-    assert!(
-        log.contains(&format!("pulling the builder image {image}")),
-        "{log}"
-    );
+    assert!(log.contains(&format!("pulling {image} (sha256:")), "{log}");
     // The pull's outcome is logged. (Its layers are the base image's,
     // already on the daemon: no byte counts to leave out here.)
     assert!(log.contains("Digest: sha256:"), "{log}");

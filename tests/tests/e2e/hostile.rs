@@ -5,7 +5,7 @@
 
 use buildbot_protocol::{Builder, Job, JobStatus, StepName};
 use buildbot_tests::daemon;
-use buildbot_tests::e2e::{assert_failed, assert_well_formed, Fleet, RESULT_WITHIN};
+use buildbot_tests::e2e::{assert_failed, assert_well_formed, Fleet, LOCAL_IMAGES, RESULT_WITHIN};
 use buildbot_tests::orchestrator::Attempt;
 use buildbot_tests::TestRepo;
 use std::collections::BTreeMap;
@@ -150,9 +150,9 @@ async fn artifacts_beyond_the_limits_fail_with_the_limit_named() {
         ])
         .await;
     let docker = daemon::connect().await;
-    let repository = format!("buildbot-e2e-hostile-{}", Uuid::new_v4().simple());
-    daemon::tag(&docker, &fleet.rig.base_image, &repository, "v1").await;
-    let image = format!("{repository}:v1");
+    let tag = format!("hostile-{}", Uuid::new_v4().simple());
+    daemon::tag(&docker, &fleet.rig.base_image, LOCAL_IMAGES, &tag).await;
+    let image = format!("{LOCAL_IMAGES}:{tag}");
     let repo = fleet.rig.create_repo("artifacts", &app_files());
     let registry = fleet.rig.registry.clone();
     let cases = [

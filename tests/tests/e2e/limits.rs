@@ -64,18 +64,7 @@ async fn run_watched(setup: &Setup, docker: &Docker, job: &Job) -> (Attempt, See
     let seen = watch.stop().await;
     assert_well_formed(&attempt, job);
     daemon::assert_nothing_left(docker, job.job_id, Duration::ZERO).await;
-    remove_built(docker, job).await;
     (attempt, seen)
-}
-
-/// Removes the image a job built and tagged, if it did.
-async fn remove_built(docker: &Docker, job: &Job) {
-    for tag in &job.image.tags {
-        let reference = format!("{}:{tag}", job.image.repository);
-        if daemon::has_image(docker, &reference).await {
-            daemon::remove_image(docker, &reference).await;
-        }
-    }
 }
 
 /// The builder container's host config, as seen while the job ran.

@@ -23,6 +23,8 @@
 //! - `rig_smoke`: each service of the rig does what the tests rely on;
 //! - `pipeline`: a job through clone, build and push, its events in order;
 //! - `builder`: builder containers, and nothing left behind;
+//! - `isolation`: tenants sharing a worker's Docker Engine cannot plant
+//!   or read each other's images;
 //! - `secrets`: credentials masked in every event and log;
 //! - `signed_jobs`: only jobs signed by a trusted key run;
 //! - `reliability`: crashes, poison messages, timeouts, cancellation,
@@ -55,6 +57,9 @@ mod limits;
 
 #[cfg(feature = "e2e")]
 mod hostile;
+
+#[cfg(feature = "e2e")]
+mod isolation;
 
 #[cfg(feature = "e2e")]
 mod secrets;

@@ -158,13 +158,15 @@ pub(crate) struct JobRunArgs {
 
 impl JobRunArgs {
     /// Puts the git timeouts in effect for this process and makes the
-    /// pipeline jobs run through, trusting `pinned` host keys by default.
+    /// pipeline jobs run through, trusting `pinned` host keys by default
+    /// and using the engine's images as `images` allows.
     fn pipeline(
         &self,
         docker: bollard::Docker,
         worker_id: String,
         workspace_root: Option<std::path::PathBuf>,
         pinned: Option<crate::pipeline::HostKeyDefault>,
+        images: crate::pipeline::ImagePolicy,
     ) -> Result<crate::pipeline::Pipeline, git2::Error> {
         self.git_timeouts.apply()?;
         Ok(crate::pipeline::Pipeline::new(
@@ -174,6 +176,7 @@ impl JobRunArgs {
             self.limits.limits(),
             self.size_limits.limits(),
             self.clone.settings(pinned),
+            images,
         ))
     }
 }

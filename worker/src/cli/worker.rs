@@ -9,7 +9,7 @@ use crate::events::{LogBatching, DEFAULT_MAX_JOB_LOG_BYTES};
 use crate::observe::{http, metrics::Metrics};
 use crate::pipeline::{
     docker, parse_cpus, parse_memory, parse_network, remove_leftovers, ContainerLimits,
-    HostKeyDefault, Memory, Network, SizeLimits,
+    HostKeyDefault, ImagePolicy, LocalImages, Memory, Network, SizeLimits,
 };
 use anyhow::Context;
 use buildbot_protocol::amqp::{DEFAULT_DELIVERY_LIMIT, JOB_QUEUE};
@@ -98,6 +98,33 @@ pub(crate) struct WorkerArgs {
     /// they are stopped and requeued for another worker.
     #[arg(long, env = "BUILDBOT_DRAIN_TIMEOUT_SECS", default_value_t = 300)]
     pub(crate) drain_timeout_secs: u64,
+
+    /// An image jobs may use as this worker's Docker Engine has it (its
+    /// base images, say): `name` for any tag of it, `name:tag`, or
+    /// `name@digest`. Repeatable; comma-separated in the environment.
+    /// Every other image a job names (`FROM`, `COPY --from`,
+    /// `build.builder.image`, `build.cache_from`) is resolved at its
+    /// registry with the job's own credentials first, since the engine is
+    /// shared by every job this worker runs.
+    #[arg(
+        long = "local-image",
+        env = "BUILDBOT_LOCAL_IMAGES",
+        value_delimiter = ',',
+        value_name = "IMAGE"
+    )]
+    pub(crate) local_images: Vec<String>,
+
+    /// Accept only jobs whose image.repository is this prefix or under it
+    /// (`registry.example.com/team-a` allows `…/team-a` and `…/team-a/app`,
+    /// not `…/team-ab`; end it with `/` or `:` for a plain string prefix).
+    /// Repeatable; comma-separated in the environment. Empty: any.
+    #[arg(
+        long = "allowed-repository",
+        env = "BUILDBOT_ALLOWED_REPOSITORIES",
+        value_delimiter = ',',
+        value_name = "PREFIX"
+    )]
+    pub(crate) allowed_repositories: Vec<String>,
 
     /// Seconds a dead-lettered job's copy (credentials masked) stays in
     /// `<queue>.parked` for inspection.
@@ -227,6 +254,7 @@ impl WorkerArgs {
                 ..Default::default()
             },
             trusted_keys: self.trusted_keys.clone(),
+            allowed_repositories: self.allowed_repositories.clone(),
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             parked_ttl: Duration::from_secs(self.parked_ttl_secs),
         }
@@ -273,7 +301,15 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     }
     let pipeline = args
         .jobs
-        .pipeline(docker, worker_id, args.workspace_dir.clone(), pinned)
+        .pipeline(
+            docker,
+            worker_id,
+            args.workspace_dir.clone(),
+            pinned,
+            ImagePolicy::Shared {
+                local_images: LocalImages::new(args.local_images.clone()),
+            },
+        )
         .context("cannot set the git network timeouts")?;
     consumer::run_until_shutdown(&args.settings(), pipeline, shutdown, observers).await?;
     tracing::info!("worker stopped");

@@ -91,5 +91,49 @@ pub(super) fn decode(
             serde_json::from_slice(data).map_err(|e| vec![format!("job: {e}")])?;
         verify_job(&message, &context.settings.trusted_keys).map_err(|e| vec![e.to_string()])?;
     }
+    check_repository(
+        &job.job.image.repository,
+        &context.settings.allowed_repositories,
+    )
+    .map_err(|problem| vec![problem])?;
     Ok(job)
+}
+
+/// Whether this worker builds `repository`: under one of `allowed`, a
+/// prefix that ends at a path component unless it ends in `/` or `:`.
+fn check_repository(repository: &str, allowed: &[String]) -> Result<(), String> {
+    let under = |prefix: &String| match repository.strip_prefix(prefix.as_str()) {
+        Some(rest) => rest.is_empty() || prefix.ends_with(['/', ':']) || rest.starts_with('/'),
+        None => false,
+    };
+    if allowed.is_empty() || allowed.iter().any(under) {
+        return Ok(());
+    }
+    Err(format!(
+        "image.repository: {repository} is not allowed on this worker; it builds only under {}",
+        allowed.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_repository;
+
+    #[test]
+    fn repositories_must_be_under_an_allowed_prefix() {
+        let allowed = [
+            "r.example.com/team-a".to_owned(),
+            "r.example.com/b-".to_owned(),
+        ];
+        assert!(check_repository("r.example.com/team-a", &allowed).is_ok());
+        assert!(check_repository("r.example.com/team-a/app", &allowed).is_ok());
+        assert!(check_repository("r.example.com/team-ab", &allowed).is_err());
+        let plain = ["r.example.com/b/".to_owned()];
+        assert!(check_repository("r.example.com/b/x", &plain).is_ok());
+        assert!(check_repository("anything.example.com/x", &[]).is_ok());
+        assert_eq!(
+            check_repository("r.example.com/other", &allowed[..1]),
+            Err("image.repository: r.example.com/other is not allowed on this worker; it builds only under r.example.com/team-a".to_owned())
+        );
+    }
 }

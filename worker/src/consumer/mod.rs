@@ -53,6 +53,8 @@ pub(crate) struct Settings {
     pub(crate) batching: LogBatching,
     /// Keys a job must be signed with; empty: signatures are not checked.
     pub(crate) trusted_keys: Vec<VerifyingKey>,
+    /// Prefixes a job's image.repository must have; empty: any.
+    pub(crate) allowed_repositories: Vec<String>,
     /// How long running jobs may take to finish at shutdown.
     pub(crate) drain_timeout: Duration,
     /// How long a dead-lettered job's masked copy stays in the parked queue.

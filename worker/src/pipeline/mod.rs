@@ -13,8 +13,12 @@
 //! the result; the caller publishes it and acks.
 
 pub(crate) mod docker;
+mod images;
+mod registry;
 pub(crate) mod registry_auth;
 mod steps;
+
+pub(crate) use images::{ImagePolicy, LocalImages};
 
 pub(crate) use steps::builder::remove_leftovers;
 pub(crate) use steps::builder::{
@@ -26,6 +30,7 @@ pub(crate) use steps::clone::{CloneSettings, HostKeyDefault, DEFAULT_MAX_CLONE_B
 use crate::events::Reporter;
 use bollard::Docker;
 use buildbot_protocol::{ImageResult, Job, JobError, JobResult, JobStatus, StepName, StepState};
+use images::PrivateName;
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::future::Future;
@@ -49,6 +54,8 @@ pub(crate) struct Pipeline {
     size_limits: SizeLimits,
     /// The worker's host key default and clone byte cap.
     clone: CloneSettings,
+    /// Which images on the engine jobs may use.
+    images: ImagePolicy,
 }
 
 /// How much of what a job controls (its checkout's tree, its builder's
@@ -163,7 +170,8 @@ impl Progress {
 impl Pipeline {
     /// A pipeline building on `docker`, reporting results as `worker_id`,
     /// its jobs' containers bound by `limits` and what they control by
-    /// `size_limits`, cloning under `clone`.
+    /// `size_limits`, cloning under `clone`, using images as `images`
+    /// allows.
     pub(crate) fn new(
         docker: Docker,
         worker_id: String,
@@ -171,6 +179,7 @@ impl Pipeline {
         limits: ContainerLimits,
         size_limits: SizeLimits,
         clone: CloneSettings,
+        images: ImagePolicy,
     ) -> Self {
         Self {
             docker,
@@ -179,6 +188,7 @@ impl Pipeline {
             limits,
             size_limits,
             clone,
+            images,
         }
     }
 
@@ -277,19 +287,24 @@ impl Pipeline {
                     mtime: spec.mtime,
                     context_dir: &context_dir,
                     limits: &self.limits,
+                    images: &self.images,
                 };
                 builder::run(&self.docker, &run, reporter).await
             })
             .await?;
         }
+        // Whatever happens from here, the image's private name goes with
+        // the job (a build cut short may still have tagged it).
+        let _private_name = PrivateName::new(&self.docker, build::private_reference(job));
         let image_id = run_step(StepName::Build, reporter, progress, async {
-            let limits = &self.limits;
+            let (limits, images) = (&self.limits, &self.images);
             build::run(
                 &self.docker,
                 job,
                 &checkout_dir,
                 &checkout,
                 limits,
+                images,
                 reporter,
             )
             .await

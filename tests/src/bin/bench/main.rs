@@ -185,6 +185,7 @@ async fn setup(options: Options, work: &std::path::Path) -> anyhow::Result<Bench
         binary: options.worker_bin.clone(),
         amqp_url: amqp_url.clone(),
         log_dir: work.to_owned(),
+        base_image: rig.base_image.clone(),
     };
     Ok(Bench {
         caller: caller::Caller::connect(&amqp_url).await?,

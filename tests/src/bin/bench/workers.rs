@@ -48,6 +48,9 @@ pub struct Launcher {
     pub amqp_url: String,
     /// Directory the workers' own logs go to.
     pub log_dir: PathBuf,
+    /// The rig's base image, which only the engine has: the jobs build
+    /// FROM it, so the workers list it with `--local-image`.
+    pub base_image: String,
 }
 
 impl Launcher {
@@ -76,6 +79,7 @@ impl Launcher {
             .args(["--amqp-url", amqp_url, "--queue", queue])
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--worker-id", name])
+            .args(["--local-image", &self.base_image])
             .env("BUILDBOT_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

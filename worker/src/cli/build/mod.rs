@@ -17,7 +17,7 @@ use super::JobRunArgs;
 use crate::events::redact::Redactor;
 use crate::events::terminal::{exit_code, TerminalSink};
 use crate::events::{self, AttemptId, LogBatching, SinkError};
-use crate::pipeline::docker;
+use crate::pipeline::{docker, ImagePolicy};
 use buildbot_protocol::{Job, JobStatus};
 use flags::JobFlags;
 use job::{job_from_file, job_from_flags};
@@ -113,7 +113,15 @@ pub(crate) async fn run(args: &BuildArgs) -> Result<ExitCode, BuildError> {
     let docker = docker::connect().await?;
     let pipeline = args
         .jobs
-        .pipeline(docker, local_worker_id(), args.workspace_dir.clone(), None)
+        .pipeline(
+            docker,
+            local_worker_id(),
+            args.workspace_dir.clone(),
+            None,
+            // The user's own engine: its images are theirs, and the built
+            // image keeps the job's tags, as with `docker build -t`.
+            ImagePolicy::Owner,
+        )
         .map_err(BuildError::GitTimeouts)?;
     if !args.json {
         println!("{}", announcement(&job));

@@ -13,6 +13,7 @@ mod labels;
 
 use crate::events::Reporter;
 use crate::pipeline::docker::DockerError;
+use crate::pipeline::images::{ImageAccessError, ImagePolicy, ImageUse};
 use crate::pipeline::registry_auth;
 use crate::pipeline::steps::builder::ContainerLimits;
 use crate::pipeline::steps::clone::Checkout;
@@ -26,18 +27,23 @@ use futures_util::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Builds the runtime image and tags it with every tag of the job;
-/// returns the image id.
+/// Builds the runtime image; returns the image id. It is tagged
+/// [`private_reference`] on the engine, and with every tag of the job too
+/// when the engine is the user's own.
 pub(crate) async fn run(
     docker: &Docker,
     job: &Job,
     checkout_dir: &Path,
     checkout: &Checkout,
     limits: &ContainerLimits,
+    images: &ImagePolicy,
     reporter: &Reporter,
 ) -> Result<String, String> {
     let spec = runtime_context(job, checkout_dir, checkout);
     context::resolve(&spec).map_err(|e| e.to_string())?;
+    use_inputs(docker, job, &spec, images, reporter)
+        .await
+        .map_err(|e| e.to_string())?;
     let registry = registry_host(&job.image.repository);
     let credentials = registry_auth::all_credentials(job.registry_auth.as_ref(), &registry)
         .map_err(|e| e.to_string())?;
@@ -45,13 +51,57 @@ pub(crate) async fn run(
     let image_id = build_image(docker, build, spec, StepName::Build, reporter)
         .await
         .map_err(|e| e.to_string())?;
-    tag_image(docker, &image_id, &job.image.repository, &job.image.tags)
-        .await
-        .map_err(|e| e.to_string())?;
+    if images.tags_locally() {
+        tag_image(docker, &image_id, &job.image.repository, &job.image.tags)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     reporter
         .system(StepName::Build, format!("built image {image_id}"))
         .await;
     Ok(image_id)
+}
+
+/// The name the built image has on the engine while its job runs:
+/// `repository:buildbot-<job_id>`, used by no other job.
+pub(crate) fn private_reference(job: &Job) -> String {
+    format!("{}:buildbot-{}", job.image.repository, job.job_id)
+}
+
+/// Makes the images the build takes from outside usable, as `images`
+/// allows: the Dockerfile's `FROM` and `COPY --from`, and `cache_from`.
+async fn use_inputs(
+    docker: &Docker,
+    job: &Job,
+    spec: &ContextSpec,
+    images: &ImagePolicy,
+    reporter: &Reporter,
+) -> Result<(), InputError> {
+    let image_use = ImageUse {
+        docker,
+        policy: images,
+        job,
+        step: StepName::Build,
+        reporter,
+    };
+    let text = context::read_dockerfile(spec)?;
+    let build_args = job.build.build_args.clone().into_iter().collect();
+    image_use
+        .dockerfile_images(DOCKERFILE_FIELD, &text, &build_args)
+        .await?;
+    for image in &job.build.cache_from {
+        image_use.image("build.cache_from", image).await?;
+    }
+    Ok(())
+}
+
+/// Why the build's input images cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum InputError {
+    #[error(transparent)]
+    Dockerfile(#[from] context::ContextError),
+    #[error(transparent)]
+    Image(#[from] ImageAccessError),
 }
 
 /// The runtime image's build context in the checkout.
@@ -73,10 +123,9 @@ fn image_build(
     limits: &ContainerLimits,
 ) -> ImageBuild {
     let labels = labels::image_labels(job, commit);
-    let first_tag = job.image.tags.first().map_or("latest", String::as_str);
     ImageBuild {
         dockerfile: job.build.dockerfile.clone(),
-        reference: format!("{}:{first_tag}", job.image.repository),
+        reference: private_reference(job),
         build_args: job.build.build_args.clone().into_iter().collect(),
         labels,
         target: job.build.target.clone(),

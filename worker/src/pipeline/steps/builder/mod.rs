@@ -42,6 +42,7 @@ pub(crate) use limits::{
 
 use crate::events::Reporter;
 use crate::pipeline::docker::DockerError;
+use crate::pipeline::images::{ImageAccessError, ImagePolicy};
 use crate::pipeline::registry_auth::RegistryAuthError;
 use crate::pipeline::steps::build::context::ContextError;
 use artifact::{ArtifactError, Unpacked};
@@ -65,14 +66,10 @@ pub(crate) enum BuilderError {
     /// Building the builder image from the repository failed.
     #[error("building the builder image from build.builder.dockerfile failed: {0}")]
     Build(#[source] DockerError),
-    /// The builder image is not on the daemon and could not be pulled.
-    #[error("build.builder.image: pulling {image} failed: {message}")]
-    Pull {
-        /// The reference pulled.
-        image: String,
-        /// What the daemon said.
-        message: String,
-    },
+    /// The job may not use an image the builder needs, or it could not
+    /// be pulled.
+    #[error(transparent)]
+    Image(#[from] ImageAccessError),
     /// The source could not be copied into the container.
     #[error("copying the checkout into the builder container failed: {0}")]
     Upload(String),
@@ -172,6 +169,8 @@ pub(crate) struct BuilderRun<'a> {
     pub(crate) context_dir: &'a Path,
     /// What the builder container (and a builder image's build) may use.
     pub(crate) limits: &'a ContainerLimits,
+    /// Which images on the engine the job may use.
+    pub(crate) images: &'a ImagePolicy,
 }
 
 /// Runs the builder: image, container, upload, command, artifact. Whatever

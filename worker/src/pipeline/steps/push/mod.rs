@@ -10,7 +10,7 @@
 //!    layers and yields the manifest;
 //! 2. every tag of the job is then pointed at that manifest through the
 //!    registry's HTTP API: the manifest's exact bytes are read back and put
-//!    under each tag ([`registry`]), so no local tag is involved;
+//!    under each tag ([`Registry`]), so no local tag is involved;
 //! 3. each tag is resolved again to check the registry holds the manifest.
 //!
 //! The private tag stays in the registry (the distribution API has no
@@ -24,15 +24,13 @@
 //! job's put succeeded is reported, not failed.
 
 mod engine;
-mod registry;
-mod transport;
 
 use crate::events::Reporter;
 use crate::pipeline::docker::DockerError;
+use crate::pipeline::registry::{transport, Manifest, Registry, RegistryError};
 use crate::pipeline::registry_auth::{self, RegistryAuthError};
 use bollard::Docker;
 use buildbot_protocol::{registry_host, Job, StepName};
-use registry::{Manifest, Registry, RegistryError};
 
 /// The prefix of the tag private to a job, under which the engine pushes.
 const PRIVATE_TAG_PREFIX: &str = "buildbot-";

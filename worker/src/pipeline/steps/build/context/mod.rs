@@ -197,6 +197,13 @@ pub(crate) fn resolve(spec: &ContextSpec) -> Result<PathBuf, ContextError> {
     resolve_within(spec, current_limits())
 }
 
+/// The text of the Dockerfile `spec` names, checked as [`resolve`] checks
+/// it (inside the checkout, a regular file), for the images it names.
+pub(crate) fn read_dockerfile(spec: &ContextSpec) -> Result<String, ContextError> {
+    let resolved = resolve_paths(spec)?;
+    std::fs::read_to_string(&resolved.dockerfile_real).map_err(io_error(&spec.dockerfile))
+}
+
 /// [`resolve`] with explicit limits.
 fn resolve_within(spec: &ContextSpec, limits: WalkLimits) -> Result<PathBuf, ContextError> {
     let resolved = resolve_paths(spec)?;

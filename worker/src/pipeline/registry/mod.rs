@@ -1,8 +1,10 @@
 //! The registry's HTTP API (OCI distribution spec), through `oci-client`:
 //! read a manifest with its exact bytes, put those bytes under another
-//! tag, and ask which digest a tag resolves to.
+//! tag, and ask which digest a tag or image reference resolves to. The
+//! push step writes through it; image access checks read through it.
 
-use super::transport::Scheme;
+pub(crate) mod transport;
+
 use bollard::auth::DockerCredentials;
 use bytes::Bytes;
 use http::HeaderValue;
@@ -16,6 +18,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, ParseError, Reference};
 use std::future::Future;
 use std::time::Duration;
+use transport::Scheme;
 
 /// The manifest kinds a tag can point at: single-platform manifests and
 /// lists/indexes, Docker's and OCI's. Asked for in this order.
@@ -80,17 +83,17 @@ pub(crate) enum RegistryError {
 }
 
 /// A manifest exactly as the registry stored it.
-pub(super) struct Manifest {
+pub(crate) struct Manifest {
     /// The bytes; the digest is of exactly these, so they are put as is.
     bytes: Bytes,
     /// `sha256:…` of the bytes.
-    pub(super) digest: String,
+    pub(crate) digest: String,
     /// What the bytes are, for the `Content-Type` of a put.
     media_type: &'static str,
 }
 
 /// One repository on one registry, with the job's credentials.
-pub(super) struct Registry {
+pub(crate) struct Registry {
     client: Client,
     auth: RegistryAuth,
     /// The repository without tag, as the job names it.
@@ -100,7 +103,7 @@ pub(super) struct Registry {
 impl Registry {
     /// A client for `repository` over `scheme`, authenticating with
     /// `credentials` (anonymous without).
-    pub(super) fn new(
+    pub(crate) fn new(
         repository: &str,
         scheme: Scheme,
         credentials: Option<&DockerCredentials>,
@@ -125,13 +128,13 @@ impl Registry {
     }
 
     /// `repository:tag` as the job names it, for messages.
-    pub(super) fn name(&self, tag: &str) -> String {
+    pub(crate) fn name(&self, tag: &str) -> String {
         format!("{}:{tag}", self.repository)
     }
 
     /// The manifest `tag` points at, its bytes checked against the digest
     /// the registry reports.
-    pub(super) async fn manifest(&self, tag: &str) -> Result<Manifest, RegistryError> {
+    pub(crate) async fn manifest(&self, tag: &str) -> Result<Manifest, RegistryError> {
         let reference = self.reference(tag)?;
         let (bytes, digest) = retrying(|| {
             self.client
@@ -155,7 +158,7 @@ impl Registry {
 
     /// Puts `manifest`'s bytes under `tag`. Returns the digest the registry
     /// says it stored, when its `Location` names one.
-    pub(super) async fn put(
+    pub(crate) async fn put(
         &self,
         tag: &str,
         manifest: &Manifest,
@@ -179,12 +182,28 @@ impl Registry {
     }
 
     /// The digest `tag` resolves to now.
-    pub(super) async fn digest_of(&self, tag: &str) -> Result<String, RegistryError> {
+    pub(crate) async fn digest_of(&self, tag: &str) -> Result<String, RegistryError> {
         let reference = self.reference(tag)?;
         retrying(|| self.client.fetch_manifest_digest(&reference, &self.auth))
             .await
             .map_err(|source| RegistryError::Resolve {
                 reference: self.name(tag),
+                source,
+            })
+    }
+
+    /// The digest `image` (`name:tag` or `name@digest`, as a Dockerfile
+    /// names it; Docker Hub's short names included) resolves to, asked
+    /// with this client's credentials: the registry decides access.
+    pub(crate) async fn digest_of_image(&self, image: &str) -> Result<String, RegistryError> {
+        let reference: Reference = image.parse().map_err(|source| RegistryError::Reference {
+            reference: image.to_owned(),
+            source,
+        })?;
+        retrying(|| self.client.fetch_manifest_digest(&reference, &self.auth))
+            .await
+            .map_err(|source| RegistryError::Resolve {
+                reference: image.to_owned(),
                 source,
             })
     }

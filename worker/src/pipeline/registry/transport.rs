@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 /// How to reach a registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Scheme {
+pub(crate) enum Scheme {
     /// Plain HTTP: a registry the engine treats as insecure.
     Http,
     /// HTTPS with certificate verification.
@@ -25,7 +25,7 @@ pub(super) enum Scheme {
 
 /// The scheme for `registry` (`host[:port]`), from the engine's registry
 /// settings when it answers.
-pub(super) async fn scheme_for(docker: &Docker, registry: &str) -> Scheme {
+pub(crate) async fn scheme_for(docker: &Docker, registry: &str) -> Scheme {
     match docker.info().await {
         Ok(info) => match info.registry_config {
             Some(config) => scheme_by_engine(&config, registry),

@@ -1,0 +1,191 @@
+//! The images a Dockerfile takes from outside the build: every `FROM` and
+//! `COPY --from` that names an image rather than an earlier stage or
+//! `scratch`, with the global `ARG`s expanded as the Docker Engine does
+//! (the job's `build_args` override their defaults).
+//!
+//! Parsed by `parse-dockerfile`; only the `$NAME`, `${NAME}`,
+//! `${NAME:-default}` and `${NAME-default}` expansions are written here,
+//! as no crate expands Dockerfile variables.
+
+use std::collections::{HashMap, HashSet};
+
+/// Why a Dockerfile's external images cannot be listed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DockerfileError {
+    /// The Dockerfile does not parse.
+    #[error("{0}")]
+    Syntax(String),
+}
+
+/// The external images `text` uses, in order of first use, each once.
+pub(crate) fn external_images(
+    text: &str,
+    build_args: &HashMap<String, String>,
+) -> Result<Vec<String>, DockerfileError> {
+    let dockerfile =
+        parse_dockerfile::parse(text).map_err(|e| DockerfileError::Syntax(e.to_string()))?;
+    let mut args = HashMap::new();
+    for arg in dockerfile.global_args() {
+        for (name, default) in arg_declarations(&arg.arguments.value) {
+            // Declared without a default and not given: unset, so
+            // `${NAME-default}` takes its default.
+            if let Some(value) = build_args.get(&name).cloned().or(default) {
+                args.insert(name, value);
+            }
+        }
+    }
+    let mut stages = HashSet::new();
+    let mut images = Vec::new();
+    let mut note = |name: String, stages: &HashSet<String>| {
+        let external = !stages.contains(&name.to_ascii_lowercase())
+            && !name.eq_ignore_ascii_case("scratch")
+            && !name.is_empty()
+            && !images.contains(&name);
+        if external {
+            images.push(name);
+        }
+    };
+    for instruction in &dockerfile.instructions {
+        match instruction {
+            parse_dockerfile::Instruction::From(from) => {
+                note(expand(&from.image.value, &args), &stages);
+                if let Some((_, alias)) = &from.as_ {
+                    stages.insert(alias.value.to_ascii_lowercase());
+                }
+            }
+            parse_dockerfile::Instruction::Copy(copy) => {
+                let sources = copy.options.iter().filter(|f| f.name.value == "from");
+                for source in sources.filter_map(|f| f.value.as_ref()) {
+                    // A stage may also be named by its index.
+                    let name = expand(&source.value, &args);
+                    if name.parse::<usize>().is_err() {
+                        note(name, &stages);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(images)
+}
+
+/// `NAME[=default] …` of one `ARG` instruction.
+fn arg_declarations(arguments: &str) -> Vec<(String, Option<String>)> {
+    arguments
+        .split_whitespace()
+        .map(|word| match word.split_once('=') {
+            Some((name, default)) => (name.to_owned(), Some(unquote(default).to_owned())),
+            None => (word.to_owned(), None),
+        })
+        .collect()
+}
+
+fn unquote(value: &str) -> &str {
+    for quote in ['"', '\''] {
+        if let Some(inner) = value
+            .strip_prefix(quote)
+            .and_then(|v| v.strip_suffix(quote))
+        {
+            return inner;
+        }
+    }
+    value
+}
+
+/// `text` with `$NAME`, `${NAME}`, `${NAME:-default}` and
+/// `${NAME-default}` replaced from `args` (unset: empty, as the Engine).
+fn expand(text: &str, args: &HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        if let Some(braced) = rest.strip_prefix('{') {
+            let Some(end) = braced.find('}') else {
+                out.push('$');
+                continue;
+            };
+            out.push_str(&braced_value(&braced[..end], args));
+            rest = &braced[end + 1..];
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            if end == 0 {
+                out.push('$');
+                continue;
+            }
+            out.push_str(args.get(&rest[..end]).map_or("", String::as_str));
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The value of `NAME`, `NAME:-default` or `NAME-default`.
+fn braced_value(inner: &str, args: &HashMap<String, String>) -> String {
+    if let Some((name, default)) = inner.split_once(":-") {
+        match args.get(name).filter(|v| !v.is_empty()) {
+            Some(value) => value.clone(),
+            None => default.to_owned(),
+        }
+    } else if let Some((name, default)) = inner.split_once('-') {
+        args.get(name)
+            .cloned()
+            .unwrap_or_else(|| default.to_owned())
+    } else {
+        args.get(inner).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn images(text: &str, build_args: &[(&str, &str)]) -> Vec<String> {
+        let build_args = build_args
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        external_images(text, &build_args).expect("parses")
+    }
+
+    #[test]
+    fn stages_and_scratch_are_not_external() {
+        let text = "FROM node:20 AS Deps\nRUN x\nFROM deps AS build\n\
+                    FROM scratch\nCOPY --from=build /a /a\nCOPY --from=0 /b /b\n";
+        assert_eq!(images(text, &[]), ["node:20"]);
+    }
+
+    #[test]
+    fn copy_from_an_image_is_external() {
+        let text = "FROM busybox\nCOPY --from=registry.example.com/secret:1 /s /s\n";
+        assert_eq!(
+            images(text, &[]),
+            ["busybox", "registry.example.com/secret:1"]
+        );
+    }
+
+    #[test]
+    fn global_args_expand_with_build_args_overriding_defaults() {
+        let text = "ARG BASE=debian\nARG TAG\nARG REG=\"r.example.com\"\n\
+                    FROM ${BASE}:${TAG:-12}\nFROM $REG/app:${TAG-x}\nFROM ${NONE}x\n";
+        assert_eq!(images(text, &[]), ["debian:12", "r.example.com/app:x", "x"]);
+        assert_eq!(
+            images(text, &[("BASE", "alpine"), ("TAG", "3")]),
+            ["alpine:3", "r.example.com/app:3", "x"]
+        );
+    }
+
+    #[test]
+    fn platform_flags_and_duplicates() {
+        let text = "FROM --platform=$BUILDPLATFORM golang:1 AS b\nFROM golang:1\n";
+        assert_eq!(images(text, &[]), ["golang:1"]);
+    }
+
+    #[test]
+    fn a_broken_dockerfile_is_an_error() {
+        assert!(external_images("FROM", &HashMap::new()).is_err());
+    }
+}
