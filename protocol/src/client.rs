@@ -10,6 +10,8 @@ use crate::amqp::topology::{
     DeclareError, Exchange,
 };
 use crate::amqp::{CONTENT_TYPE_JSON, DELIVERY_MODE_PERSISTENT};
+use crate::signature::{sign_job, SigningKey};
+use crate::SignedEnvelope;
 use crate::{ControlMessage, Event, EventBody, Job, JobResult};
 use futures_util::StreamExt;
 use lapin::options::{
@@ -18,6 +20,7 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 /// Milliseconds an unused reply queue lives before the broker deletes it:
@@ -49,6 +52,9 @@ pub enum ClientError {
     /// The job could not be serialised.
     #[error("cannot encode the job: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The job could not be signed (it is not a JSON object).
+    #[error(transparent)]
+    Sign(#[from] crate::signature::SignatureError),
     /// A message on the reply queue is not a protocol v1 event.
     #[error("a message on the reply queue is not an event: {0}")]
     BadEvent(serde_json::Error),
@@ -98,6 +104,30 @@ impl Client {
         let reply_to = reply_queue_name(job);
         let events = self.reply_queue(&reply_to).await?;
         let body = serde_json::to_vec(job)?;
+        let job_id = job.job_id.to_string();
+        self.publish(queue, &body, &job_id, Some(&reply_to)).await?;
+        Ok(events)
+    }
+
+    /// [`Client::submit`] for workers with trusted keys: the job gets an
+    /// envelope binding it to `queue` and its reply queue, valid from now
+    /// for `valid_for`, with a fresh nonce, and is signed with `key`.
+    pub async fn submit_signed(
+        &self,
+        queue: &str,
+        job: &Job,
+        key: &SigningKey,
+        valid_for: Duration,
+    ) -> Result<Events, ClientError> {
+        let reply_to = reply_queue_name(job);
+        let issued_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        let envelope = SignedEnvelope::new(issued_at, valid_for.as_secs(), queue, &reply_to);
+        let job = job.clone().with_envelope(envelope);
+        let signed = sign_job(&serde_json::to_value(&job)?, key)?;
+        let events = self.reply_queue(&reply_to).await?;
+        let body = serde_json::to_vec(&signed)?;
         let job_id = job.job_id.to_string();
         self.publish(queue, &body, &job_id, Some(&reply_to)).await?;
         Ok(events)
@@ -193,11 +223,22 @@ impl Client {
 
     /// Asks every worker to cancel job `job_id`: the one running it stops
     /// and reports `cancelled`; one that receives it later does not run it.
+    /// Workers with trusted keys ignore it: use [`Client::cancel_signed`].
     pub async fn cancel(&self, job_id: Uuid) -> Result<(), ClientError> {
+        self.publish_control(&ControlMessage::cancel(job_id)).await
+    }
+
+    /// [`Client::cancel`], signed with `key` for workers with trusted keys.
+    pub async fn cancel_signed(&self, job_id: Uuid, key: &SigningKey) -> Result<(), ClientError> {
+        self.publish_control(&ControlMessage::signed_cancel(job_id, key))
+            .await
+    }
+
+    async fn publish_control(&self, message: &ControlMessage) -> Result<(), ClientError> {
         // Kept by the cancel stream: a worker started later still reads it.
         topology::declare_cancel_stream(&self.channel).await?;
         let exchange = ShortString::from(Exchange::control().name);
-        let body = serde_json::to_vec(&ControlMessage::Cancel { job_id })?;
+        let body = serde_json::to_vec(message)?;
         let properties = BasicProperties::default().with_content_type(CONTENT_TYPE_JSON.into());
         let confirmation = self
             .channel

@@ -3,6 +3,7 @@
 //! which keeps them in the stream [`CANCEL_STREAM`](crate::amqp::CANCEL_STREAM)
 //! so that a worker started later still reads them.
 
+use crate::signature::{sign_job, verify_job, SignatureError, SigningKey, VerifyingKey};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -18,6 +19,20 @@ pub enum ControlMessage {
     Cancel {
         /// The job to stop.
         job_id: Uuid,
+        /// Base64 ed25519 signature over the cancel without this field
+        /// (the canonical form signed jobs use). Workers with trusted keys
+        /// ignore cancels that no trusted key signed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
+    },
+    /// Published by the worker that accepted a signed job: every worker
+    /// then refuses another delivery of the same nonce until it expires
+    /// (a replay), wherever it is published.
+    Admitted {
+        /// The job's `envelope.nonce`.
+        nonce: String,
+        /// Its `envelope.expires_at` (Unix seconds): remembered until then.
+        expires_at: u64,
     },
     /// Published by a starting worker into the cancel stream: once it reads
     /// its own checkpoint back, it has read every earlier cancel and may
@@ -28,6 +43,32 @@ pub enum ControlMessage {
     },
 }
 
+impl ControlMessage {
+    /// An unsigned cancel of `job_id`, for workers without trusted keys.
+    pub fn cancel(job_id: Uuid) -> Self {
+        ControlMessage::Cancel {
+            job_id,
+            signature: None,
+        }
+    }
+
+    /// A cancel of `job_id` signed with `key`.
+    pub fn signed_cancel(job_id: Uuid, key: &SigningKey) -> Self {
+        let unsigned = ControlMessage::cancel(job_id);
+        let signature = serde_json::to_value(&unsigned)
+            .ok()
+            .and_then(|value| sign_job(&value, key).ok())
+            .and_then(|signed| signed["signature"].as_str().map(str::to_owned));
+        ControlMessage::Cancel { job_id, signature }
+    }
+
+    /// Whether this cancel is signed by one of `trusted`.
+    pub fn verify_cancel(&self, trusted: &[VerifyingKey]) -> Result<(), SignatureError> {
+        let value = serde_json::to_value(self).map_err(|_| SignatureError::NotAnObject)?;
+        verify_job(&value, trusted)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,14 +76,41 @@ mod tests {
     #[test]
     fn cancel_has_a_stable_wire_form() {
         let id = Uuid::nil();
-        let json = serde_json::to_string(&ControlMessage::Cancel { job_id: id }).unwrap();
+        let json = serde_json::to_string(&ControlMessage::cancel(id)).unwrap();
         assert_eq!(
             json,
             r#"{"type":"cancel","job_id":"00000000-0000-0000-0000-000000000000"}"#
         );
         assert_eq!(
             serde_json::from_str::<ControlMessage>(&json).unwrap(),
-            ControlMessage::Cancel { job_id: id }
+            ControlMessage::cancel(id)
+        );
+    }
+
+    #[test]
+    fn a_signed_cancel_verifies_only_with_its_key_and_its_job() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let other = SigningKey::from_bytes(&[8; 32]);
+        let cancel = ControlMessage::signed_cancel(Uuid::nil(), &key);
+        assert_eq!(cancel.verify_cancel(&[key.verifying_key()]), Ok(()));
+        assert_eq!(
+            cancel.verify_cancel(&[other.verifying_key()]),
+            Err(SignatureError::Invalid)
+        );
+        let ControlMessage::Cancel { signature, .. } = cancel else {
+            panic!("a cancel");
+        };
+        let moved = ControlMessage::Cancel {
+            job_id: Uuid::from_u128(1),
+            signature,
+        };
+        assert_eq!(
+            moved.verify_cancel(&[key.verifying_key()]),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            ControlMessage::cancel(Uuid::nil()).verify_cancel(&[key.verifying_key()]),
+            Err(SignatureError::Missing)
         );
     }
 }

@@ -1133,7 +1133,7 @@ mod tests {
             ),
             (
                 with("/extra", Some(json!(1))),
-                "extra: unknown field; expected one of build, image, job_id, registry_auth, repo, service_id, signature, timeout_secs, version",
+                "extra: unknown field; expected one of build, envelope, image, job_id, registry_auth, repo, service_id, signature, timeout_secs, version",
             ),
             (
                 with("/image/tags", Some(json!("x"))),

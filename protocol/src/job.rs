@@ -41,10 +41,54 @@ pub struct Job {
     #[serde(default = "default_timeout_secs")]
     #[schemars(range(min = 1, max = 86400))]
     pub timeout_secs: u64,
+    /// What a signature binds the job to: when it is valid, a nonce, the
+    /// queue and the reply queue. Required by workers with trusted keys,
+    /// which refuse a job outside its validity, on another queue, with
+    /// another `reply_to`, or whose nonce a worker already accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<SignedEnvelope>,
     /// Base64 ed25519 signature over the job without this field, for workers
     /// that accept only signed jobs. Ignored by workers without trusted keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+}
+
+/// The part of a signed job that makes a captured copy useless elsewhere
+/// or later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignedEnvelope {
+    /// When the job was signed, in Unix seconds.
+    pub issued_at: u64,
+    /// After this (Unix seconds) the job is refused. Keep it short: a few
+    /// minutes past the time the job may wait in the queue.
+    pub expires_at: u64,
+    /// Unique per signed job: 16 to 128 letters, digits, `_` or `-`.
+    #[schemars(length(min = 16, max = 128), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub nonce: String,
+    /// The queue the job is published to.
+    pub queue: String,
+    /// The message's `reply_to`: events go only to this queue.
+    pub reply_to: String,
+}
+
+impl SignedEnvelope {
+    /// Valid from `issued_at` for `valid_for` seconds, with a fresh random
+    /// nonce, for `queue` and `reply_to`.
+    pub fn new(
+        issued_at: u64,
+        valid_for: u64,
+        queue: impl Into<String>,
+        reply_to: impl Into<String>,
+    ) -> Self {
+        Self {
+            issued_at,
+            expires_at: issued_at.saturating_add(valid_for),
+            nonce: Uuid::new_v4().simple().to_string(),
+            queue: queue.into(),
+            reply_to: reply_to.into(),
+        }
+    }
 }
 
 fn default_timeout_secs() -> u64 {
@@ -267,6 +311,7 @@ impl Job {
             image: Image::new(image_repository, tags),
             registry_auth: None,
             timeout_secs: DEFAULT_TIMEOUT_SECS,
+            envelope: None,
             signature: None,
         }
     }
@@ -274,6 +319,12 @@ impl Job {
     /// The same job under `job_id` (e.g. a fresh one, to submit it again).
     pub fn with_job_id(mut self, job_id: Uuid) -> Self {
         self.job_id = job_id;
+        self
+    }
+
+    /// With `envelope`, to be signed with the job.
+    pub fn with_envelope(mut self, envelope: SignedEnvelope) -> Self {
+        self.envelope = Some(envelope);
         self
     }
 

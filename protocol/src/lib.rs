@@ -43,7 +43,9 @@ pub use event::{
     Event, EventBody, ImageResult, JobError, JobResult, JobStatus, LogEvent, LogStream, StepEvent,
     StepName, StepState,
 };
-pub use job::{Build, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, DEFAULT_TIMEOUT_SECS};
+pub use job::{
+    Build, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, SignedEnvelope, DEFAULT_TIMEOUT_SECS,
+};
 pub use reference::{parse_reference, registry_host, Reference, ReferenceError, Repository};
 pub use schema::{event_schema, job_schema};
 pub use secret::Secret;

@@ -20,7 +20,10 @@ use crate::grammar::known_hosts::{KnownHosts, KnownHostsError};
 use crate::grammar::private_key::{check_passphrase, PrivateKeyError, SshPrivateKey};
 use crate::grammar::{base64, CleanPath, PathError, RelativePath, RepoUrl, Transport};
 use crate::reference::{self, ReferenceError};
-use crate::{Build, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, Secret, PROTOCOL_VERSION};
+use crate::{
+    Build, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, Secret, SignedEnvelope,
+    PROTOCOL_VERSION,
+};
 
 /// Longest `service_id`.
 pub(crate) const SERVICE_ID_MAX_LEN: usize = 128;
@@ -172,6 +175,9 @@ impl Validator<'_> {
                 ),
             );
         }
+        if let Some(envelope) = &job.envelope {
+            self.envelope(envelope);
+        }
         if let Some(signature) = &job.signature {
             match base64::decode(signature) {
                 Err(_) => self.push("signature", "not valid base64"),
@@ -184,6 +190,31 @@ impl Validator<'_> {
                 ),
                 Ok(_) => {}
             }
+        }
+    }
+
+    fn envelope(&mut self, envelope: &SignedEnvelope) {
+        let nonce = &envelope.nonce;
+        let nonce_chars = nonce
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !(16..=128).contains(&nonce.len()) || !nonce_chars {
+            self.push(
+                "envelope.nonce",
+                "must be 16 to 128 letters, digits, \"_\" or \"-\"",
+            );
+        }
+        if envelope.expires_at <= envelope.issued_at {
+            self.push("envelope.expires_at", "must be after envelope.issued_at");
+        }
+        if envelope.queue.is_empty() {
+            self.push(
+                "envelope.queue",
+                "empty; name the queue the job is published to",
+            );
+        }
+        if envelope.reply_to.is_empty() {
+            self.push("envelope.reply_to", "empty; name the message's reply_to");
         }
     }
 
@@ -1233,6 +1264,33 @@ mod tests {
             "signature: decodes to 32 bytes; an ed25519 signature is 64",
         );
         assert!(problems(|j| j.signature = Some(b64([1u8; 64]))).is_empty());
+    }
+
+    #[test]
+    fn envelope() {
+        let good = SignedEnvelope::new(100, 60, "jobs", "reply");
+        assert!(problems(|j| j.envelope = Some(good.clone())).is_empty());
+        let with = |change: fn(&mut SignedEnvelope)| {
+            let mut envelope = good.clone();
+            change(&mut envelope);
+            move |j: &mut Job| j.envelope = Some(envelope)
+        };
+        rejects(
+            with(|e| e.nonce = "short".into()),
+            "envelope.nonce: must be 16 to 128 letters, digits, \"_\" or \"-\"",
+        );
+        rejects(
+            with(|e| e.expires_at = e.issued_at),
+            "envelope.expires_at: must be after envelope.issued_at",
+        );
+        rejects(
+            with(|e| e.queue.clear()),
+            "envelope.queue: empty; name the queue the job is published to",
+        );
+        rejects(
+            with(|e| e.reply_to.clear()),
+            "envelope.reply_to: empty; name the message's reply_to",
+        );
     }
 
     #[test]

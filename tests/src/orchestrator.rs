@@ -59,6 +59,15 @@ impl Orchestrator {
         Ok(self.client.cancel(job_id).await?)
     }
 
+    /// [`Orchestrator::cancel`], signed with `key`.
+    pub async fn cancel_signed(
+        &self,
+        job_id: uuid::Uuid,
+        key: &buildbot_protocol::signature::SigningKey,
+    ) -> anyhow::Result<()> {
+        Ok(self.client.cancel_signed(job_id, key).await?)
+    }
+
     /// Waits until `queue` exists and has at least one consumer.
     pub async fn wait_for_consumer(&self, queue: &str, limit: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + limit;

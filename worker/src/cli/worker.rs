@@ -94,6 +94,13 @@ pub(crate) struct WorkerArgs {
           value_parser = parse_trusted_key)]
     pub(crate) trusted_keys: Vec<VerifyingKey>,
 
+    /// With --trusted-key: the longest validity a signed job's envelope
+    /// may have (`expires_at - issued_at`), in seconds. Its nonce is
+    /// remembered by every worker until it expires, so a replay is refused.
+    #[arg(long, env = "BUILDBOT_MAX_SIGNED_VALIDITY_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub(crate) max_signed_validity_secs: u64,
+
     /// On SIGTERM/SIGINT, seconds the running jobs get to finish before
     /// they are stopped and requeued for another worker.
     #[arg(long, env = "BUILDBOT_DRAIN_TIMEOUT_SECS", default_value_t = 300)]
@@ -254,6 +261,7 @@ impl WorkerArgs {
                 ..Default::default()
             },
             trusted_keys: self.trusted_keys.clone(),
+            max_signed_validity: Duration::from_secs(self.max_signed_validity_secs),
             allowed_repositories: self.allowed_repositories.clone(),
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             parked_ttl: Duration::from_secs(self.parked_ttl_secs),

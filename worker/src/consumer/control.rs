@@ -4,16 +4,21 @@
 //! honoured), then follows it live: every worker hears every cancel and
 //! stops the job if it runs it, or skips it when it is delivered later.
 
+use super::admission::{unix_now, AdmittedNonces};
 use super::connection::broker;
 use super::running::RunningJobs;
 use super::topology::refused;
 use super::ConsumerError;
 use buildbot_protocol::amqp::topology::{self, Exchange};
 use buildbot_protocol::amqp::{ARG_STREAM_OFFSET, CANCEL_STREAM, CONTENT_TYPE_JSON};
+use buildbot_protocol::signature::VerifyingKey;
 use buildbot_protocol::ControlMessage;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use std::time::Duration;
@@ -32,7 +37,7 @@ const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
 /// is taken. Returns the consumer, which then follows the stream live.
 pub(super) async fn catch_up(
     connection: &Connection,
-    jobs: &RunningJobs,
+    listeners: &Listeners<'_>,
 ) -> Result<lapin::Consumer, ConsumerError> {
     let channel = connection
         .create_channel()
@@ -52,7 +57,7 @@ pub(super) async fn catch_up(
         let mut cancels = 0_usize;
         while let Some(delivery) = stream.next().await {
             let delivery = delivery.map_err(|e| ConsumerError::Lost(e.to_string()))?;
-            match on_delivery(&delivery, jobs).await {
+            match on_delivery(&delivery, listeners).await {
                 Some(ControlMessage::Checkpoint { token: seen }) if seen == token => {
                     return Ok(cancels)
                 }
@@ -96,8 +101,31 @@ async fn consume_from_start(channel: &Channel) -> Result<lapin::Consumer, Consum
 /// Appends this start's checkpoint to the stream (through the control
 /// exchange, like every cancel, so it lands after every earlier one).
 async fn publish_checkpoint(channel: &Channel, token: Uuid) -> Result<(), ConsumerError> {
-    let body = serde_json::to_vec(&ControlMessage::Checkpoint { token })
-        .map_err(|e| ConsumerError::Connect(format!("cannot encode a checkpoint: {e}")))?;
+    publish_on(channel, &ControlMessage::Checkpoint { token }).await
+}
+
+/// Publishes `message` to every worker (and the stream), on a channel of
+/// its own, and waits for the broker's confirm.
+pub(super) async fn publish(
+    connection: &Connection,
+    message: &ControlMessage,
+) -> Result<(), ConsumerError> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(broker("a control channel"))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(broker("publisher confirms"))?;
+    publish_on(&channel, message).await?;
+    let _ = channel.close(200, ShortString::from("done")).await;
+    Ok(())
+}
+
+async fn publish_on(channel: &Channel, message: &ControlMessage) -> Result<(), ConsumerError> {
+    let body = serde_json::to_vec(message)
+        .map_err(|e| ConsumerError::Connect(format!("cannot encode a control message: {e}")))?;
     let properties = BasicProperties::default().with_content_type(CONTENT_TYPE_JSON.into());
     channel
         .basic_publish(
@@ -108,36 +136,60 @@ async fn publish_checkpoint(channel: &Channel, token: Uuid) -> Result<(), Consum
             properties,
         )
         .await
-        .map_err(broker("the checkpoint"))?;
+        .map_err(broker("a control message"))?
+        .await
+        .map_err(broker("a control message's confirm"))?;
     Ok(())
+}
+
+/// What applying a stream message needs: the jobs a cancel stops, the
+/// nonces an admission adds to, and the keys a cancel must be signed with
+/// (none: any cancel is applied).
+pub(super) struct Listeners<'a> {
+    pub(super) jobs: &'a RunningJobs,
+    pub(super) nonces: &'a AdmittedNonces,
+    pub(super) trusted_keys: &'a [VerifyingKey],
 }
 
 /// Applies one stream message and acks it (a stream ack only returns
 /// credit); returns what it was.
-pub(super) async fn on_delivery(delivery: &Delivery, jobs: &RunningJobs) -> Option<ControlMessage> {
-    let message = on_message(&delivery.data, jobs);
+pub(super) async fn on_delivery(
+    delivery: &Delivery,
+    listeners: &Listeners<'_>,
+) -> Option<ControlMessage> {
+    let message = on_message(&delivery.data, listeners);
     if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
         tracing::warn!(error = %e, "cannot ack a cancel stream message");
     }
     message
 }
 
-fn on_message(data: &[u8], jobs: &RunningJobs) -> Option<ControlMessage> {
-    match serde_json::from_slice::<ControlMessage>(data) {
-        Ok(message) => {
-            if let ControlMessage::Cancel { job_id } = &message {
-                let running = jobs.cancel(&job_id.to_string());
-                if running {
-                    tracing::info!(%job_id, "cancel received for a job running here");
-                } else {
-                    tracing::debug!(%job_id, "cancel received");
-                }
-            }
-            Some(message)
-        }
+fn on_message(data: &[u8], listeners: &Listeners<'_>) -> Option<ControlMessage> {
+    let message = match serde_json::from_slice::<ControlMessage>(data) {
+        Ok(message) => message,
         Err(e) => {
             tracing::warn!(error = %e, bytes = data.len(), "ignoring an unreadable control message");
-            None
+            return None;
         }
+    };
+    match &message {
+        ControlMessage::Cancel { job_id, .. } => {
+            if !listeners.trusted_keys.is_empty() {
+                if let Err(e) = message.verify_cancel(listeners.trusted_keys) {
+                    tracing::warn!(%job_id, error = %e, "ignoring a cancel no trusted key signed");
+                    return None;
+                }
+            }
+            if listeners.jobs.cancel(&job_id.to_string()) {
+                tracing::info!(%job_id, "cancel received for a job running here");
+            } else {
+                tracing::debug!(%job_id, "cancel received");
+            }
+        }
+        ControlMessage::Admitted { nonce, expires_at } => {
+            listeners.nonces.remember(nonce, *expires_at, unix_now());
+        }
+        ControlMessage::Checkpoint { .. } => {}
     }
+    Some(message)
 }

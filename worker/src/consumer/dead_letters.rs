@@ -95,7 +95,7 @@ impl Death {
 /// back, for this or another worker to try again.
 pub(super) async fn handle(delivery: Delivery, context: Arc<JobContext>) {
     let death = Death::of(&delivery.properties);
-    let job_id = Envelope::of(&delivery.properties).job_id;
+    let job_id = Envelope::of(&delivery.properties, delivery.redelivered).job_id;
     let outcome = async {
         if death != Death::Rejected {
             final_result(&delivery, &death, &job_id, &context).await?;

@@ -2,9 +2,9 @@
 //! message properties whatever the body says) and either an [`Accepted`]
 //! job, ready to run, or every problem that makes it unacceptable.
 
+use super::admission::{self, unix_now, Admission, Expected, Refusal};
 use super::JobContext;
 use buildbot_protocol::amqp::HEADER_DELIVERY_COUNT;
-use buildbot_protocol::signature::verify_job;
 use buildbot_protocol::{decode_job_with_limit, Job};
 use lapin::types::AMQPValue;
 use lapin::BasicProperties;
@@ -14,10 +14,13 @@ pub(super) struct Envelope {
     pub(super) job_id: String,
     pub(super) attempt: u32,
     pub(super) reply_to: Option<String>,
+    /// The broker delivers this message again (an earlier worker of it
+    /// stopped before acking).
+    pub(super) redelivered: bool,
 }
 
 impl Envelope {
-    pub(super) fn of(properties: &BasicProperties) -> Self {
+    pub(super) fn of(properties: &BasicProperties, redelivered: bool) -> Self {
         let job_id = properties
             .correlation_id()
             .as_ref()
@@ -28,6 +31,7 @@ impl Envelope {
             job_id,
             attempt: attempt_of(properties),
             reply_to: properties.reply_to().as_ref().map(ToString::to_string),
+            redelivered,
         }
     }
 }
@@ -61,19 +65,47 @@ fn amqp_integer(value: &AMQPValue) -> Option<i64> {
 pub(super) struct Accepted {
     pub(super) job: Job,
     pub(super) reply_to: String,
+    /// The signed job's nonce, on a worker with trusted keys.
+    pub(super) admission: Option<Admission>,
 }
 
-/// The accepted job, or every problem that makes it unacceptable: the
-/// body's and the message's (a missing `reply_to`) in one list.
+/// The accepted job, or why it is refused: on a worker with trusted keys
+/// first the signature and its envelope ([`admission`](super::admission)),
+/// then every problem of the body and the message (a missing `reply_to`)
+/// in one list.
 pub(super) fn decode(
     data: &[u8],
     envelope: &Envelope,
     context: &JobContext,
-) -> Result<Accepted, Vec<String>> {
-    let decoded = decode_job_with_limit(data, context.settings.max_job_bytes);
+) -> Result<Accepted, Refusal> {
+    let settings = &context.settings;
+    let admission = if settings.trusted_keys.is_empty() {
+        None
+    } else if data.len() > settings.max_job_bytes {
+        // Not parsed at all: the size check the body's decoding does.
+        return Err(Refusal::Ignored(format!(
+            "{} bytes, more than --max-job-bytes",
+            data.len()
+        )));
+    } else {
+        let expected = Expected {
+            trusted_keys: &settings.trusted_keys,
+            queue: &settings.queue,
+            reply_to: envelope.reply_to.as_deref(),
+            max_validity: settings.max_signed_validity,
+            redelivered: envelope.redelivered,
+            now: unix_now(),
+        };
+        Some(admission::admit(data, &expected, &context.nonces)?)
+    };
+    let decoded = decode_job_with_limit(data, settings.max_job_bytes);
     let reply_to = envelope.reply_to.clone();
     let job = match (decoded, reply_to) {
-        (Ok(job), Some(reply_to)) => Accepted { job, reply_to },
+        (Ok(job), Some(reply_to)) => Accepted {
+            job,
+            reply_to,
+            admission,
+        },
         (decoded, reply_to) => {
             let mut problems = decoded.err().map(|e| e.problems()).unwrap_or_default();
             if reply_to.is_none() {
@@ -82,20 +114,11 @@ pub(super) fn decode(
                         .into(),
                 );
             }
-            return Err(problems);
+            return Err(Refusal::Rejected(problems));
         }
     };
-    if !context.settings.trusted_keys.is_empty() {
-        // decode_job_with_limit accepted it: it is a JSON object.
-        let message: serde_json::Value =
-            serde_json::from_slice(data).map_err(|e| vec![format!("job: {e}")])?;
-        verify_job(&message, &context.settings.trusted_keys).map_err(|e| vec![e.to_string()])?;
-    }
-    check_repository(
-        &job.job.image.repository,
-        &context.settings.allowed_repositories,
-    )
-    .map_err(|problem| vec![problem])?;
+    check_repository(&job.job.image.repository, &settings.allowed_repositories)
+        .map_err(|problem| Refusal::Rejected(vec![problem]))?;
     Ok(job)
 }
 

@@ -3,21 +3,23 @@
 //! confirmed; or answered `rejected` and dead-lettered; or requeued when
 //! the worker stops or the reply channel cannot be opened.
 
+use super::admission::{unix_now, Admission, Refusal};
 use super::delivery::{decode, Accepted, Envelope};
 use super::running::{JobHandle, Stop};
 use super::JobContext;
+use super::{control, ConsumerError};
 use crate::events::redact::Redactor;
 use crate::events::reply::{ReplySink, ReplyTarget};
 use crate::events::Reporter;
 use crate::events::{self, AttemptId};
-use buildbot_protocol::{read_envelope, Job, JobResult, StepName};
+use buildbot_protocol::{read_envelope, ControlMessage, Job, JobResult, StepName};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use std::sync::Arc;
 use tracing::Instrument;
 
 pub(super) async fn handle_delivery(delivery: Delivery, context: Arc<JobContext>) {
-    let envelope = Envelope::of(&delivery.properties);
+    let envelope = Envelope::of(&delivery.properties, delivery.redelivered);
     let span = tracing::info_span!("job", job_id = %envelope.job_id, attempt = envelope.attempt, service_id = tracing::field::Empty);
     async move {
         match decode(&delivery.data, &envelope, &context) {
@@ -25,7 +27,10 @@ pub(super) async fn handle_delivery(delivery: Delivery, context: Arc<JobContext>
                 tracing::Span::current().record("service_id", accepted.job.service_id.as_str());
                 run_job(delivery, envelope.attempt, accepted, &context).await;
             }
-            Err(problems) => reject(delivery, envelope, problems, &context).await,
+            Err(Refusal::Rejected(problems)) => {
+                reject(delivery, envelope, problems, &context).await
+            }
+            Err(Refusal::Ignored(reason)) => ignore(delivery, &reason, &context).await,
         }
     }
     .instrument(span)
@@ -33,7 +38,14 @@ pub(super) async fn handle_delivery(delivery: Delivery, context: Arc<JobContext>
 }
 
 async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: &JobContext) {
-    let Accepted { job, reply_to } = accepted;
+    let Accepted {
+        job,
+        reply_to,
+        admission,
+    } = accepted;
+    if let Some(admission) = admission {
+        admit(context, &admission).await;
+    }
     let job_id = job.job_id.to_string();
     let handle = context.jobs.register(&job_id);
     let _in_flight = context.metrics.job_running();
@@ -162,6 +174,36 @@ async fn reject(
     let options = BasicRejectOptions { requeue: false };
     if let Err(e) = delivery.reject(options).await {
         tracing::warn!(error = %e, "reject failed");
+    }
+}
+
+/// Remembers a signed job's nonce here and tells every worker through the
+/// cancel stream, so a replay is refused wherever it is delivered. A
+/// failed publish is logged: this worker still refuses the replay.
+async fn admit(context: &JobContext, admission: &Admission) {
+    context
+        .nonces
+        .remember(&admission.nonce, admission.expires_at, unix_now());
+    let message = ControlMessage::Admitted {
+        nonce: admission.nonce.clone(),
+        expires_at: admission.expires_at,
+    };
+    let published = match context.pool.get().await {
+        Ok(connection) => control::publish(&connection, &message).await,
+        Err(e) => Err(ConsumerError::Connect(e.to_string())),
+    };
+    if let Err(e) = published {
+        tracing::warn!(error = %e, "could not publish the signed job's nonce; other workers may run a replay of it");
+    }
+}
+
+/// Drops a message that must get no reply (see [`super::admission`]),
+/// saying why in the worker's log.
+async fn ignore(delivery: Delivery, reason: &str, context: &JobContext) {
+    tracing::warn!(%reason, "dropped a job message without replying: not signed for this worker");
+    context.metrics.job_ignored();
+    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        tracing::warn!(error = %e, "ack failed; the broker will deliver the message again");
     }
 }
 

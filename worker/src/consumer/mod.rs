@@ -11,6 +11,7 @@
 //! - [`job`]: one delivery run, answered and acked (or requeued).
 //! - [`running`]: the jobs running here and how each is stopped early.
 
+mod admission;
 mod connection;
 mod control;
 mod dead_letters;
@@ -23,6 +24,7 @@ use crate::events::LogBatching;
 use crate::observe::metrics::Metrics;
 use crate::observe::readiness::Readiness;
 use crate::pipeline::Pipeline;
+use admission::AdmittedNonces;
 use buildbot_protocol::amqp::topology as amqp_topology;
 use buildbot_protocol::signature::VerifyingKey;
 use connection::{broker, connection_pool};
@@ -53,6 +55,8 @@ pub(crate) struct Settings {
     pub(crate) batching: LogBatching,
     /// Keys a job must be signed with; empty: signatures are not checked.
     pub(crate) trusted_keys: Vec<VerifyingKey>,
+    /// Longest validity (`expires_at - issued_at`) of a signed job.
+    pub(crate) max_signed_validity: Duration,
     /// Prefixes a job's image.repository must have; empty: any.
     pub(crate) allowed_repositories: Vec<String>,
     /// How long running jobs may take to finish at shutdown.
@@ -110,6 +114,8 @@ struct JobContext {
     pipeline: Pipeline,
     settings: Settings,
     jobs: RunningJobs,
+    /// Nonces of signed jobs accepted by any worker.
+    nonces: AdmittedNonces,
     metrics: Arc<Metrics>,
 }
 
@@ -202,8 +208,15 @@ async fn run(
         .map_err(broker("a channel"))?;
     topology::declare(&channel, settings).await?;
     let jobs = RunningJobs::default();
-    // Every cancel sent so far is known before the first job is taken.
-    let mut cancels = control::catch_up(&connection, &jobs).await?;
+    let nonces = AdmittedNonces::default();
+    // Every cancel and admission sent so far is known before the first
+    // job is taken.
+    let listeners = control::Listeners {
+        jobs: &jobs,
+        nonces: &nonces,
+        trusted_keys: &settings.trusted_keys,
+    };
+    let mut cancels = control::catch_up(&connection, &listeners).await?;
     // Before the consumers: a prefetch applies to consumers started after
     // it, and bounds the dead letters in hand as it bounds the jobs.
     channel
@@ -230,6 +243,7 @@ async fn run(
         pipeline,
         settings: settings.clone(),
         jobs,
+        nonces,
         metrics: Arc::clone(&observers.metrics),
     });
     let mut running = JoinSet::new();
@@ -244,7 +258,12 @@ async fn run(
             },
             control = cancels.next() => match control {
                 Some(Ok(delivery)) => {
-                    control::on_delivery(&delivery, &context.jobs).await;
+                    let listeners = control::Listeners {
+                        jobs: &context.jobs,
+                        nonces: &context.nonces,
+                        trusted_keys: &context.settings.trusted_keys,
+                    };
+                    control::on_delivery(&delivery, &listeners).await;
                 }
                 Some(Err(e)) => break Err(ConsumerError::Lost(e.to_string())),
                 None => break Err(ConsumerError::Lost("the broker cancelled the cancel stream consumer".into())),

@@ -31,6 +31,7 @@ pub(crate) struct Metrics {
     in_flight: Gauge,
     log_bytes: Counter,
     reconnects: Counter,
+    ignored: Counter,
 }
 
 /// 0.1 s to about 27 min in 14 doublings: from a cached no-op step to a
@@ -65,7 +66,14 @@ impl Metrics {
             "Reconnections to RabbitMQ after a lost or failed connection",
             reconnects.clone(),
         );
+        let ignored = Counter::default();
+        registry.register(
+            "messages_ignored",
+            "Job messages dropped without a reply: not signed by a trusted key for this queue and reply queue, or a replay",
+            ignored.clone(),
+        );
         Arc::new(Self {
+            ignored,
             registry,
             jobs,
             step_seconds,
@@ -102,6 +110,11 @@ impl Metrics {
     /// Records log text published.
     pub(crate) fn log_published(&self, bytes: usize) {
         self.log_bytes.inc_by(bytes as u64);
+    }
+
+    /// Records a job message dropped without a reply.
+    pub(crate) fn job_ignored(&self) {
+        self.ignored.inc();
     }
 
     /// Records a reconnection attempt to RabbitMQ.
