@@ -15,6 +15,7 @@ use ed25519_dalek::{Signature, Signer, Verifier};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde_json::Value;
 use thiserror::Error;
+use zeroize::Zeroizing;
 
 /// Why a job's signature was not accepted. The messages name the field.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -101,9 +102,10 @@ pub fn verify_job(message: &Value, trusted: &[VerifyingKey]) -> Result<(), Signa
 
 /// The canonical bytes of `value`: keys sorted, no whitespace. Sorted
 /// explicitly rather than trusting serde_json's map order, which a crate
-/// feature elsewhere in a build can change.
-fn canonical(value: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
+/// feature elsewhere in a build can change. Zeroed on drop: they are the
+/// whole job, credentials in clear.
+fn canonical(value: &Value) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::new());
     write_canonical(value, &mut out);
     out
 }
@@ -184,7 +186,7 @@ mod tests {
     fn canonical_form_matches_pythons_sorted_compact_dump() {
         let value = json!({"b": [1, {"d": "é/\n", "c": null}], "a": true});
         assert_eq!(
-            String::from_utf8(canonical(&value)).unwrap(),
+            String::from_utf8(canonical(&value).to_vec()).unwrap(),
             r#"{"a":true,"b":[1,{"c":null,"d":"é/\n"}]}"#
         );
     }

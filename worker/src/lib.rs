@@ -22,6 +22,7 @@
 //!   for a sink: the reply queue (`reply`) or the terminal (`terminal`).
 //! - `observe`: metrics, readiness, and the HTTP endpoint serving them.
 //! - `shutdown`: SIGTERM/SIGINT, for the worker and `buildbot build`.
+//! - `core_dumps`: off at start, so no crash writes credentials to disk.
 //!
 //! Formats from jobs (repository URLs, known_hosts, keys, docker config,
 //! paths) are parsed once, by `buildbot_protocol`'s grammar.
@@ -29,6 +30,7 @@
 
 pub mod cli;
 mod consumer;
+mod core_dumps;
 mod events;
 mod observe;
 mod pipeline;

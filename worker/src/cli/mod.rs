@@ -181,10 +181,13 @@ impl JobRunArgs {
     }
 }
 
-/// Parses the command line, sets up logging and runs the subcommand.
+/// Parses the command line, sets up logging, turns core dumps off and
+/// runs the subcommand.
 pub async fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    // Every subcommand but `schema` holds a job's credentials in memory.
+    crate::core_dumps::disable();
     match cli.command {
         Command::Worker(args) => {
             worker::run(*args).await?;

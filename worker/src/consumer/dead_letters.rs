@@ -28,6 +28,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
 use std::sync::Arc;
+use zeroize::Zeroizing;
 
 /// Header on a parked copy: why it was dead-lettered.
 const HEADER_DEAD_REASON: &str = "x-buildbot-dead-reason";
@@ -93,16 +94,19 @@ impl Death {
 /// Handles one dead-lettered message: its final result unless it already
 /// had one, its parked copy, then the ack. Anything that fails puts it
 /// back, for this or another worker to try again.
-pub(super) async fn handle(delivery: Delivery, context: Arc<JobContext>) {
+pub(super) async fn handle(mut delivery: Delivery, context: Arc<JobContext>) {
     let death = Death::of(&delivery.properties);
     let job_id = Envelope::of(&delivery.properties, delivery.redelivered).job_id;
+    // The body holds the job's credentials in clear: zeroed once parked.
+    let body = Zeroizing::new(std::mem::take(&mut delivery.data));
     let outcome = async {
         if death != Death::Rejected {
             final_result(&delivery, &death, &job_id, &context).await?;
         }
-        park(&delivery, &death, &context).await
+        park(&delivery, &body, &death, &context).await
     }
     .await;
+    drop(body);
     match outcome {
         Ok(()) => {
             tracing::warn!(%job_id, reason = death.as_str(), "dead-lettered job parked without credentials");
@@ -159,8 +163,13 @@ async fn final_result(
     publish_result(context, target, deliveries.saturating_add(1), result).await
 }
 
-/// Publishes the masked copy to the parked queue, confirmed.
-async fn park(delivery: &Delivery, death: &Death, context: &JobContext) -> Result<(), String> {
+/// Publishes the masked copy of `body` to the parked queue, confirmed.
+async fn park(
+    delivery: &Delivery,
+    body: &[u8],
+    death: &Death,
+    context: &JobContext,
+) -> Result<(), String> {
     let connection = context.pool.get().await.map_err(|e| e.to_string())?;
     let channel = connection
         .create_channel()
@@ -178,7 +187,7 @@ async fn park(delivery: &Delivery, death: &Death, context: &JobContext) -> Resul
                 mandatory: true,
                 ..Default::default()
             },
-            &parked_body(&delivery.data),
+            &parked_body(body),
             parked_properties(&delivery.properties, death, context),
         )
         .await

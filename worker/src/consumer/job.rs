@@ -12,25 +12,37 @@ use crate::events::redact::Redactor;
 use crate::events::reply::{ReplySink, ReplyTarget};
 use crate::events::Reporter;
 use crate::events::{self, AttemptId};
-use buildbot_protocol::{read_envelope, ControlMessage, Job, JobResult, StepName};
+use buildbot_protocol::{read_envelope, ControlMessage, Job, JobEnvelope, JobResult, StepName};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use std::sync::Arc;
 use tracing::Instrument;
+use zeroize::Zeroizing;
 
-pub(super) async fn handle_delivery(delivery: Delivery, context: Arc<JobContext>) {
+pub(super) async fn handle_delivery(mut delivery: Delivery, context: Arc<JobContext>) {
     let envelope = Envelope::of(&delivery.properties, delivery.redelivered);
+    // The body holds every credential of the job in clear, and the delivery
+    // is kept until the ack: taken out, and zeroed as soon as it is read.
+    let body = Zeroizing::new(std::mem::take(&mut delivery.data));
     let span = tracing::info_span!("job", job_id = %envelope.job_id, attempt = envelope.attempt, service_id = tracing::field::Empty);
     async move {
-        match decode(&delivery.data, &envelope, &context) {
+        match decode(&body, &envelope, &context) {
             Ok(accepted) => {
+                drop(body);
                 tracing::Span::current().record("service_id", accepted.job.service_id.as_str());
                 run_job(delivery, envelope.attempt, accepted, &context).await;
             }
             Err(Refusal::Rejected(problems)) => {
-                reject(delivery, envelope, problems, &context).await
+                // What the body says of itself, when it can be read, so that
+                // the rejection is routed as `<service>.<job_id>.result`.
+                let named = read_envelope(&body);
+                drop(body);
+                reject(delivery, envelope, named, problems, &context).await;
             }
-            Err(Refusal::Ignored(reason)) => ignore(delivery, &reason, &context).await,
+            Err(Refusal::Ignored(reason)) => {
+                drop(body);
+                ignore(delivery, &reason, &context).await;
+            }
         }
     }
     .instrument(span)
@@ -142,17 +154,15 @@ async fn requeue(delivery: &Delivery) {
 
 /// Answers an invalid job with a `rejected` result (on its reply queue
 /// when it names one, and on the events exchange) and dead-letters it:
-/// retrying cannot make it valid.
+/// retrying cannot make it valid. `named` is what its body says of itself.
 async fn reject(
     delivery: Delivery,
     envelope: Envelope,
+    named: JobEnvelope,
     problems: Vec<String>,
     context: &JobContext,
 ) {
     tracing::warn!(problems = %problems.join("; "), "job rejected");
-    // What the body says of itself, when it can be read, so that the
-    // rejection is routed as `<service>.<job_id>.result` like any result.
-    let named = read_envelope(&delivery.data);
     let job_id = if envelope.job_id.is_empty() {
         named.job_id.map(|id| id.to_string()).unwrap_or_default()
     } else {

@@ -19,6 +19,7 @@ use oci_client::{Client, ParseError, Reference};
 use std::future::Future;
 use std::time::Duration;
 use transport::Scheme;
+use zeroize::Zeroize;
 
 /// The manifest kinds a tag can point at: single-platform manifests and
 /// lists/indexes, Docker's and OCI's. Asked for in this order.
@@ -214,6 +215,19 @@ impl Registry {
             reference: name,
             source,
         })
+    }
+}
+
+/// The password (or token) copy lives for every request of the step:
+/// zeroed with the client. oci-client's own clones of it, in its auth
+/// store, are out of reach.
+impl Drop for Registry {
+    fn drop(&mut self) {
+        match &mut self.auth {
+            RegistryAuth::Basic(_, password) => password.zeroize(),
+            RegistryAuth::Bearer(token) => token.zeroize(),
+            RegistryAuth::Anonymous => {}
+        }
     }
 }
 

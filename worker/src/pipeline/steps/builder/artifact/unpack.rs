@@ -7,7 +7,8 @@
 //! are checked component by component (no `..`, no absolute paths), nothing
 //! is ever written through a symlink (every parent is checked to be a real
 //! directory, files are created exclusively), and symlinks in the artifact
-//! must point inside it. Permission bits are kept, minus setuid, setgid and
+//! must point inside it, with `..` only at the start of a target so that no
+//! chain of links can climb out (see [`check_link_target`]). Permission bits are kept, minus setuid, setgid and
 //! sticky; ownership is the worker's.
 //!
 //! Its size is the builder's too: [`ArtifactLimits`] bound the bytes of file
@@ -491,7 +492,17 @@ fn unsafe_entry(entry: &str, reason: impl Into<String>) -> ArtifactError {
 }
 
 /// A symlink at `rel` (below the artifact's top) may point only inside the
-/// artifact, by a relative path that never climbs above it.
+/// artifact, by a relative path that never climbs above it, with every `..`
+/// at its start.
+///
+/// The textual check alone is not enough: `..` after a name climbs from
+/// wherever that name leads on disk, and if the name is another link of the
+/// artifact (`self -> .`, then `self/self/../..`) that is not its lexical
+/// parent. Leading `..`s climb only the link's own parents, real
+/// directories (every entry's parents are checked), and the names after
+/// them only descend, through directories or through links held to the
+/// same rule. So every link resolves inside the artifact, whatever order
+/// the links come in, without tracking the links already unpacked.
 fn check_link_target(rel: &[String], target: &Path) -> Result<(), String> {
     let outside = || {
         format!(
@@ -509,8 +520,22 @@ fn check_link_target(rel: &[String], target: &Path) -> Result<(), String> {
     let target = target.to_str().ok_or_else(outside)?;
     RelativePath::parse(&dir)
         .and_then(|dir| dir.join(target))
-        .map(|_| ())
-        .map_err(|_| outside())
+        .map_err(|_| outside())?;
+    if climbs_after_a_name(target) {
+        return Err(format!(
+            "symlink climbing (..) after a name, which may be another symlink (to {target}); only leading .. are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `target` has a `..` anywhere after its first name (`a/..`).
+fn climbs_after_a_name(target: &str) -> bool {
+    target
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .skip_while(|part| *part == "..")
+        .any(|part| part == "..")
 }
 
 /// Creates a file that did not exist: never follows a symlink, never
@@ -799,6 +824,107 @@ mod tests {
             "build.builder.artifacts: out: symlink pointing outside the artifact (to /real/out)"
         );
         assert_outside_untouched(&fx);
+    }
+
+    /// A secret beside the context, and what an escaping link would show
+    /// of it: `artifact` is `context/artifact`, so two climbs above the
+    /// artifact reach the fixture's `outside`.
+    fn plant_secret(fx: &Fixture) {
+        fs::write(fx.outside.join("secret"), "secret").unwrap();
+    }
+
+    fn assert_refused_chain(fx: &Fixture, tar: Tar, entry: &str, target: &str) {
+        assert_eq!(
+            error(fx, tar, "artifact"),
+            format!(
+                "build.builder.artifacts: {entry}: symlink climbing (..) after a name, which may be another symlink (to {target}); only leading .. are allowed"
+            )
+        );
+        let link = fx
+            .context
+            .join("artifact")
+            .join(entry.trim_start_matches("out/"));
+        assert!(fs::symlink_metadata(link).is_err(), "{entry} was created");
+    }
+
+    #[test]
+    fn a_link_through_a_link_to_itself_cannot_climb_out() {
+        // Lexically self/self/../.. is `.`; on disk each `self` is the
+        // artifact's top, so each `..` climbs above it.
+        let fx = fixture();
+        plant_secret(&fx);
+        let target = "self/self/../../outside/secret";
+        let tar = Tar::new()
+            .dir("out/")
+            .symlink("out/self", ".")
+            .symlink("out/esc", target);
+        assert_refused_chain(&fx, tar, "out/esc", target);
+    }
+
+    #[test]
+    fn a_link_listed_before_the_link_it_climbs_through_is_refused_too() {
+        let fx = fixture();
+        plant_secret(&fx);
+        let target = "self/self/../../outside/secret";
+        let tar = Tar::new()
+            .dir("out/")
+            .symlink("out/esc", target)
+            .symlink("out/self", ".");
+        assert_refused_chain(&fx, tar, "out/esc", target);
+    }
+
+    #[test]
+    fn a_link_to_a_link_to_a_parent_cannot_climb_out() {
+        // sub/alias -> up -> .. is the artifact's top, not `sub`.
+        let fx = fixture();
+        plant_secret(&fx);
+        let target = "sub/alias/../../outside/secret";
+        let tar = Tar::new()
+            .dir("out/")
+            .dir("out/sub/")
+            .symlink("out/sub/up", "..")
+            .symlink("out/sub/alias", "up")
+            .symlink("out/esc", target);
+        assert_refused_chain(&fx, tar, "out/esc", target);
+    }
+
+    #[test]
+    fn a_link_through_a_directory_link_then_up_cannot_climb_out() {
+        // a/b/c/top is the artifact's top, so `..` from it is not a/b/c.
+        let fx = fixture();
+        plant_secret(&fx);
+        let target = "a/b/c/top/../../outside/secret";
+        let tar = Tar::new()
+            .dir("out/")
+            .dir("out/a/")
+            .dir("out/a/b/")
+            .dir("out/a/b/c/")
+            .symlink("out/a/b/c/top", "../../..")
+            .symlink("out/esc", target);
+        assert_refused_chain(&fx, tar, "out/esc", target);
+    }
+
+    #[test]
+    fn leading_climbs_then_names_through_links_stay_allowed() {
+        let fx = fixture();
+        let tar = Tar::new()
+            .dir("out/")
+            .file("out/index.html", "hi")
+            .dir("out/sub/")
+            .symlink("out/sub/up", "..")
+            .symlink("out/sub/alias", "up")
+            .symlink("out/sub/page", "../sub/alias/index.html")
+            .symlink("out/dot", "./sub/./up/");
+        unpack(
+            tar.bytes().as_slice(),
+            &fx.context,
+            "artifact",
+            ArtifactLimits::default(),
+        )
+        .unwrap();
+        let artifact = fx.context.join("artifact");
+        assert_eq!(read(&artifact.join("sub/page")), "hi");
+        assert_eq!(read(&artifact.join("dot/index.html")), "hi");
     }
 
     #[test]
