@@ -25,6 +25,8 @@
 //! - `builder`: builder containers, and nothing left behind;
 //! - `isolation`: tenants sharing a worker's Docker Engine cannot plant
 //!   or read each other's images;
+//! - `workspaces`: checkouts under `<workspace-dir>/<worker-id>/`, swept
+//!   after a SIGKILL, nothing left by a cancelled clone;
 //! - `secrets`: credentials masked in every event and log;
 //! - `signed_jobs`: only jobs signed by a trusted key run;
 //! - `reliability`: crashes, poison messages, timeouts, cancellation,
@@ -60,6 +62,9 @@ mod hostile;
 
 #[cfg(feature = "e2e")]
 mod isolation;
+
+#[cfg(feature = "e2e")]
+mod workspaces;
 
 #[cfg(feature = "e2e")]
 mod secrets;

@@ -8,7 +8,7 @@ use crate::consumer::{self, Observers, Settings};
 use crate::events::{LogBatching, DEFAULT_MAX_JOB_LOG_BYTES};
 use crate::observe::{http, metrics::Metrics};
 use crate::pipeline::{
-    docker, parse_cpus, parse_memory, parse_network, remove_leftovers, ContainerLimits,
+    docker, parse_cpus, parse_memory, parse_network, remove_leftovers, workspaces, ContainerLimits,
     HostKeyDefault, ImagePolicy, LocalImages, Memory, Network, SizeLimits,
 };
 use anyhow::Context;
@@ -54,12 +54,16 @@ pub(crate) struct WorkerArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) delivery_limit: u32,
 
-    /// Id reported in results and logs. Defaults to `<hostname>-<random>`.
-    #[arg(long, env = "BUILDBOT_WORKER_ID")]
+    /// Id reported in results and logs, and the name of this worker's
+    /// workspace directory. Defaults to `<hostname>-<random>`; set it
+    /// stable (and unique among running workers) so a restart cleans up
+    /// after a crash.
+    #[arg(long, env = "BUILDBOT_WORKER_ID", value_parser = parse_worker_id)]
     pub(crate) worker_id: Option<String>,
 
-    /// Directory for the per-job workspaces (removed after every job).
-    /// Defaults to the system temp dir.
+    /// Parent of the workers' workspace directories: jobs check out under
+    /// `<dir>/<worker-id>/`, which a worker empties when it starts.
+    /// Defaults to `buildbot/` in the system temp dir.
     #[arg(long, env = "BUILDBOT_WORKSPACE_DIR")]
     pub(crate) workspace_dir: Option<PathBuf>,
 
@@ -226,6 +230,10 @@ impl SizeLimitArgs {
     }
 }
 
+fn parse_worker_id(text: &str) -> Result<String, String> {
+    workspaces::check_worker_id(text).map(|()| text.to_owned())
+}
+
 fn parse_trusted_key(text: &str) -> Result<VerifyingKey, String> {
     parse_public_keys([text])
         .map_err(|_| "not base64 of a 32-byte ed25519 public key".to_owned())
@@ -289,6 +297,11 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         Ok(removed) => tracing::info!(removed, "removed builder leftovers of an earlier run"),
         Err(e) => tracing::warn!(error = %e, "cannot look for builder leftovers"),
     }
+    let (workspace_root, swept) = workspaces::prepare(args.workspace_dir.as_deref(), &worker_id)
+        .with_context(|| format!("cannot prepare the workspace directory of worker {worker_id}"))?;
+    if swept > 0 {
+        tracing::info!(swept, dir = %workspace_root.display(), "removed workspaces an earlier run of this worker left");
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
     let observers = Observers {
@@ -312,7 +325,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .pipeline(
             docker,
             worker_id,
-            args.workspace_dir.clone(),
+            Some(workspace_root),
             pinned,
             ImagePolicy::Shared {
                 local_images: LocalImages::new(args.local_images.clone()),

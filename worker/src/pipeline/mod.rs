@@ -17,6 +17,7 @@ mod images;
 mod registry;
 pub(crate) mod registry_auth;
 mod steps;
+pub(crate) mod workspaces;
 
 pub(crate) use images::{ImagePolicy, LocalImages};
 
@@ -35,11 +36,12 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use steps::build::{self, context, runtime_context};
 use steps::builder::{self, BuilderError, BuilderRun};
 use steps::{clone, push};
+use tempfile::TempDir;
 
 /// Runs jobs against one Docker Engine.
 #[derive(Clone)]
@@ -268,9 +270,12 @@ impl Pipeline {
             message: format!("cannot create the job's workspace: {e}"),
             exit_code: None,
         })?;
+        // Shared with the git thread, which may outlive a cancelled step.
+        let workspace = Arc::new(workspace);
         let checkout_dir = workspace.path().join("src");
         let checkout = run_step(StepName::Clone, reporter, progress, async {
-            clone::run(job, &checkout_dir, &self.clone, reporter).await
+            let workspace = Arc::clone(&workspace);
+            clone::run(job, &checkout_dir, workspace, &self.clone, reporter).await
         })
         .await?;
         lock(progress).revision = Some(checkout.commit.clone());
@@ -326,7 +331,7 @@ impl Pipeline {
         // is removed whatever the outcome.
     }
 
-    fn workspace(&self) -> std::io::Result<tempfile::TempDir> {
+    fn workspace(&self) -> std::io::Result<TempDir> {
         let builder = tempfile::Builder::new().prefix("buildbot-job-").to_owned();
         match &self.workspace_root {
             Some(root) => builder.tempdir_in(root),

@@ -50,7 +50,9 @@ use refs::Revision;
 use remote::Remote;
 use session::Session;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+use tempfile::TempDir;
 
 /// What the worker decides for every clone, whatever the job says.
 #[derive(Debug, Clone)]
@@ -74,10 +76,13 @@ impl Default for CloneSettings {
 /// Clones the job's revision into `dest`, on a blocking thread (git2 is
 /// synchronous), reporting git's progress as it goes. Dropping the future
 /// (the job's timeout or cancel) stops the blocking thread at its next
-/// transfer callback.
+/// transfer callback. The thread holds `workspace` (which `dest` is in)
+/// until it ends, so the workspace is removed only after git's last write,
+/// never recreated by a thread that outlived its job.
 pub(crate) async fn run(
     job: &Job,
     dest: &Path,
+    workspace: Arc<TempDir>,
     settings: &CloneSettings,
     reporter: &Reporter,
 ) -> Result<Checkout, String> {
@@ -88,6 +93,7 @@ pub(crate) async fn run(
     let cancel = CancelFlag::default();
     let _stop_when_dropped = CancelOnDrop(cancel.clone());
     let fetched = tokio::task::spawn_blocking(move || {
+        let _workspace = workspace;
         let mut say = |line: &str| progress.system_blocking(StepName::Clone, line);
         fetch_revision(&repo, &dest, &settings, &cancel, &mut say)
     })

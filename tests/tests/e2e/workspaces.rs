@@ -1,0 +1,199 @@
+//! A worker's disk over its life: checkouts live under
+//! `<workspace-dir>/<worker-id>/`, a restarted worker empties what a
+//! SIGKILL left there, and a cancelled slow clone leaves nothing behind
+//! (the git thread holds the workspace until its last write).
+
+use buildbot_protocol::{EventBody, Job, JobStatus, StepEvent, StepName, StepState};
+use buildbot_tests::e2e::{steps, Fleet, RESULT_WITHIN};
+use buildbot_tests::orchestrator::log_contains;
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The entries of `dir` (none when it does not exist).
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|read| {
+            read.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `dir` is empty, or panics after `limit`.
+async fn until_empty(dir: &Path, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !entries(dir).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} still holds {:?}",
+            dir.display(),
+            entries(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A job whose build runs `seconds` (no cache, so every attempt runs it).
+fn slow_build(fleet: &Fleet, seconds: u32) -> Job {
+    let dockerfile = format!(
+        "FROM {}\nRUN echo building && sleep {seconds}\n",
+        fleet.rig.base_image
+    );
+    let repo = fleet
+        .rig
+        .create_repo("slow", &[("Dockerfile", dockerfile.as_bytes())]);
+    let mut job = fleet.rig.job(&repo, &fleet.rig.registry);
+    job.build.no_cache = true;
+    job
+}
+
+/// Forwards 127.0.0.1:<returned port> to `target`, the answers at about
+/// `bytes_per_second`: a slow git remote.
+async fn throttled_proxy(target: u16, bytes_per_second: usize) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(forward(client, target, bytes_per_second));
+        }
+    });
+    port
+}
+
+async fn forward(client: TcpStream, target: u16, bytes_per_second: usize) {
+    let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+    });
+    let chunk = (bytes_per_second / 10).max(1);
+    let mut buffer = vec![0; chunk];
+    loop {
+        match server_read.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if client_write.write_all(&buffer[..n]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    upstream.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_empties_the_workspace_a_sigkill_left() {
+    let fleet = Fleet::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker_id = format!("ws-{}", uuid::Uuid::new_v4().simple());
+    let dir_arg = dir.path().to_string_lossy().into_owned();
+    let args = ["--worker-id", &worker_id, "--workspace-dir", &dir_arg];
+    let mine = dir.path().join(&worker_id);
+    let job = slow_build(&fleet, 4);
+    let mut first = fleet.worker(&args).await;
+    let mut replies = fleet.submit(&job).await;
+    replies
+        .until(RESULT_WITHIN, |e| log_contains(e, "building"))
+        .await
+        .expect("the build runs");
+    let left = entries(&mine);
+    assert_eq!(left.len(), 1, "one job's workspace: {left:?}");
+    first.kill().await.expect("SIGKILL the worker");
+    assert_eq!(entries(&mine), left, "a SIGKILL leaves it");
+
+    // (The broker may still count the killed worker's consumer for a
+    // moment, so the restart's sweep is waited for, not assumed.)
+    let restarted = fleet.worker(&args).await;
+    let swept = "removed workspaces an earlier run of this worker left";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !restarted.log().contains(swept) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            restarted.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !mine.join(&left[0]).exists(),
+        "the restart removed {}",
+        left[0]
+    );
+    let events = replies
+        .until(RESULT_WITHIN, |e| matches!(e.body, EventBody::Result(_)))
+        .await
+        .expect("the redelivered job's result");
+    let Some(EventBody::Result(result)) = events.last().map(|e| &e.body) else {
+        panic!("a result");
+    };
+    assert_eq!(result.status, JobStatus::Succeeded, "{result:#?}");
+    until_empty(&mine, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_slow_clone_leaves_nothing_and_ends_its_step() {
+    let fleet = Fleet::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker_id = format!("ws-{}", uuid::Uuid::new_v4().simple());
+    let dir_arg = dir.path().to_string_lossy().into_owned();
+    let _worker = fleet
+        .worker(&["--worker-id", &worker_id, "--workspace-dir", &dir_arg])
+        .await;
+    let mine = dir.path().join(&worker_id);
+
+    // 4 MiB that do not compress, through a remote giving 256 KiB/s.
+    let noise: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let repo = fleet.rig.create_repo(
+        "big",
+        &[("Dockerfile", b"FROM scratch\n"), ("noise.bin", &noise)],
+    );
+    let port = throttled_proxy(fleet.rig.git_ssh_port, 256 << 10).await;
+    let mut job = fleet.rig.job(&repo, &fleet.rig.registry);
+    let direct = format!(":{}/", fleet.rig.git_ssh_port);
+    job.repo.url = repo.ssh_url.replacen(&direct, &format!(":{port}/"), 1);
+    let pinned = fleet.rig.known_hosts_line();
+    let key = pinned.split_once(' ').map(|(_, key)| key).expect("a key");
+    job.repo.known_hosts = Some(format!("[{}]:{port} {key}", fleet.rig.git_ssh_host));
+
+    let mut replies = fleet.submit(&job).await;
+    let clone_started = EventBody::Step(StepEvent {
+        name: StepName::Clone,
+        state: StepState::Started,
+    });
+    replies
+        .until(RESULT_WITHIN, |e| e.body == clone_started)
+        .await
+        .expect("the clone starts");
+    // Into the transfer: 4 MiB take 16 s at this rate.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(entries(&mine).len(), 1, "the job's workspace");
+    fleet.orchestrator.cancel(job.job_id).await.expect("cancel");
+    let events = replies
+        .until(RESULT_WITHIN, |e| matches!(e.body, EventBody::Result(_)))
+        .await
+        .expect("the result");
+    let Some(EventBody::Result(result)) = events.last().map(|e| &e.body) else {
+        panic!("a result");
+    };
+    assert_eq!(result.status, JobStatus::Cancelled, "{result:#?}");
+    let attempt = buildbot_tests::orchestrator::Attempt { events };
+    let seen = steps(&attempt);
+    assert!(
+        seen.contains(&(StepName::Clone, StepState::Failed)),
+        "{seen:?}"
+    );
+    // The git thread stops at its next callback and then lets go of the
+    // workspace: nothing is written back after that.
+    until_empty(&mine, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(entries(&mine).is_empty(), "{:?}", entries(&mine));
+}
