@@ -5,7 +5,7 @@
 //! the outcome.
 
 use bollard::auth::DockerCredentials;
-use bollard::models::{ContainerInspectResponse, ImageSummary};
+use bollard::models::ContainerInspectResponse;
 use bollard::Docker;
 use buildbot_protocol::{Builder, EventBody, Job, JobStatus, LogStream, StepName, StepState};
 use buildbot_tests::daemon::{self, JobWatch, Seen, ROLE_LABEL};
@@ -132,17 +132,30 @@ fn the_builder_container<'a>(seen: &'a Seen, builder: &Builder) -> &'a Container
     ran[0]
 }
 
-/// The builder image seen tagged for `job` (its labelled intermediate
-/// images have no tag).
-fn the_builder_image<'a>(seen: &'a Seen, job: &Job) -> &'a ImageSummary {
-    let job_id = job.job_id.to_string();
-    let tagged: Vec<_> = seen
-        .images
-        .values()
-        .filter(|image| image.repo_tags.iter().any(|tag| tag.contains(&job_id)))
-        .collect();
-    assert_eq!(tagged.len(), 1, "one builder image expected: {seen:#?}");
-    tagged[0]
+/// The builder image the job built from its Dockerfile or took from the
+/// cache, as its log names it: kept on the engine under its cache key,
+/// labelled as the cache's.
+async fn the_cached_builder_image(docker: &Docker, attempt: &Attempt) -> (String, i64) {
+    let log = attempt.log_text();
+    let reference = log
+        .split_whitespace()
+        .find(|word| word.starts_with("buildbot-builder:"))
+        .unwrap_or_else(|| panic!("no builder image named in the log: {log}"))
+        .to_owned();
+    let image = docker
+        .inspect_image(&reference)
+        .await
+        .unwrap_or_else(|e| panic!("{reference} is kept: {e}"));
+    let labels = image
+        .config
+        .and_then(|config| config.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get(ROLE_LABEL).map(String::as_str),
+        Some("builder-cache"),
+        "{labels:?}"
+    );
+    (reference, image.size.unwrap_or_default())
 }
 
 /// The text the builder step logged on `stream`.
@@ -217,11 +230,7 @@ async fn static_site_is_built_in_a_builder_and_only_the_site_ships() {
         "{:?}",
         container.mounts
     );
-    let builder_image = the_builder_image(&seen, &job);
-    assert_eq!(
-        builder_image.labels.get(ROLE_LABEL).map(String::as_str),
-        Some("builder")
-    );
+    let (_, builder_size) = the_cached_builder_image(&docker, &attempt).await;
 
     // The pushed image, pulled back by digest, holds the site and not the
     // toolchain.
@@ -252,9 +261,8 @@ async fn static_site_is_built_in_a_builder_and_only_the_site_ships() {
     // does not.
     let runtime_size = daemon::image_size(&docker, &pushed).await;
     assert!(
-        builder_image.size > runtime_size + 15_000_000,
-        "builder image {} bytes, runtime image {runtime_size} bytes",
-        builder_image.size
+        builder_size > runtime_size + 15_000_000,
+        "builder image {builder_size} bytes, runtime image {runtime_size} bytes"
     );
     daemon::remove_image(&docker, &pushed).await;
 }
@@ -291,9 +299,77 @@ async fn failing_builder_command_reports_its_exit_code_and_last_lines() {
     assert!(!steps(&attempt)
         .iter()
         .any(|(step, _)| *step == StepName::Build));
-    // The builder image was built and ran, and went with the container.
-    the_builder_image(&seen, &job);
+    // The builder image was built (or taken from the cache) and ran; the
+    // container went, the image stays for the next job.
+    the_cached_builder_image(&docker, &attempt).await;
     the_builder_container(&seen, &builder);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_builder_dockerfile_is_built_once_and_reused() {
+    let setup = Setup::start().await;
+    let docker = daemon::connect().await;
+    let registry = setup.rig.registry.clone();
+    // A builder of its own (a unique marker in its Dockerfile), so no other
+    // test's run has cached it.
+    let marker = Uuid::new_v4().simple().to_string();
+    let builder_dockerfile = format!(
+        "FROM {}\nRUN echo {marker} > /marker && mkdir -p /opt\nCOPY tool.sh /opt/tool.sh\n",
+        setup.rig.base_image
+    );
+    let files = |tool: &str, app: &str| {
+        vec![
+            ("Dockerfile.build".to_owned(), builder_dockerfile.clone()),
+            ("tool.sh".to_owned(), tool.to_owned()),
+            ("app.txt".to_owned(), app.to_owned()),
+            (
+                "Dockerfile".to_owned(),
+                format!("FROM {}\nCOPY artifact/ /out/\n", setup.rig.base_image),
+            ),
+        ]
+    };
+    let run = |files: Vec<(String, String)>| {
+        let setup = &setup;
+        let docker = &docker;
+        let registry = registry.clone();
+        async move {
+            let files: Vec<(&str, &[u8])> = files
+                .iter()
+                .map(|(path, text)| (path.as_str(), text.as_bytes()))
+                .collect();
+            let repo = setup.rig.create_repo("builder-cache", &files);
+            let mut job = setup.rig.job(&repo, &registry);
+            job.build.builder = Some(dockerfile_builder(&[
+                "sh",
+                "-c",
+                "mkdir -p /out && cp /marker app.txt /out/",
+            ]));
+            let (attempt, _) = run_watched(setup, docker, &job).await;
+            let result = attempt.result();
+            assert_eq!(result.status, JobStatus::Succeeded, "{result:#?}");
+            attempt
+        }
+    };
+
+    let first = run(files("echo v1", "one")).await;
+    assert!(first.log_text().contains(&format!("RUN echo {marker}")));
+    let (built, _) = the_cached_builder_image(&docker, &first).await;
+    // Another commit of the app, the builder's inputs unchanged: reused,
+    // its Dockerfile not run again.
+    let second = run(files("echo v1", "two")).await;
+    let log = second.log_text();
+    assert!(
+        log.contains(&format!("using the cached builder image {built}")),
+        "{log}"
+    );
+    assert!(!log.contains(&format!("RUN echo {marker}")), "{log}");
+    // A file the builder copies changed: another image.
+    let third = run(files("echo v2", "two")).await;
+    assert!(third.log_text().contains("building the builder image"));
+    let (rebuilt, _) = the_cached_builder_image(&docker, &third).await;
+    assert_ne!(rebuilt, built);
+    daemon::remove_image(&docker, &built).await;
+    daemon::remove_image(&docker, &rebuilt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

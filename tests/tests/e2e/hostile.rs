@@ -172,8 +172,14 @@ async fn artifacts_beyond_the_limits_fail_with_the_limit_named() {
         assert_well_formed(&attempt, &job);
         assert_failed(&attempt, StepName::Builder, message);
         // Nothing of the job is left on the worker's disk: no archive.
-        let left: Vec<_> = std::fs::read_dir(workspaces.path()).unwrap().collect();
-        assert!(left.is_empty(), "left in the workspace dir: {left:?}");
+        let left: Vec<_> = std::fs::read_dir(workspaces.path())
+            .unwrap()
+            .flat_map(|worker| std::fs::read_dir(worker.unwrap().path()).unwrap())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "left in the worker's workspace dir: {left:?}"
+        );
     }
     // Under the limits, the same worker places the artifact.
     let mut job = fleet.rig.job(&repo, &registry);

@@ -69,6 +69,37 @@ pub(crate) fn external_images(
     Ok(images)
 }
 
+/// What `COPY` (without `--from`) and `ADD` take from the build context,
+/// as written; None when an `ADD` fetches a URL (content the context
+/// cannot tell). Here-documents are in the Dockerfile's own text.
+pub(crate) fn context_sources(text: &str) -> Result<Option<Vec<String>>, DockerfileError> {
+    let dockerfile =
+        parse_dockerfile::parse(text).map_err(|e| DockerfileError::Syntax(e.to_string()))?;
+    let mut sources = Vec::new();
+    for instruction in &dockerfile.instructions {
+        let paths = match instruction {
+            parse_dockerfile::Instruction::Copy(copy)
+                if !copy.options.iter().any(|f| f.name.value == "from") =>
+            {
+                &copy.src
+            }
+            parse_dockerfile::Instruction::Add(add) => &add.src,
+            _ => continue,
+        };
+        for source in paths {
+            let parse_dockerfile::Source::Path(path) = source else {
+                continue;
+            };
+            let path = path.value.to_string();
+            if path.contains("://") || path.starts_with("git@") {
+                return Ok(None);
+            }
+            sources.push(path);
+        }
+    }
+    Ok(Some(sources))
+}
+
 /// `NAME[=default] …` of one `ARG` instruction.
 fn arg_declarations(arguments: &str) -> Vec<(String, Option<String>)> {
     arguments
@@ -182,6 +213,22 @@ mod tests {
     fn platform_flags_and_duplicates() {
         let text = "FROM --platform=$BUILDPLATFORM golang:1 AS b\nFROM golang:1\n";
         assert_eq!(images(text, &[]), ["golang:1"]);
+    }
+
+    #[test]
+    fn context_sources_are_what_copy_and_add_read_from_the_context() {
+        let text = "FROM a AS b\nCOPY --chown=1 package.json lock.json ./\n\
+                    COPY --from=b /x /y\nADD src/ /src\nRUN make\n";
+        assert_eq!(
+            context_sources(text).expect("parses"),
+            Some(vec![
+                "package.json".into(),
+                "lock.json".into(),
+                "src/".into()
+            ])
+        );
+        let url = "FROM a\nADD https://example.com/x.tgz /x\n";
+        assert_eq!(context_sources(url).expect("parses"), None);
     }
 
     #[test]

@@ -17,6 +17,11 @@ const ROLE_LABEL: &str = "buildbot.role";
 pub(super) const WORKER_LABEL: &str = "buildbot.worker";
 /// [`ROLE_LABEL`]'s value on builder containers and images.
 const BUILDER_ROLE: &str = "builder";
+/// [`ROLE_LABEL`]'s value on cached builder images, which outlive their
+/// job (and so carry neither its id nor the worker's).
+pub(crate) const BUILDER_CACHE_ROLE: &str = "builder-cache";
+/// Label carrying a cached builder image's key.
+const CACHE_KEY_LABEL: &str = "buildbot.cache_key";
 
 /// The labels of what `spec`'s run creates.
 pub(super) fn builder_labels(spec: &BuilderRun<'_>) -> HashMap<String, String> {
@@ -24,5 +29,13 @@ pub(super) fn builder_labels(spec: &BuilderRun<'_>) -> HashMap<String, String> {
         (JOB_ID_LABEL.to_owned(), spec.job.job_id.to_string()),
         (ROLE_LABEL.to_owned(), BUILDER_ROLE.to_owned()),
         (WORKER_LABEL.to_owned(), spec.worker_id.to_owned()),
+    ])
+}
+
+/// The labels of a cached builder image with key `key`.
+pub(super) fn cache_labels(key: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (ROLE_LABEL.to_owned(), BUILDER_CACHE_ROLE.to_owned()),
+        (CACHE_KEY_LABEL.to_owned(), key.to_owned()),
     ])
 }

@@ -11,15 +11,19 @@
 //!
 //! Only the Docker API is used, never a host bind mount, so this works the
 //! same when the worker itself runs in a container with only the Docker
-//! socket. The container, and an image built from the repository, are
-//! removed whatever the outcome, also when the step's future is dropped by
-//! the job's timeout or a cancellation. The container's environment is
+//! socket. The container is removed whatever the outcome, also when the
+//! step's future is dropped by the job's timeout or a cancellation; an
+//! image built from the repository is kept under its cache key for the
+//! next job with the same inputs ([`cache`]), or removed like the
+//! container when it cannot be cached. The container's environment is
 //! exactly `build.builder.env`: no credential ever reaches it.
 //!
 //! This file is the step's outline ([`run`]) and its error; each stage has
 //! its module:
 //!
 //! - [`image`]: the builder image, pulled or built from the repository.
+//! - [`cache`]: the key a builder image built from the repository is kept
+//!   under.
 //! - [`container`]: create, upload the source, run the command.
 //! - [`artifact`]: copy the artifact out and unpack it into the context.
 //! - [`tail`]: the command's last output lines, quoted when it fails.
@@ -28,6 +32,7 @@
 //! - [`labels`]: what every builder container and image is labelled with.
 
 mod artifact;
+mod cache;
 mod container;
 mod image;
 mod labels;
