@@ -197,3 +197,84 @@ async fn a_cancelled_slow_clone_leaves_nothing_and_ends_its_step() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(entries(&mine).is_empty(), "{:?}", entries(&mine));
 }
+
+/// Bytes of the images workers keep as cache (the worker's own measure:
+/// the engine's per-image sizes).
+async fn kept_bytes(docker: &bollard::Docker) -> u64 {
+    let filters = std::collections::HashMap::from([(
+        "reference".to_owned(),
+        vec![
+            "buildbot-runtime:*".to_owned(),
+            "buildbot-builder:*".to_owned(),
+        ],
+    )]);
+    let options = bollard::query_parameters::ListImagesOptions {
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let images = docker
+        .list_images(Some(options))
+        .await
+        .expect("list images");
+    images
+        .iter()
+        .map(|i| u64::try_from(i.size).unwrap_or(0))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_jobs_stay_within_the_image_cache_budget() {
+    const JOBS: usize = 100;
+    const LAYER: usize = 5_000_000;
+    const BUDGET: u64 = 100 << 20;
+    let fleet = Fleet::new().await;
+    let docker = buildbot_tests::daemon::connect().await;
+    // Another owner's image on the same engine: never the worker's to remove.
+    let other = format!("buildbot-e2e-other-{}", uuid::Uuid::new_v4().simple());
+    buildbot_tests::daemon::tag(&docker, &fleet.rig.base_image, &other, "keep").await;
+    // Whatever earlier tests kept counts against the budget too: a worker
+    // with a budget of 0 empties the cache when it starts.
+    let mut emptying = fleet.worker(&["--image-cache-bytes", "0"]).await;
+    emptying.kill().await.expect("stop it");
+    let _worker = fleet
+        .worker(&["--image-cache-bytes", "100m", "--concurrency", "2"])
+        .await;
+    let dockerfile = format!(
+        "FROM {}\nARG N\nRUN head -c {LAYER} /dev/urandom > /layer && echo $N\n",
+        fleet.rig.base_image
+    );
+    let repo = fleet
+        .rig
+        .create_repo("budget", &[("Dockerfile", dockerfile.as_bytes())]);
+    let one_job = LAYER as u64
+        + buildbot_tests::daemon::image_size(&docker, &fleet.rig.base_image).await as u64;
+    let mut most = 0;
+    for batch in (0..JOBS).collect::<Vec<_>>().chunks(2) {
+        let mut replies = Vec::new();
+        for n in batch {
+            let mut job = fleet.rig.job(&repo, &fleet.rig.registry).with_push(false);
+            job.build.build_args.insert("N".into(), n.to_string());
+            replies.push(fleet.submit(&job).await);
+        }
+        for mut reply in replies {
+            let attempt = reply.until_result(RESULT_WITHIN).await.expect("a result");
+            assert_eq!(attempt.result().status, JobStatus::Succeeded);
+        }
+        let kept = kept_bytes(&docker).await;
+        most = most.max(kept);
+        assert!(
+            kept <= BUDGET + 2 * one_job,
+            "after {} jobs the cache holds {kept} bytes, over {BUDGET} + two jobs",
+            batch[batch.len() - 1] + 1
+        );
+    }
+    eprintln!(
+        "{JOBS} jobs of a {LAYER}-byte layer each, budget {BUDGET}: at most {most} bytes kept"
+    );
+    assert!(
+        most > BUDGET / 2,
+        "the cache was used: {most} bytes at most"
+    );
+    assert!(buildbot_tests::daemon::has_image(&docker, &format!("{other}:keep")).await);
+    buildbot_tests::daemon::remove_image(&docker, &format!("{other}:keep")).await;
+}

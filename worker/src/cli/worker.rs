@@ -8,8 +8,8 @@ use crate::consumer::{self, Observers, Settings};
 use crate::events::{LogBatching, DEFAULT_MAX_JOB_LOG_BYTES};
 use crate::observe::{http, metrics::Metrics};
 use crate::pipeline::{
-    docker, parse_cpus, parse_memory, parse_network, remove_leftovers, workspaces, ContainerLimits,
-    HostKeyDefault, ImagePolicy, LocalImages, Memory, Network, SizeLimits,
+    docker, parse_cpus, parse_memory, parse_network, parse_size, remove_leftovers, workspaces,
+    ContainerLimits, HostKeyDefault, ImagePolicy, LocalImages, Memory, Network, SizeLimits,
 };
 use anyhow::Context;
 use buildbot_protocol::amqp::{DEFAULT_DELIVERY_LIMIT, JOB_QUEUE};
@@ -124,6 +124,14 @@ pub(crate) struct WorkerArgs {
         value_name = "IMAGE"
     )]
     pub(crate) local_images: Vec<String>,
+
+    /// Bytes of images the worker keeps on the Docker Engine as cache (the
+    /// runtime images it built, cached builder images); past it, after
+    /// each job, the least recently used go. 0: each job's go right after
+    /// it. Accepts k, m, g suffixes (powers of 1024).
+    #[arg(long, env = "BUILDBOT_IMAGE_CACHE_BYTES", default_value = "10g",
+          value_parser = |s: &str| parse_size(s).map(|b| b.unsigned_abs()).map_err(|e| e.to_string()))]
+    pub(crate) image_cache_bytes: u64,
 
     /// Accept only jobs whose image.repository is this prefix or under it
     /// (`registry.example.com/team-a` allows `…/team-a` and `…/team-a/app`,
@@ -329,9 +337,22 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             pinned,
             ImagePolicy::Shared {
                 local_images: LocalImages::new(args.local_images.clone()),
+                cache_bytes: args.image_cache_bytes,
             },
         )
         .context("cannot set the git network timeouts")?;
+    // What an earlier run kept may be over a budget lowered since.
+    if let Some(trim) = pipeline.trim_image_cache().await {
+        observers
+            .metrics
+            .image_cache_trimmed(trim.kept_bytes, trim.evicted);
+        tracing::info!(
+            kept_bytes = trim.kept_bytes,
+            evicted = trim.evicted,
+            budget = args.image_cache_bytes,
+            "image cache within its budget"
+        );
+    }
     consumer::run_until_shutdown(&args.settings(), pipeline, shutdown, observers).await?;
     tracing::info!("worker stopped");
     Ok(())

@@ -31,6 +31,7 @@ pub(super) async fn handle_delivery(mut delivery: Delivery, context: Arc<JobCont
                 drop(body);
                 tracing::Span::current().record("service_id", accepted.job.service_id.as_str());
                 run_job(delivery, envelope.attempt, accepted, &context).await;
+                trim_image_cache(&context).await;
             }
             Err(Refusal::Rejected(problems)) => {
                 // What the body says of itself, when it can be read, so that
@@ -184,6 +185,23 @@ async fn reject(
     let options = BasicRejectOptions { requeue: false };
     if let Err(e) = delivery.reject(options).await {
         tracing::warn!(error = %e, "reject failed");
+    }
+}
+
+/// Trims the images the worker keeps to its budget, once a job is done
+/// with its own.
+pub(super) async fn trim_image_cache(context: &JobContext) {
+    if let Some(trim) = context.pipeline.trim_image_cache().await {
+        context
+            .metrics
+            .image_cache_trimmed(trim.kept_bytes, trim.evicted);
+        if trim.evicted > 0 {
+            tracing::info!(
+                evicted = trim.evicted,
+                kept_bytes = trim.kept_bytes,
+                "trimmed the image cache"
+            );
+        }
     }
 }
 

@@ -32,6 +32,8 @@ pub(crate) struct Metrics {
     log_bytes: Counter,
     reconnects: Counter,
     ignored: Counter,
+    image_cache_bytes: Gauge,
+    image_evictions: Counter,
 }
 
 /// 0.1 s to about 27 min in 14 doublings: from a cached no-op step to a
@@ -72,7 +74,21 @@ impl Metrics {
             "Job messages dropped without a reply: not signed by a trusted key for this queue and reply queue, or a replay",
             ignored.clone(),
         );
+        let image_cache_bytes = Gauge::default();
+        registry.register(
+            "image_cache_bytes",
+            "Bytes of the images this worker keeps on the Docker Engine as cache, after the last trim (an upper bound: shared layers count once per image)",
+            image_cache_bytes.clone(),
+        );
+        let image_evictions = Counter::default();
+        registry.register(
+            "image_cache_evictions",
+            "Cached images removed to stay within --image-cache-bytes",
+            image_evictions.clone(),
+        );
         Arc::new(Self {
+            image_cache_bytes,
+            image_evictions,
             ignored,
             registry,
             jobs,
@@ -110,6 +126,13 @@ impl Metrics {
     /// Records log text published.
     pub(crate) fn log_published(&self, bytes: usize) {
         self.log_bytes.inc_by(bytes as u64);
+    }
+
+    /// Records an image cache trim: what is kept, and how many went.
+    pub(crate) fn image_cache_trimmed(&self, kept_bytes: u64, evicted: u64) {
+        self.image_cache_bytes
+            .set(i64::try_from(kept_bytes).unwrap_or(i64::MAX));
+        self.image_evictions.inc_by(evicted);
     }
 
     /// Records a job message dropped without a reply.

@@ -23,7 +23,7 @@ pub(crate) use images::{ImagePolicy, LocalImages};
 
 pub(crate) use steps::builder::remove_leftovers;
 pub(crate) use steps::builder::{
-    parse_cpus, parse_memory, parse_network, ContainerLimits, Memory, Network,
+    parse_cpus, parse_memory, parse_network, parse_size, ContainerLimits, Memory, Network,
 };
 pub(crate) use steps::clone::set_network_timeouts as set_git_timeouts;
 pub(crate) use steps::clone::{CloneSettings, HostKeyDefault, DEFAULT_MAX_CLONE_BYTES};
@@ -247,6 +247,19 @@ impl Pipeline {
         }
     }
 
+    /// Trims what the worker keeps on a shared engine to its budget (see
+    /// [`images::cache`]); None on the user's own engine.
+    pub(crate) async fn trim_image_cache(&self) -> Option<images::cache::Trim> {
+        let budget = self.images.cache_bytes()?;
+        match images::cache::trim(&self.docker, budget).await {
+            Ok(trim) => Some(trim),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not trim the image cache");
+                None
+            }
+        }
+    }
+
     /// The result of a job cancelled before it was delivered: no step
     /// ran.
     pub(crate) fn cancelled_before_start(&self, job: &Job) -> JobResult {
@@ -315,6 +328,9 @@ impl Pipeline {
             .await
         })
         .await?;
+        if self.images.cache_bytes().is_some() {
+            images::cache::keep_runtime(&self.docker, &image_id, &job.job_id.to_string()).await;
+        }
         if !job.image.push {
             return Ok(None);
         }

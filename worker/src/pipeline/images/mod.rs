@@ -16,6 +16,7 @@
 //! images there are used as they are and the built image keeps the job's
 //! tags, as `docker build -t` would.
 
+pub(crate) mod cache;
 pub(crate) mod dockerfile;
 
 use crate::events::Reporter;
@@ -35,8 +36,12 @@ pub(crate) enum ImagePolicy {
     /// The engine is the user's own.
     Owner,
     /// The engine is shared by tenants; `local_images` may be used as
-    /// the engine has them.
-    Shared { local_images: LocalImages },
+    /// the engine has them; what the worker keeps ([`cache`]) is trimmed
+    /// to `cache_bytes` after each job.
+    Shared {
+        local_images: LocalImages,
+        cache_bytes: u64,
+    },
 }
 
 impl ImagePolicy {
@@ -48,6 +53,14 @@ impl ImagePolicy {
 
     fn is_shared(&self) -> bool {
         matches!(self, ImagePolicy::Shared { .. })
+    }
+
+    /// The image cache's budget, on a shared engine.
+    pub(crate) fn cache_bytes(&self) -> Option<u64> {
+        match self {
+            ImagePolicy::Owner => None,
+            ImagePolicy::Shared { cache_bytes, .. } => Some(*cache_bytes),
+        }
     }
 }
 
@@ -136,7 +149,7 @@ impl ImageUse<'_> {
     ) -> Result<(), ImageAccessError> {
         let host = registry_host(image);
         let credentials = registry_auth::credentials_for(self.job, &host)?;
-        let ImagePolicy::Shared { local_images } = self.policy else {
+        let ImagePolicy::Shared { local_images, .. } = self.policy else {
             if self.docker.inspect_image(image).await.is_ok() {
                 self.say(format!("using {image}, present on the engine"))
                     .await;

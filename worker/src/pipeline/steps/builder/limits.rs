@@ -142,9 +142,19 @@ pub(crate) enum LimitError {
     NoNetwork,
 }
 
-/// Parses `1073741824`, `512m`, `512MiB`, `4g`, `4GB` (units are powers of
-/// 1024, as Docker's `--memory`).
+/// Parses a memory limit: a [`parse_size`] of at least the engine's
+/// minimum.
 pub(crate) fn parse_memory(text: &str) -> Result<Memory, LimitError> {
+    let memory = Memory(parse_size(text)?);
+    if memory.0 < MIN_MEMORY {
+        return Err(LimitError::TooLittleMemory(memory));
+    }
+    Ok(memory)
+}
+
+/// Parses `1073741824`, `512m`, `512MiB`, `4g`, `4GB` (units are powers of
+/// 1024, as Docker's `--memory`) into bytes.
+pub(crate) fn parse_size(text: &str) -> Result<i64, LimitError> {
     let not_a_size = || LimitError::NotASize(text.to_owned());
     let lower = text.trim().to_ascii_lowercase();
     let digits_end = lower
@@ -160,11 +170,7 @@ pub(crate) fn parse_memory(text: &str) -> Result<Memory, LimitError> {
         "t" | "tb" | "tib" => TIB,
         _ => return Err(not_a_size()),
     };
-    let memory = Memory(number.checked_mul(multiplier).ok_or_else(not_a_size)?);
-    if memory.0 < MIN_MEMORY {
-        return Err(LimitError::TooLittleMemory(memory));
-    }
-    Ok(memory)
+    number.checked_mul(multiplier).ok_or_else(not_a_size)
 }
 
 /// Parses a CPU count like Docker's `--cpus`: `2`, `1.5`.

@@ -42,7 +42,7 @@ mod tail;
 
 pub(crate) use leftovers::remove_leftovers;
 pub(crate) use limits::{
-    parse_cpus, parse_memory, parse_network, ContainerLimits, Memory, Network,
+    parse_cpus, parse_memory, parse_network, parse_size, ContainerLimits, Memory, Network,
 };
 
 use crate::events::Reporter;
