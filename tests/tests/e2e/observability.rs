@@ -150,3 +150,60 @@ async fn without_the_docker_engine_jobs_fail_clearly_and_the_worker_is_not_ready
         Some(1)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_short_of_disk_takes_no_job_and_says_why() {
+    let fleet = Fleet::new().await;
+    // No disk has a million GiB free: this worker never consumes.
+    let short = buildbot_tests::worker::WorkerProcess::start(
+        &fleet.rig.amqp_url,
+        &fleet.queue,
+        &["--min-free-disk", "1000000g", "--http-addr", "127.0.0.1:0"],
+    )
+    .expect("start a worker");
+    let addr = short
+        .http_addr(Duration::from_secs(30))
+        .await
+        .expect("the HTTP endpoint");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (status, body) = loop {
+        let (status, body) = get(&addr, "/readyz");
+        if body.contains("not taking jobs") || tokio::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("MiB free, below --min-free-disk (1024000000 MiB)"),
+        "{body}"
+    );
+
+    let repo = fleet.rig.create_repo(
+        "disk",
+        &[(
+            "Dockerfile",
+            format!("FROM {}\n", fleet.rig.base_image).as_bytes(),
+        )],
+    );
+    let job = fleet.rig.job(&repo, &fleet.rig.registry);
+    let mut replies = fleet.submit(&job).await;
+    let nothing = replies
+        .next_within(Duration::from_secs(3))
+        .await
+        .expect("the reply queue");
+    assert!(
+        nothing.is_none(),
+        "the short worker took the job: {nothing:#?}"
+    );
+    assert_eq!(
+        fleet.orchestrator.message_count(&fleet.queue).await.ok(),
+        Some(1)
+    );
+
+    // A worker with room takes it; nothing was lost meanwhile.
+    let _roomy = fleet.worker(&[]).await;
+    let attempt = replies.until_result(RESULT_WITHIN).await.expect("a result");
+    assert_eq!(attempt.result().status, JobStatus::Succeeded);
+    assert!(!short.log().contains("consuming jobs"), "{}", short.log());
+}

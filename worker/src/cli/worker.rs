@@ -6,7 +6,7 @@
 use super::{BrokerArgs, JobRunArgs};
 use crate::consumer::{self, Observers, Settings};
 use crate::events::{LogBatching, DEFAULT_MAX_JOB_LOG_BYTES};
-use crate::observe::{http, metrics::Metrics};
+use crate::observe::{disk::DiskWatch, http, metrics::Metrics};
 use crate::pipeline::{
     docker, parse_cpus, parse_memory, parse_network, parse_size, remove_leftovers, workspaces,
     ContainerLimits, HostKeyDefault, ImagePolicy, LocalImages, Memory, Network, SizeLimits,
@@ -132,6 +132,14 @@ pub(crate) struct WorkerArgs {
     #[arg(long, env = "BUILDBOT_IMAGE_CACHE_BYTES", default_value = "10g",
           value_parser = |s: &str| parse_size(s).map(|b| b.unsigned_abs()).map_err(|e| e.to_string()))]
     pub(crate) image_cache_bytes: u64,
+
+    /// Free space the Docker Engine's data root and the workspace
+    /// directory must each keep (after the image cache's trim); below it
+    /// the worker stops taking jobs, and `/readyz` says why, until space
+    /// returns. Accepts k, m, g suffixes; 0 turns the check off.
+    #[arg(long, env = "BUILDBOT_MIN_FREE_DISK", default_value = "2g",
+          value_parser = |s: &str| parse_size(s).map(|b| b.unsigned_abs()).map_err(|e| e.to_string()))]
+    pub(crate) min_free_disk: u64,
 
     /// Accept only jobs whose image.repository is this prefix or under it
     /// (`registry.example.com/team-a` allows `…/team-a` and `…/team-a/app`,
@@ -262,8 +270,9 @@ impl WorkerArgs {
         })
     }
 
-    /// The consumer's settings these flags make.
-    fn settings(&self) -> Settings {
+    /// The consumer's settings these flags make, watching the free disk
+    /// of `disk_paths`.
+    fn settings(&self, disk_paths: Vec<PathBuf>) -> Settings {
         Settings {
             amqp_url: self.broker.amqp_url.clone(),
             queue: self.queue.clone(),
@@ -278,11 +287,27 @@ impl WorkerArgs {
             },
             trusted_keys: self.trusted_keys.clone(),
             max_signed_validity: Duration::from_secs(self.max_signed_validity_secs),
+            disk: DiskWatch::new(disk_paths, self.min_free_disk),
             allowed_repositories: self.allowed_repositories.clone(),
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             parked_ttl: Duration::from_secs(self.parked_ttl_secs),
         }
     }
+}
+
+/// Where the worker writes: the engine's data root (when the engine says
+/// and this process sees it) and the workspace directory.
+async fn disk_paths(docker: &bollard::Docker, workspace_root: &std::path::Path) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    match docker.info().await.map(|info| info.docker_root_dir) {
+        Ok(Some(root)) => paths.push(PathBuf::from(root)),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "the Docker Engine did not name its data root; its free disk is not watched")
+        }
+    }
+    paths.push(workspace_root.to_owned());
+    paths
 }
 
 /// Runs the worker until SIGTERM or SIGINT, then drains.
@@ -328,6 +353,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot serve HTTP on {addr}"))?;
         tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     }
+    let disk_paths = disk_paths(&docker, &workspace_root).await;
     let pipeline = args
         .jobs
         .pipeline(
@@ -353,7 +379,8 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             "image cache within its budget"
         );
     }
-    consumer::run_until_shutdown(&args.settings(), pipeline, shutdown, observers).await?;
+    let settings = args.settings(disk_paths);
+    consumer::run_until_shutdown(&settings, pipeline, shutdown, observers).await?;
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -16,11 +16,13 @@ mod connection;
 mod control;
 mod dead_letters;
 mod delivery;
+mod intake;
 mod job;
 mod running;
 mod topology;
 
 use crate::events::LogBatching;
+use crate::observe::disk::DiskWatch;
 use crate::observe::metrics::Metrics;
 use crate::observe::readiness::Readiness;
 use crate::pipeline::Pipeline;
@@ -30,8 +32,9 @@ use buildbot_protocol::signature::VerifyingKey;
 use connection::{broker, connection_pool};
 use deadpool_lapin::Pool;
 use futures_util::StreamExt;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::{FieldTable, ShortString};
+use intake::JobIntake;
+use lapin::options::{BasicCancelOptions, BasicQosOptions};
+use lapin::types::ShortString;
 use running::{RunningJobs, Stop};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +60,8 @@ pub(crate) struct Settings {
     pub(crate) trusted_keys: Vec<VerifyingKey>,
     /// Longest validity (`expires_at - issued_at`) of a signed job.
     pub(crate) max_signed_validity: Duration,
+    /// Free disk the worker must see to take jobs.
+    pub(crate) disk: DiskWatch,
     /// Prefixes a job's image.repository must have; empty: any.
     pub(crate) allowed_repositories: Vec<String>,
     /// How long running jobs may take to finish at shutdown.
@@ -159,6 +164,9 @@ pub(crate) async fn run_until_shutdown(
 /// broker nothing).
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// How often the free disk is looked at (see [`intake`]).
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// A connection that lasted this long was healthy: the next loss starts
 /// the backoff from its beginning.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
@@ -226,17 +234,10 @@ async fn run(
     let mut dead_letters = dead_letters::consume(&channel, settings).await?;
     // An empty tag lets the broker choose one when the id is too long.
     let consumer_tag = ShortString::try_new(pipeline.worker_id()).unwrap_or_default();
-    let mut deliveries = channel
-        .basic_consume(
-            ShortString::from(settings.queue.as_str()),
-            consumer_tag,
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(broker("the consumer"))?;
-    tracing::info!(queue = %settings.queue, concurrency = settings.concurrency, "consuming jobs");
+    let mut jobs_in = JobIntake::new(&channel, settings, consumer_tag, observers);
+    jobs_in.check_disk().await?;
     observers.readiness.set_consuming(true);
+    let mut disk_checks = tokio::time::interval(DISK_CHECK_EVERY);
 
     let context = Arc::new(JobContext {
         pool,
@@ -249,13 +250,18 @@ async fn run(
     let mut running = JoinSet::new();
     let outcome = loop {
         tokio::select! {
-            delivery = deliveries.next() => match delivery {
+            delivery = jobs_in.next() => match delivery {
                 Some(Ok(delivery)) => {
                     running.spawn(job::handle_delivery(delivery, Arc::clone(&context)));
                 }
                 Some(Err(e)) => break Err(ConsumerError::Lost(e.to_string())),
                 None => break Err(ConsumerError::Lost("the broker cancelled the consumer".into())),
             },
+            _ = disk_checks.tick() => {
+                if let Err(e) = jobs_in.check_disk().await {
+                    break Err(e);
+                }
+            }
             control = cancels.next() => match control {
                 Some(Ok(delivery)) => {
                     let listeners = control::Listeners {
@@ -283,7 +289,7 @@ async fn run(
     match &outcome {
         Ok(()) => {
             let cancel = BasicCancelOptions::default();
-            let _ = channel.basic_cancel(deliveries.tag(), cancel).await;
+            jobs_in.stop().await;
             let _ = channel.basic_cancel(dead_letters.tag(), cancel).await;
             drain(&mut running, &context.jobs, settings.drain_timeout).await;
             // An ack is a frame queued for the socket: closing the channel

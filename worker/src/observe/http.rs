@@ -67,7 +67,9 @@ async fn metrics_text(
 
 async fn ready(State(endpoint): State<Endpoint>) -> (StatusCode, String) {
     let mut problems = Vec::new();
-    if !endpoint.readiness.consuming() {
+    if let Some(shortage) = endpoint.readiness.disk_shortage() {
+        problems.push(format!("not taking jobs: {shortage}"));
+    } else if !endpoint.readiness.consuming() {
         problems.push("not connected to RabbitMQ".to_owned());
     }
     match tokio::time::timeout(DOCKER_PING_TIMEOUT, endpoint.docker.ping()).await {

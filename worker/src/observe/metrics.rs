@@ -34,6 +34,7 @@ pub(crate) struct Metrics {
     ignored: Counter,
     image_cache_bytes: Gauge,
     image_evictions: Counter,
+    disk_free: Gauge,
 }
 
 /// 0.1 s to about 27 min in 14 doublings: from a cached no-op step to a
@@ -86,7 +87,14 @@ impl Metrics {
             "Cached images removed to stay within --image-cache-bytes",
             image_evictions.clone(),
         );
+        let disk_free = Gauge::default();
+        registry.register(
+            "disk_free_bytes",
+            "Free bytes on the fullest of the Docker Engine's data root and the workspace directory, at the last check",
+            disk_free.clone(),
+        );
         Arc::new(Self {
+            disk_free,
             image_cache_bytes,
             image_evictions,
             ignored,
@@ -133,6 +141,11 @@ impl Metrics {
         self.image_cache_bytes
             .set(i64::try_from(kept_bytes).unwrap_or(i64::MAX));
         self.image_evictions.inc_by(evicted);
+    }
+
+    /// Records the free disk seen at a check.
+    pub(crate) fn disk_free(&self, bytes: u64) {
+        self.disk_free.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Records a job message dropped without a reply.

@@ -2,11 +2,14 @@
 //! `/readyz` reads it (together with a ping of the Docker Engine).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 /// Whether the worker can take jobs; shared with the consumer.
 #[derive(Default)]
 pub(crate) struct Readiness {
     consuming: AtomicBool,
+    /// Why the worker paused taking jobs for lack of disk, if it did.
+    disk_shortage: Mutex<Option<String>>,
 }
 
 impl Readiness {
@@ -17,5 +20,17 @@ impl Readiness {
 
     pub(super) fn consuming(&self) -> bool {
         self.consuming.load(Ordering::Relaxed)
+    }
+
+    /// The worker paused for lack of disk (`Some(why)`), or resumed.
+    pub(crate) fn set_disk_shortage(&self, shortage: Option<String>) {
+        *self.disk_shortage.lock().unwrap_or_else(|p| p.into_inner()) = shortage;
+    }
+
+    pub(crate) fn disk_shortage(&self) -> Option<String> {
+        self.disk_shortage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
