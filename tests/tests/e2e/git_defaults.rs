@@ -2,8 +2,9 @@
 //! keys fail closed (a job without `repo.known_hosts` needs the worker's
 //! `--known-hosts` file, or the explicit `--accept-any-host-key`), a bad
 //! `--known-hosts` file stops the worker at start, `--max-clone-bytes`
-//! stops a large clone, and an unadvertised SHA is fetched without
-//! pulling every ref's whole history.
+//! stops a large clone, an unadvertised SHA is fetched without pulling
+//! every ref's whole history, and a remote that accepts the connection
+//! and never answers fails the clone at the read timeout.
 
 use buildbot_protocol::{Job, JobStatus, StepName};
 use buildbot_tests::e2e::{assert_failed, Setup, RESULT_WITHIN};
@@ -184,4 +185,37 @@ async fn an_unadvertised_sha_is_fetched_without_every_refs_history() {
         "{}",
         attempt.log_text()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_that_accepts_and_never_answers_fails_at_the_read_timeout() {
+    // Accepts connections and never sends a byte (the listener lives as
+    // long as the test; accepted sockets are held open).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let setup = Setup::start_with(&["--git-read-timeout-secs", "2"]).await;
+    let repo = small_repo(&setup);
+    let mut job = setup.rig.job(&repo, &setup.rig.registry);
+    job.repo.url = format!("ssh://git@127.0.0.1:{port}/srv/app.git");
+    let key = setup.rig.known_hosts_line();
+    let key = key.split_once(' ').map(|(_, key)| key).expect("a key");
+    job.repo.known_hosts = Some(format!("[127.0.0.1]:{port} {key}"));
+    // Far beyond the read timeout: a job stopped by this would be
+    // `timed_out`, not failed by the clone.
+    job.timeout_secs = 120;
+    let attempt = setup.run(&job).await;
+    assert_failed(
+        &attempt,
+        StepName::Clone,
+        "timed out: the server sent nothing within the read timeout (--git-read-timeout-secs)",
+    );
+    held.abort();
 }
