@@ -2,7 +2,8 @@
 //! attacks of the security review: a job cannot plant an image another
 //! job builds from, cannot build from another tenant's private image that
 //! the engine happens to hold, and cannot build under a repository the
-//! worker does not serve.
+//! worker does not serve; a `basic` login without `server` never reaches
+//! another registry (a fake one records what it is sent).
 
 use bollard::auth::DockerCredentials;
 use bollard::Docker;
@@ -124,4 +125,97 @@ async fn a_worker_builds_only_under_its_allowed_repositories() {
             "image.repository: {allowed}b/app is not allowed on this worker; it builds only under {allowed}"
         ),
     );
+}
+
+/// A registry that answers every request with a Basic challenge and
+/// records the `Authorization` headers it was sent.
+async fn fake_registry() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let record = std::sync::Arc::clone(&record);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
+                    match socket.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let mut lines = head.lines();
+                let request = lines.next().unwrap_or_default().to_owned();
+                let auth: Vec<String> = lines
+                    .filter(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                    .map(str::to_owned)
+                    .collect();
+                record
+                    .lock()
+                    .expect("lock")
+                    .push(format!("{request} {}", auth.join(" ")));
+                let answer = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"fake\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_basic_login_without_server_never_reaches_another_registry() {
+    use base64::Engine as _;
+    let setup = Setup::start().await;
+    let (port, seen) = fake_registry().await;
+    let auth_registry = setup.rig.auth_registry.clone();
+    let password = setup.rig.auth_registry_password.clone();
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{password}", setup.rig.auth_registry_user));
+
+    // The builder image, then a base image, on the fake registry; the job's
+    // own image (and so its `basic` login) on the auth registry.
+    let mut builder_job = job_with(&setup, &auth_registry, "FROM scratch\n");
+    builder_job.registry_auth = Some(setup.auth_registry_basic());
+    builder_job.build.builder = Some(buildbot_protocol::Builder {
+        image: Some(format!("127.0.0.1:{port}/tools/builder:1")),
+        dockerfile: None,
+        command: vec!["true".into()],
+        workdir: "/src".into(),
+        env: Default::default(),
+        artifacts: "out".into(),
+        artifacts_dest: "artifact".into(),
+    });
+    let attempt = setup.run(&builder_job).await;
+    assert_failed(
+        &attempt,
+        StepName::Builder,
+        "cannot be resolved at its registry",
+    );
+    let mut base_job = job_with(
+        &setup,
+        &auth_registry,
+        &format!("FROM 127.0.0.1:{port}/base:1\n"),
+    );
+    base_job.registry_auth = Some(setup.auth_registry_basic());
+    let attempt = setup.run(&base_job).await;
+    assert_failed(
+        &attempt,
+        StepName::Build,
+        "cannot be resolved at its registry",
+    );
+
+    let requests = seen.lock().expect("lock").clone();
+    assert!(!requests.is_empty(), "the fake registry was asked");
+    for request in &requests {
+        assert!(
+            !request.contains(&basic) && !request.contains(&password),
+            "the login went to the fake registry: {request}"
+        );
+    }
 }
