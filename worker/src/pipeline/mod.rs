@@ -104,18 +104,6 @@ impl Default for SizeLimits {
     }
 }
 
-tokio::task_local! {
-    /// The limits of the job being run, set around its steps by
-    /// [`Pipeline::run`]: the steps read them where they walk or unpack
-    /// without each signature carrying them.
-    static LIMITS: SizeLimits;
-}
-
-/// The limits of the job this task runs; the defaults outside a job.
-pub(crate) fn limits() -> SizeLimits {
-    LIMITS.try_with(|limits| *limits).unwrap_or_default()
-}
-
 /// A step that did not succeed.
 #[derive(Debug)]
 struct StepFailure {
@@ -211,7 +199,7 @@ impl Pipeline {
     ) -> JobResult {
         let progress = Mutex::new(Progress::default());
         let limit = Duration::from_secs(job.timeout_secs);
-        let steps = LIMITS.scope(self.size_limits, self.steps(job, reporter, &progress));
+        let steps = self.steps(job, reporter, &progress);
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(limit, steps) => {
                 outcome.map_err(|_elapsed| JobStatus::TimedOut)
@@ -293,10 +281,10 @@ impl Pipeline {
         .await?;
         lock(progress).revision = Some(checkout.commit.clone());
 
+        let spec = runtime_context(job, &checkout_dir, &checkout, self.size_limits.into());
         if let Some(builder) = &job.build.builder {
             run_step(StepName::Builder, reporter, progress, async {
-                let spec = runtime_context(job, &checkout_dir, &checkout);
-                let context_dir = context::resolve(&spec)?;
+                let context_dir = context::resolve(&spec).await?;
                 let run = BuilderRun {
                     job,
                     builder,
@@ -305,6 +293,7 @@ impl Pipeline {
                     mtime: spec.mtime,
                     context_dir: &context_dir,
                     limits: &self.limits,
+                    size_limits: self.size_limits,
                     images: &self.images,
                 };
                 builder::run(&self.docker, &run, reporter).await
@@ -319,8 +308,8 @@ impl Pipeline {
             build::run(
                 &self.docker,
                 job,
-                &checkout_dir,
-                &checkout,
+                spec,
+                &checkout.commit,
                 limits,
                 images,
                 reporter,

@@ -22,7 +22,7 @@ use bollard::query_parameters::{BuildImageOptions, TagImageOptions};
 use bollard::Docker;
 use buildbot_protocol::{registry_host, Job, LogStream, StepName};
 use bytes::Bytes;
-use context::{ContextSpec, DOCKERFILE_FIELD};
+use context::{ContextSpec, WalkLimits, DOCKERFILE_FIELD};
 use futures_util::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,21 +33,20 @@ use std::path::Path;
 pub(crate) async fn run(
     docker: &Docker,
     job: &Job,
-    checkout_dir: &Path,
-    checkout: &Checkout,
+    spec: ContextSpec,
+    commit: &str,
     limits: &ContainerLimits,
     images: &ImagePolicy,
     reporter: &Reporter,
 ) -> Result<String, String> {
-    let spec = runtime_context(job, checkout_dir, checkout);
-    context::resolve(&spec).map_err(|e| e.to_string())?;
+    context::resolve(&spec).await.map_err(|e| e.to_string())?;
     use_inputs(docker, job, &spec, images, reporter)
         .await
         .map_err(|e| e.to_string())?;
     let registry = registry_host(&job.image.repository);
     let credentials = registry_auth::all_credentials(job.registry_auth.as_ref(), &registry)
         .map_err(|e| e.to_string())?;
-    let build = image_build(job, &checkout.commit, credentials, limits);
+    let build = image_build(job, commit, credentials, limits);
     let image_id = build_image(docker, build, spec, StepName::Build, reporter)
         .await
         .map_err(|e| e.to_string())?;
@@ -104,14 +103,21 @@ enum InputError {
     Image(#[from] ImageAccessError),
 }
 
-/// The runtime image's build context in the checkout.
-pub(crate) fn runtime_context(job: &Job, checkout_dir: &Path, checkout: &Checkout) -> ContextSpec {
+/// The runtime image's build context in the checkout, walked within
+/// `limits`.
+pub(crate) fn runtime_context(
+    job: &Job,
+    checkout_dir: &Path,
+    checkout: &Checkout,
+    limits: WalkLimits,
+) -> ContextSpec {
     ContextSpec {
         checkout: checkout_dir.to_owned(),
         context: job.build.context.clone(),
         dockerfile: job.build.dockerfile.clone(),
         dockerfile_field: DOCKERFILE_FIELD,
         mtime: u64::try_from(checkout.commit_time).unwrap_or(0),
+        limits,
     }
 }
 

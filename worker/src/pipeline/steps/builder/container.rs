@@ -54,7 +54,8 @@ pub(super) async fn upload_source(
         path: spec.builder.workdir.clone(),
         ..Default::default()
     };
-    let tar = context::stream_source_tar(spec.checkout.to_owned(), spec.mtime);
+    let limits = spec.size_limits.into();
+    let tar = context::stream_source_tar(spec.checkout.to_owned(), spec.mtime, limits);
     docker
         .upload_to_container(container, Some(options), bollard::body_try_stream(tar))
         .await

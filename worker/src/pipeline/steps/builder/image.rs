@@ -76,8 +76,9 @@ async fn from_dockerfile(
         dockerfile: dockerfile.to_owned(),
         dockerfile_field: BUILDER_DOCKERFILE_FIELD,
         mtime: spec.mtime,
+        limits: spec.size_limits.into(),
     };
-    context::resolve(&context)?;
+    context::resolve(&context).await?;
     let text = context::read_dockerfile(&context)?;
     image_use(docker, spec, reporter)
         .dockerfile_images(BUILDER_DOCKERFILE_FIELD, &text, &HashMap::new())

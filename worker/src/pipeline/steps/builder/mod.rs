@@ -50,6 +50,7 @@ use crate::pipeline::docker::DockerError;
 use crate::pipeline::images::{ImageAccessError, ImagePolicy};
 use crate::pipeline::registry_auth::RegistryAuthError;
 use crate::pipeline::steps::build::context::ContextError;
+use crate::pipeline::SizeLimits;
 use artifact::{ArtifactError, Unpacked};
 use bollard::Docker;
 use buildbot_protocol::{Builder, Job};
@@ -174,6 +175,8 @@ pub(crate) struct BuilderRun<'a> {
     pub(crate) context_dir: &'a Path,
     /// What the builder container (and a builder image's build) may use.
     pub(crate) limits: &'a ContainerLimits,
+    /// How much of the checkout and the artifact the run takes on.
+    pub(crate) size_limits: SizeLimits,
     /// Which images on the engine the job may use.
     pub(crate) images: &'a ImagePolicy,
 }

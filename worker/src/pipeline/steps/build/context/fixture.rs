@@ -1,7 +1,10 @@
 //! Test fixtures for the build context: a checkout exercising every rule,
 //! and a tar reader that checks the header fields that must never vary.
 
-use super::{write_tar, ContextSpec, ContextStats, WalkLimits, DOCKERFILE_FIELD};
+use super::{
+    resolve_within, write_tar, ContextError, ContextSpec, ContextStats, WalkLimits,
+    DOCKERFILE_FIELD,
+};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -44,7 +47,13 @@ pub(super) fn spec(checkout: &Path, context: &str, dockerfile: &str) -> ContextS
         dockerfile: dockerfile.to_owned(),
         dockerfile_field: DOCKERFILE_FIELD,
         mtime: MTIME,
+        limits: WalkLimits::default(),
     }
+}
+
+/// [`super::resolve`] on this thread.
+pub(super) fn resolve(spec: &ContextSpec) -> Result<std::path::PathBuf, ContextError> {
+    resolve_within(spec, spec.limits)
 }
 
 pub(super) fn tar_bytes(spec: &ContextSpec) -> (Vec<u8>, ContextStats) {

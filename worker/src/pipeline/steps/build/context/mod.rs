@@ -99,6 +99,8 @@ pub(crate) struct ContextSpec {
     /// Modification time written into every tar header (the commit time):
     /// the same in every fresh clone, so the daemon's layer cache hits.
     pub(crate) mtime: u64,
+    /// How deep and wide a tree the walk takes on.
+    pub(crate) limits: WalkLimits,
 }
 
 /// What went into a tar.
@@ -173,11 +175,6 @@ pub(crate) fn grouped(n: u64) -> String {
     out
 }
 
-/// The walk limits of the job being run (see [`crate::pipeline::limits`]).
-fn current_limits() -> WalkLimits {
-    crate::pipeline::limits().into()
-}
-
 fn io_error(path: &str) -> impl FnOnce(io::Error) -> ContextError + '_ {
     move |source| ContextError::Io {
         path: path.to_owned(),
@@ -191,10 +188,17 @@ fn io_error(path: &str) -> impl FnOnce(io::Error) -> ContextError + '_ {
 /// context dir.
 ///
 /// The limit check walks the context (directories and metadata only, no
-/// file read) on the calling thread: a limit met while the tar streams
-/// would reach the job only as a broken upload, without its reason.
-pub(crate) fn resolve(spec: &ContextSpec) -> Result<PathBuf, ContextError> {
-    resolve_within(spec, current_limits())
+/// file read) before the build, on a blocking thread: a limit met while
+/// the tar streams would reach the job only as a broken upload, without
+/// its reason.
+pub(crate) async fn resolve(spec: &ContextSpec) -> Result<PathBuf, ContextError> {
+    let (owned, context) = (spec.clone(), spec.context.clone());
+    tokio::task::spawn_blocking(move || resolve_within(&owned, owned.limits))
+        .await
+        .map_err(|e| ContextError::Io {
+            path: context,
+            source: io::Error::other(e.to_string()),
+        })?
 }
 
 /// The text of the Dockerfile `spec` names, checked as [`resolve`] checks
@@ -282,8 +286,7 @@ fn write_source_tar<W: Write>(
 pub(crate) fn stream_tar(
     spec: ContextSpec,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    let limits = current_limits();
-    stream_from(move |out| write_tar(&spec, limits, out))
+    stream_from(move |out| write_tar(&spec, spec.limits, out))
 }
 
 /// [`write_source_tar`], streamed as [`stream_tar`] is (for bollard's
@@ -291,7 +294,7 @@ pub(crate) fn stream_tar(
 pub(crate) fn stream_source_tar(
     checkout: PathBuf,
     mtime: u64,
+    limits: WalkLimits,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    let limits = current_limits();
     stream_from(move |out| write_source_tar(&checkout, mtime, limits, out))
 }

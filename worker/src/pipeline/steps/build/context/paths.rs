@@ -114,8 +114,8 @@ pub(super) fn read_ignore(resolved: &Resolved) -> Result<DockerIgnore, ContextEr
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::{entries, fixture, spec, tar_bytes, write};
-    use super::super::{resolve, write_tar, WalkLimits, BUILDER_DOCKERFILE_FIELD};
+    use super::super::fixture::{entries, fixture, resolve, spec, tar_bytes, write};
+    use super::super::{write_tar, WalkLimits, BUILDER_DOCKERFILE_FIELD};
     use super::*;
     use std::os::unix::fs::symlink;
 

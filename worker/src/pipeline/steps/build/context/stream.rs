@@ -96,10 +96,11 @@ mod tests {
         let tmp = fixture();
         let mut expected = Vec::new();
         write_source_tar(tmp.path(), MTIME, WalkLimits::default(), &mut expected).unwrap();
-        let streamed: Vec<Bytes> = stream_source_tar(tmp.path().to_owned(), MTIME)
-            .map(|chunk| chunk.unwrap())
-            .collect()
-            .await;
+        let streamed: Vec<Bytes> =
+            stream_source_tar(tmp.path().to_owned(), MTIME, WalkLimits::default())
+                .map(|chunk| chunk.unwrap())
+                .collect()
+                .await;
         assert_eq!(streamed.concat(), expected);
     }
 

@@ -68,7 +68,7 @@ async fn download_and_unpack(
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let context_dir = spec.context_dir.to_owned();
     let dest = spec.builder.artifacts_dest.clone();
-    let limits = ArtifactLimits::from(crate::pipeline::limits());
+    let limits = ArtifactLimits::from(spec.size_limits);
     let unpacking = tokio::task::spawn_blocking(move || {
         unpack::unpack(ChannelReader::new(rx), &context_dir, &dest, limits)
     });
