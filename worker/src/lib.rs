@@ -12,15 +12,17 @@
 //! - [`cli`]: the command line. Raw flags become domain values here; one
 //!   module per subcommand (`worker`, `build`, `submit`, `schema`).
 //! - `consumer`: the AMQP side. Connection, declared topology, control
-//!   (cancel) messages, delivery decoding, one job's run and ack, and the
-//!   registry of running jobs. It never talks to Docker.
+//!   (cancel, admitted nonce) messages, signed-job admission, delivery
+//!   decoding, the job consumer paused while disk is short, one job's run
+//!   and ack, and the registry of running jobs. It never talks to Docker.
 //! - `pipeline`: one job's steps in a private workspace. `mod.rs` is the
 //!   spine (order, step events, timeout, cancel); `steps/` has one module
-//!   per step (`clone`, `builder`, `build`, `push`). A step never talks to
-//!   AMQP.
+//!   per step (`clone`, `builder`, `build`, `push`); `images` says which
+//!   engine images a job may use and what the worker keeps; `workspaces`
+//!   where checkouts live. A step never talks to AMQP.
 //! - `events`: what steps report becomes numbered, batched, masked events
 //!   for a sink: the reply queue (`reply`) or the terminal (`terminal`).
-//! - `observe`: metrics, readiness, and the HTTP endpoint serving them.
+//! - `observe`: metrics, readiness, free disk, and the HTTP endpoint.
 //! - `shutdown`: SIGTERM/SIGINT, for the worker and `buildbot build`.
 //! - `core_dumps`: off at start, so no crash writes credentials to disk.
 //!
