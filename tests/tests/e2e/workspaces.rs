@@ -5,7 +5,8 @@
 
 use buildbot_protocol::{EventBody, Job, JobStatus, StepEvent, StepName, StepState};
 use buildbot_tests::e2e::{steps, Fleet, RESULT_WITHIN};
-use buildbot_tests::orchestrator::log_contains;
+use buildbot_tests::orchestrator::{log_contains, ReplyQueue};
+use buildbot_tests::worker::WorkerProcess;
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -108,19 +109,8 @@ async fn a_restarted_worker_empties_the_workspace_a_sigkill_left() {
     first.kill().await.expect("SIGKILL the worker");
     assert_eq!(entries(&mine), left, "a SIGKILL leaves it");
 
-    // (The broker may still count the killed worker's consumer for a
-    // moment, so the restart's sweep is waited for, not assumed.)
     let restarted = fleet.worker(&args).await;
-    let swept = "removed workspaces an earlier run of this worker left";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !restarted.log().contains(swept) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}",
-            restarted.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    swept(&restarted).await;
     assert!(
         !mine.join(&left[0]).exists(),
         "the restart removed {}",
@@ -137,18 +127,9 @@ async fn a_restarted_worker_empties_the_workspace_a_sigkill_left() {
     until_empty(&mine, Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_slow_clone_leaves_nothing_and_ends_its_step() {
-    let fleet = Fleet::new().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let worker_id = format!("ws-{}", uuid::Uuid::new_v4().simple());
-    let dir_arg = dir.path().to_string_lossy().into_owned();
-    let _worker = fleet
-        .worker(&["--worker-id", &worker_id, "--workspace-dir", &dir_arg])
-        .await;
-    let mine = dir.path().join(&worker_id);
-
-    // 4 MiB that do not compress, through a remote giving 256 KiB/s.
+/// A job whose clone takes about 16 s: 4 MiB that do not compress,
+/// through a remote giving 256 KiB/s.
+async fn slow_clone_job(fleet: &Fleet) -> Job {
     let noise: Vec<u8> = (0..4u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -163,8 +144,11 @@ async fn a_cancelled_slow_clone_leaves_nothing_and_ends_its_step() {
     let pinned = fleet.rig.known_hosts_line();
     let key = pinned.split_once(' ').map(|(_, key)| key).expect("a key");
     job.repo.known_hosts = Some(format!("[{}]:{port} {key}", fleet.rig.git_ssh_host));
+    job
+}
 
-    let mut replies = fleet.submit(&job).await;
+/// Waits until the clone step started, and 2 s more: into the transfer.
+async fn into_the_clone(replies: &mut ReplyQueue) {
     let clone_started = EventBody::Step(StepEvent {
         name: StepName::Clone,
         state: StepState::Started,
@@ -173,8 +157,66 @@ async fn a_cancelled_slow_clone_leaves_nothing_and_ends_its_step() {
         .until(RESULT_WITHIN, |e| e.body == clone_started)
         .await
         .expect("the clone starts");
-    // Into the transfer: 4 MiB take 16 s at this rate.
     tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// Waits until `worker` logged its start-up sweep. (The broker may still
+/// count a killed worker's consumer for a moment, so a restart's sweep is
+/// waited for, not assumed.)
+async fn swept(worker: &WorkerProcess) {
+    let swept = "removed workspaces an earlier run of this worker left";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !worker.log().contains(swept) {
+        assert!(tokio::time::Instant::now() < deadline, "{}", worker.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_empties_the_workspace_a_sigkill_mid_clone_left() {
+    let fleet = Fleet::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker_id = format!("ws-{}", uuid::Uuid::new_v4().simple());
+    let dir_arg = dir.path().to_string_lossy().into_owned();
+    let args = ["--worker-id", &worker_id, "--workspace-dir", &dir_arg];
+    let mine = dir.path().join(&worker_id);
+    let mut first = fleet.worker(&args).await;
+    let job = slow_clone_job(&fleet).await;
+    let mut replies = fleet.submit(&job).await;
+    into_the_clone(&mut replies).await;
+    let left = entries(&mine);
+    assert_eq!(left.len(), 1, "one job's workspace: {left:?}");
+    first.kill().await.expect("SIGKILL the worker");
+
+    let restarted = fleet.worker(&args).await;
+    swept(&restarted).await;
+    assert!(
+        !mine.join(&left[0]).exists(),
+        "the restart removed {}",
+        left[0]
+    );
+    // The redelivered job clones again; cancelled, it leaves nothing.
+    fleet.orchestrator.cancel(job.job_id).await.expect("cancel");
+    replies
+        .until(RESULT_WITHIN, |e| matches!(e.body, EventBody::Result(_)))
+        .await
+        .expect("the result");
+    until_empty(&mine, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_slow_clone_leaves_nothing_and_ends_its_step() {
+    let fleet = Fleet::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker_id = format!("ws-{}", uuid::Uuid::new_v4().simple());
+    let dir_arg = dir.path().to_string_lossy().into_owned();
+    let _worker = fleet
+        .worker(&["--worker-id", &worker_id, "--workspace-dir", &dir_arg])
+        .await;
+    let mine = dir.path().join(&worker_id);
+    let job = slow_clone_job(&fleet).await;
+    let mut replies = fleet.submit(&job).await;
+    into_the_clone(&mut replies).await;
     assert_eq!(entries(&mine).len(), 1, "the job's workspace");
     fleet.orchestrator.cancel(job.job_id).await.expect("cancel");
     let events = replies
