@@ -194,9 +194,11 @@ mod lapin_forms {
     }
 
     /// Declares what a worker consuming `job_queue` needs: the dead-letter
-    /// exchange, the events exchange, the dead-letter queue and its binding,
-    /// and the job queue itself, dead-lettering a job after `deliveries`
-    /// deliveries. Idempotent.
+    /// exchange, the dead-letter queue and its binding, and the job queue
+    /// itself, dead-lettering a job after `deliveries` deliveries.
+    /// Idempotent. The events exchange is not among them: a worker that
+    /// copies events there declares it ([`Exchange::events`]), one that
+    /// does not never needs it.
     pub async fn declare_job_topology(
         channel: &Channel,
         job_queue: &str,
@@ -208,10 +210,6 @@ mod lapin_forms {
             .declare(channel)
             .await
             .map_err(declaring("the dead-letter exchange"))?;
-        Exchange::events()
-            .declare(channel)
-            .await
-            .map_err(declaring("the events exchange"))?;
         channel
             .queue_declare(
                 dead_queue.clone(),
