@@ -298,20 +298,16 @@ mod lapin_forms {
             .map_err(declaring("the parked queue"))
     }
 
-    /// Declares `exchange` and a private queue bound to it with
-    /// `binding_key`, and returns the queue's server-chosen name: a
-    /// worker's control queue (`Exchange::control()`, key `""`), a
-    /// dashboard's events queue (`Exchange::events()`, key `app.#`). The
-    /// caller consumes it.
+    /// Declares a private queue bound to `exchange` with `binding_key`,
+    /// and returns the queue's server-chosen name: a dashboard's events
+    /// queue (`Exchange::events()`, key `app.#`). The exchange must exist;
+    /// not declaring it here lets an account that may only read it bind.
+    /// The caller consumes the queue.
     pub async fn declare_private_queue(
         channel: &Channel,
         exchange: &Exchange,
         binding_key: ShortString,
     ) -> Result<ShortString, DeclareError> {
-        exchange
-            .declare(channel)
-            .await
-            .map_err(declaring("the exchange"))?;
         let queue = channel
             .queue_declare(
                 ShortString::from(""),
