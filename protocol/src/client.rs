@@ -16,7 +16,7 @@ use crate::{ControlMessage, Event, EventBody, Job, JobResult};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
@@ -205,10 +205,14 @@ impl Client {
     /// service or `#` for everything (routing key
     /// `<service_id>.<job_id>.<kind>`, dots in ids replaced by `_`). For
     /// dashboards: the caller's reply queues are not touched. Declares the
-    /// events exchange as the worker does, so watching may start first.
+    /// events exchange as the worker does when it does not exist yet, so
+    /// watching may start first; an account that may only bind to it and
+    /// read (a dashboard's) needs it to exist.
     pub async fn watch_events(&self, binding_key: &str) -> Result<Events, ClientError> {
         let binding_key = short(binding_key, "binding key")?;
-        let queue = declare_private_queue(&self.channel, &Exchange::events(), binding_key).await?;
+        let events = Exchange::events();
+        self.ensure_exchange(&events).await?;
+        let queue = declare_private_queue(&self.channel, &events, binding_key).await?;
         let consumer = self
             .channel
             .basic_consume(
@@ -219,6 +223,35 @@ impl Client {
             )
             .await?;
         Ok(Events { consumer })
+    }
+
+    /// Declares `exchange` unless it exists. Declaring takes the configure
+    /// permission, which also allows deleting it; looking it up (a passive
+    /// declare) takes none.
+    async fn ensure_exchange(&self, exchange: &Exchange) -> Result<(), ClientError> {
+        // A passive declare of a missing exchange closes its channel, so
+        // the lookup gets a channel of its own.
+        let probe = self.connection.create_channel().await?;
+        let options = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let name = ShortString::from(exchange.name.as_str());
+        let found = probe
+            .exchange_declare(name, exchange.lapin_kind(), options, FieldTable::default())
+            .await;
+        if found.is_ok() {
+            let _ = probe.close(200, "probe done".into()).await;
+            return Ok(());
+        }
+        exchange
+            .declare(&self.channel)
+            .await
+            .map_err(|source| DeclareError {
+                what: "the exchange",
+                source,
+            })?;
+        Ok(())
     }
 
     /// Asks every worker to cancel job `job_id`: the one running it stops

@@ -12,8 +12,10 @@ pub const DEAD_LETTER_EXCHANGE: &str = "buildbot.jobs.dlx";
 /// Queue bound to [`DEAD_LETTER_EXCHANGE`]: workers take each dead-lettered
 /// job from it, publish its final result and park a masked copy.
 pub const DEAD_LETTER_QUEUE: &str = "buildbot.jobs.dead";
-/// Topic exchange every event is also published to, for dashboards.
-/// Routing key: `<service_id>.<job_id>.<kind>`.
+/// Topic exchange every event is also published to, for dashboards, by a
+/// worker that has this copy on (its default; `--events-exchange off`
+/// keeps events on their reply queues). Routing key:
+/// `<service_id>.<job_id>.<kind>`.
 pub const EVENTS_EXCHANGE: &str = "buildbot.events";
 /// Fanout exchange cancels are published to; [`CANCEL_STREAM`] is bound to it.
 pub const CONTROL_EXCHANGE: &str = "buildbot.control";

@@ -194,9 +194,11 @@ mod lapin_forms {
     }
 
     /// Declares what a worker consuming `job_queue` needs: the dead-letter
-    /// exchange, the events exchange, the dead-letter queue and its binding,
-    /// and the job queue itself, dead-lettering a job after `deliveries`
-    /// deliveries. Idempotent.
+    /// exchange, the dead-letter queue and its binding, and the job queue
+    /// itself, dead-lettering a job after `deliveries` deliveries.
+    /// Idempotent. The events exchange is not among them: a worker that
+    /// copies events there declares it ([`Exchange::events`]), one that
+    /// does not never needs it.
     pub async fn declare_job_topology(
         channel: &Channel,
         job_queue: &str,
@@ -208,10 +210,6 @@ mod lapin_forms {
             .declare(channel)
             .await
             .map_err(declaring("the dead-letter exchange"))?;
-        Exchange::events()
-            .declare(channel)
-            .await
-            .map_err(declaring("the events exchange"))?;
         channel
             .queue_declare(
                 dead_queue.clone(),
@@ -300,20 +298,16 @@ mod lapin_forms {
             .map_err(declaring("the parked queue"))
     }
 
-    /// Declares `exchange` and a private queue bound to it with
-    /// `binding_key`, and returns the queue's server-chosen name: a
-    /// worker's control queue (`Exchange::control()`, key `""`), a
-    /// dashboard's events queue (`Exchange::events()`, key `app.#`). The
-    /// caller consumes it.
+    /// Declares a private queue bound to `exchange` with `binding_key`,
+    /// and returns the queue's server-chosen name: a dashboard's events
+    /// queue (`Exchange::events()`, key `app.#`). The exchange must exist;
+    /// not declaring it here lets an account that may only read it bind.
+    /// The caller consumes the queue.
     pub async fn declare_private_queue(
         channel: &Channel,
         exchange: &Exchange,
         binding_key: ShortString,
     ) -> Result<ShortString, DeclareError> {
-        exchange
-            .declare(channel)
-            .await
-            .map_err(declaring("the exchange"))?;
         let queue = channel
             .queue_declare(
                 ShortString::from(""),

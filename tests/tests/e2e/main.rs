@@ -37,7 +37,9 @@
 //! - `observability`: `/metrics`, `/healthz`, `/readyz`, the events
 //!   exchange;
 //! - `cli`: the `buildbot` command line;
-//! - `packaging`: the compose file and Dockerfile users deploy with.
+//! - `packaging`: the compose file and Dockerfile users deploy with;
+//! - `broker_accounts`: the compose file's RabbitMQ accounts, one per
+//!   role, tried on the rig's RabbitMQ.
 
 #[cfg(feature = "e2e")]
 mod rig_smoke;
@@ -89,6 +91,9 @@ mod cli;
 
 #[cfg(feature = "e2e")]
 mod packaging;
+
+#[cfg(feature = "e2e")]
+mod broker_accounts;
 
 /// Stands in for the end-to-end tests when they are not built: `cargo
 /// test` lists it as ignored, with the reason saying how to run them.

@@ -1,9 +1,12 @@
 //! What operators and dashboards see: the worker's `/metrics`, `/healthz`
-//! and `/readyz`, and the copy of every event on the events exchange.
+//! and `/readyz`, and the copy of every event on the events exchange
+//! (and nothing there with `--events-exchange off`).
 
 use buildbot_protocol::{EventBody, JobStatus, StepName};
-use buildbot_tests::e2e::{Fleet, Setup, RESULT_WITHIN};
+use buildbot_tests::e2e::{assert_rejected, Fleet, Setup, RESULT_WITHIN};
+use buildbot_tests::orchestrator::ReplyQueue;
 use std::time::Duration;
+use uuid::Uuid;
 
 const HTTP: [&str; 2] = ["--http-addr", "127.0.0.1:0"];
 
@@ -111,6 +114,83 @@ async fn metrics_health_and_the_events_exchange_after_a_job() {
         Some(logged as f64),
         "{text}"
     );
+}
+
+/// A private queue bound to the events exchange for everything about
+/// `job_id` (`*.<job_id>.#`).
+async fn watch_job(setup: &Setup, job_id: &str) -> ReplyQueue {
+    setup
+        .orchestrator
+        .watch_events(&format!("*.{job_id}.#"))
+        .await
+        .expect("bind to the events exchange")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_events_exchange_off_events_reach_only_their_reply_queue() {
+    let setup = Setup::start_with(&["--events-exchange", "off"]).await;
+    let repo = setup.rig.create_repo(
+        "unwatched",
+        &[(
+            "Dockerfile",
+            b"FROM buildbot-base:busybox\nRUN echo private\n",
+        )],
+    );
+    let job = setup.rig.job(&repo, &setup.rig.registry);
+    let rejected_id = Uuid::new_v4().to_string();
+    let dead_id = Uuid::new_v4().to_string();
+    // Bound before anything is published: a copy would not be missed.
+    let mut watches = Vec::new();
+    for job_id in [job.job_id.to_string(), rejected_id.clone(), dead_id.clone()] {
+        watches.push((watch_job(&setup, &job_id).await, job_id));
+    }
+
+    // A job's events, a rejection, and a dead-letter final result (a
+    // message put into `<queue>.dead` directly, as the broker would).
+    let attempt = setup.run(&job).await;
+    assert_eq!(attempt.result().status, JobStatus::Succeeded);
+    assert!(attempt.log_text().contains("private"), "{attempt:#?}");
+    let rejection = setup
+        .run_message(&rejected_id, br#"{"version": 1, "service_id": "svc"}"#)
+        .await;
+    assert_rejected(&rejection, "repo");
+    let reply_to = format!("test.reply.{dead_id}");
+    let mut dead_replies = setup
+        .orchestrator
+        .reply_queue(&reply_to)
+        .await
+        .expect("declare the reply queue");
+    setup
+        .orchestrator
+        .publish_job(
+            &format!("{}.dead", setup.queue),
+            b"{}",
+            &dead_id,
+            Some(&reply_to),
+        )
+        .await
+        .expect("dead-letter a message");
+    let dead = dead_replies
+        .until_result(RESULT_WITHIN)
+        .await
+        .expect("the dead-letter result");
+    assert_eq!(dead.result().status, JobStatus::Failed);
+    assert_eq!(
+        dead.result().error.as_ref().map(|e| e.step),
+        Some(StepName::Queue)
+    );
+
+    // Every result is in; a copy would have been routed with it.
+    for (mut watch, job_id) in watches {
+        let copy = watch
+            .next_within(Duration::from_secs(1))
+            .await
+            .expect("read the watch queue");
+        assert!(
+            copy.is_none(),
+            "job {job_id} on the events exchange: {copy:#?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,10 @@
 //! The files users deploy with: `docker-compose.yml` as Docker Compose
-//! itself reads it (`docker-compose config`, installed by scripts/rig-up)
+//! itself reads it (`docker-compose config`, installed by scripts/rig-up),
+//! the broker accounts it gives RabbitMQ (`deploy/rabbitmq-definitions.*`),
 //! and the worker's `Dockerfile` as a sequence of build stages. Neither is
 //! started or built here, because this machine cannot pull images; these
-//! tests hold the properties a user depends on.
+//! tests hold the properties a user depends on (`broker_accounts` tries
+//! the accounts on the rig's RabbitMQ).
 
 use buildbot_protocol::MAX_TIMEOUT_SECS;
 use serde_norway::Value;
@@ -32,6 +34,9 @@ fn compose_config(docker_gid: Option<&str>) -> std::process::Output {
         .current_dir(repo_root())
         .env_remove("RABBITMQ_USER")
         .env_remove("RABBITMQ_PASSWORD")
+        .env_remove("RABBITMQ_ORCHESTRATOR_PASSWORD")
+        .env_remove("RABBITMQ_WORKER_PASSWORD")
+        .env_remove("RABBITMQ_DASHBOARD_PASSWORD")
         .env_remove("DOCKER_GID");
     if let Some(gid) = docker_gid {
         command.env("DOCKER_GID", gid);
@@ -119,8 +124,7 @@ fn compose_raises_rabbitmqs_consumer_timeout_above_the_longest_job() {
 fn compose_workers_reach_rabbitmq_and_the_docker_socket() {
     let config = resolved_compose();
     let rabbitmq = &config["services"]["rabbitmq"]["environment"];
-    let user = text(&rabbitmq["RABBITMQ_DEFAULT_USER"], "user");
-    let password = text(&rabbitmq["RABBITMQ_DEFAULT_PASS"], "password");
+    let password = text(&rabbitmq["BUILDBOT_WORKER_PASSWORD"], "password");
     let root = repo_root();
     let mut ids = Vec::new();
     for name in ["worker-1", "worker-2"] {
@@ -131,7 +135,7 @@ fn compose_workers_reach_rabbitmq_and_the_docker_socket() {
         let env = &worker["environment"];
         assert_eq!(
             text(&env["BUILDBOT_AMQP_URL"], "BUILDBOT_AMQP_URL"),
-            format!("amqp://{user}:{password}@rabbitmq:5672/%2f"),
+            format!("amqp://buildbot-worker:{password}@rabbitmq:5672/%2f"),
             "{name}"
         );
         ids.push(text(&env["BUILDBOT_WORKER_ID"], "worker id").to_owned());
@@ -169,6 +173,168 @@ fn compose_refuses_to_start_without_the_docker_sockets_group() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("DOCKER_GID"), "{stderr}");
+}
+
+// -------------------------------------------------- broker accounts --
+
+/// `deploy/rabbitmq-definitions.json`, the accounts' template.
+fn definitions_template() -> serde_json::Value {
+    serde_json::from_str(&read("deploy/rabbitmq-definitions.json"))
+        .expect("the definitions template is JSON")
+}
+
+/// The `(configure, write, read)` regexes of `user` on vhost `/`.
+fn permissions_of(definitions: &serde_json::Value, user: &str) -> [String; 3] {
+    let permissions = definitions["permissions"].as_array().expect("permissions");
+    let entry = permissions
+        .iter()
+        .find(|p| p["user"] == user && p["vhost"] == "/")
+        .unwrap_or_else(|| panic!("{user} has no permissions on /"));
+    ["configure", "write", "read"].map(|kind| {
+        entry[kind]
+            .as_str()
+            .unwrap_or_else(|| panic!("{user}'s {kind} regex"))
+            .to_owned()
+    })
+}
+
+#[test]
+fn compose_gives_the_orchestrator_workers_and_dashboards_accounts_of_their_own() {
+    let config = resolved_compose();
+    let rabbitmq = &config["services"]["rabbitmq"];
+    let volumes = strings(&rabbitmq["volumes"]).join("\n");
+    for file in ["rabbitmq-definitions.json", "rabbitmq-definitions.sh"] {
+        assert!(
+            volumes.contains(&format!("deploy/{file}:/etc/rabbitmq/buildbot/")),
+            "{file} in {volumes}"
+        );
+    }
+    let entrypoint = strings(&rabbitmq["entrypoint"]).join(" ");
+    assert!(
+        entrypoint.ends_with("rabbitmq-definitions.sh docker-entrypoint.sh"),
+        "{entrypoint}"
+    );
+    assert!(read("deploy/rabbitmq.conf")
+        .lines()
+        .any(|line| line == "load_definitions = /etc/rabbitmq/definitions.json"));
+    for role in ["ADMIN", "ORCHESTRATOR", "WORKER", "DASHBOARD"] {
+        let variable = format!("BUILDBOT_{role}_PASSWORD");
+        assert!(
+            rabbitmq["environment"][&variable]
+                .as_str()
+                .is_some_and(|p| !p.is_empty()),
+            "{variable}"
+        );
+    }
+
+    let definitions = definitions_template();
+    let users = definitions["users"].as_array().expect("users");
+    let roles = [
+        "buildbot-orchestrator",
+        "buildbot-worker",
+        "buildbot-dashboard",
+    ];
+    for role in roles {
+        let user = users
+            .iter()
+            .find(|u| u["name"] == role)
+            .unwrap_or_else(|| panic!("user {role}"));
+        assert_eq!(
+            user["tags"],
+            serde_json::json!([]),
+            "{role} is no administrator"
+        );
+    }
+    let distinct: std::collections::HashSet<[String; 3]> = roles
+        .iter()
+        .map(|role| permissions_of(&definitions, role))
+        .collect();
+    assert_eq!(
+        distinct.len(),
+        roles.len(),
+        "each role has permissions of its own"
+    );
+    for role in roles {
+        assert!(
+            !permissions_of(&definitions, role).contains(&".*".to_owned()),
+            "{role} may do anything somewhere"
+        );
+    }
+    let dashboard_topics = definitions["topic_permissions"]
+        .as_array()
+        .expect("topic permissions")
+        .iter()
+        .find(|t| t["user"] == "buildbot-dashboard")
+        .expect("the dashboards' topic permissions");
+    assert_eq!(dashboard_topics["exchange"], "buildbot.events");
+    assert_eq!(dashboard_topics["write"], "^$");
+}
+
+/// Runs `deploy/rabbitmq-definitions.sh echo done` with `passwords` (for
+/// ADMIN, ORCHESTRATOR, WORKER, DASHBOARD), writing into `dir`.
+fn render_definitions(dir: &Path, passwords: [&str; 4]) -> std::process::Output {
+    let mut command = Command::new("bash");
+    command
+        .arg(repo_root().join("deploy/rabbitmq-definitions.sh"))
+        .args(["echo", "done"])
+        .env(
+            "BUILDBOT_DEFINITIONS_TEMPLATE",
+            repo_root().join("deploy/rabbitmq-definitions.json"),
+        )
+        .env("BUILDBOT_DEFINITIONS", dir.join("definitions.json"))
+        .env("BUILDBOT_ADMIN_USER", "admin");
+    for (role, password) in ["ADMIN", "ORCHESTRATOR", "WORKER", "DASHBOARD"]
+        .iter()
+        .zip(passwords)
+    {
+        command.env(format!("BUILDBOT_{role}_PASSWORD"), password);
+    }
+    command.output().expect("bash runs")
+}
+
+#[test]
+fn the_definitions_script_writes_any_password_into_valid_json_then_runs_its_arguments() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let passwords = [r#"a"b\c"#, "&@WORKER_PASSWORD@", "w$x`y&", "dä"];
+    let output = render_definitions(dir.path(), passwords);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "done\n");
+    let written = std::fs::read_to_string(dir.path().join("definitions.json")).expect("written");
+    let definitions: serde_json::Value = serde_json::from_str(&written).expect("JSON");
+    let users = definitions["users"].as_array().expect("users");
+    let password_of = |name: &str| {
+        users
+            .iter()
+            .find(|u| u["name"] == name)
+            .and_then(|u| u["password"].as_str())
+            .map(str::to_owned)
+    };
+    assert_eq!(password_of("admin").as_deref(), Some(passwords[0]));
+    assert_eq!(
+        password_of("buildbot-orchestrator").as_deref(),
+        Some(passwords[1])
+    );
+    assert_eq!(
+        password_of("buildbot-worker").as_deref(),
+        Some(passwords[2])
+    );
+    assert_eq!(
+        password_of("buildbot-dashboard").as_deref(),
+        Some(passwords[3])
+    );
+    let mode = std::fs::metadata(dir.path().join("definitions.json")).expect("metadata");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o077,
+        0
+    );
+
+    let refused = render_definitions(dir.path(), ["ok", "new\nline", "w", "d"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("BUILDBOT_ORCHESTRATOR_PASSWORD"));
 }
 
 // ------------------------------------------------------- Dockerfile --

@@ -5,6 +5,7 @@
 
 use super::{BrokerArgs, JobRunArgs};
 use crate::consumer::{self, Observers, Settings};
+use crate::events::reply::EventsExchange;
 use crate::events::{LogBatching, DEFAULT_MAX_JOB_LOG_BYTES};
 use crate::observe::{disk::DiskWatch, http, metrics::Metrics};
 use crate::pipeline::{
@@ -84,6 +85,11 @@ pub(crate) struct WorkerArgs {
     #[arg(long, env = "BUILDBOT_LOG_BATCH_MS", default_value_t = 50)]
     pub(crate) log_batch_ms: u64,
 
+    /// Whether every event also goes to the topic exchange
+    /// `buildbot.events`, for dashboards.
+    #[arg(long, env = "BUILDBOT_EVENTS_EXCHANGE", value_enum, default_value_t = EventsExchangeArg::On)]
+    pub(crate) events_exchange: EventsExchangeArg,
+
     /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and
     /// `/readyz` (e.g. `0.0.0.0:9800`; port 0 picks a free one). None: no
     /// endpoint.
@@ -157,6 +163,18 @@ pub(crate) struct WorkerArgs {
     /// `<queue>.parked` for inspection.
     #[arg(long, env = "BUILDBOT_PARKED_TTL_SECS", default_value_t = 7 * 24 * 60 * 60)]
     pub(crate) parked_ttl_secs: u64,
+}
+
+/// `--events-exchange`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum EventsExchangeArg {
+    /// A copy of every event, rejections and dead-letter results included;
+    /// any broker user allowed to bind a queue to the exchange reads every
+    /// job's log.
+    On,
+    /// Events go to their job's reply queue only; the exchange is not
+    /// declared.
+    Off,
 }
 
 /// What one job's containers (the builder, the image builds' `RUN` steps)
@@ -284,6 +302,10 @@ impl WorkerArgs {
                 max_bytes: self.log_batch_bytes.max(1),
                 max_delay: Duration::from_millis(self.log_batch_ms),
                 ..Default::default()
+            },
+            events_exchange: match self.events_exchange {
+                EventsExchangeArg::On => EventsExchange::On,
+                EventsExchangeArg::Off => EventsExchange::Off,
             },
             trusted_keys: self.trusted_keys.clone(),
             max_signed_validity: Duration::from_secs(self.max_signed_validity_secs),

@@ -4,7 +4,7 @@
 //! worker running it died, lost its connection or hit the drain timeout):
 //! then nobody has told the caller. Every worker consumes the dead-letter
 //! queue: it publishes that job's final `failed` result, on the reply queue
-//! and the events exchange, parks a copy with every credential masked (and
+//! and (when it is on) the events exchange, parks a copy with every credential masked (and
 //! an expiry) in `<queue>.parked`, and only then acks. So every job ends
 //! with exactly one result its caller can see, and no credential stays in
 //! RabbitMQ after its job ended.
@@ -132,7 +132,7 @@ async fn final_result(
     death: &Death,
     job_id: &str,
     context: &JobContext,
-) -> Result<u64, String> {
+) -> Result<(), String> {
     let deliveries = context.settings.delivery_limit;
     let message = match death {
         Death::DeliveryLimit => format!(

@@ -9,7 +9,7 @@ use super::running::{JobHandle, Stop};
 use super::JobContext;
 use super::{control, ConsumerError};
 use crate::events::redact::Redactor;
-use crate::events::reply::{ReplySink, ReplyTarget};
+use crate::events::reply::{EventsExchange, ReplySink, ReplyTarget};
 use crate::events::Reporter;
 use crate::events::{self, AttemptId};
 use buildbot_protocol::{read_envelope, ControlMessage, Job, JobEnvelope, JobResult, StepName};
@@ -138,7 +138,8 @@ async fn run_unless_requeued(
 
 async fn open_sink(context: &JobContext, target: ReplyTarget) -> Result<ReplySink, String> {
     let connection = context.pool.get().await.map_err(|e| e.to_string())?;
-    ReplySink::open(&connection, target, Arc::clone(&context.metrics))
+    let exchange = context.settings.events_exchange;
+    ReplySink::open(&connection, target, exchange, Arc::clone(&context.metrics))
         .await
         .map_err(|e| e.to_string())
 }
@@ -154,8 +155,9 @@ async fn requeue(delivery: &Delivery) {
 }
 
 /// Answers an invalid job with a `rejected` result (on its reply queue
-/// when it names one, and on the events exchange) and dead-letters it:
-/// retrying cannot make it valid. `named` is what its body says of itself.
+/// when it names one, and on the events exchange when that is on) and
+/// dead-letters it: retrying cannot make it valid. `named` is what its
+/// body says of itself.
 async fn reject(
     delivery: Delivery,
     envelope: Envelope,
@@ -236,13 +238,17 @@ async fn ignore(delivery: Delivery, reason: &str, context: &JobContext) {
 }
 
 /// Publishes `result` alone, as attempt `attempt`, to `target`; returns
-/// its `seq` once the broker confirmed it.
+/// once the broker confirmed it, or at once when it has nowhere to go.
 pub(super) async fn publish_result(
     context: &JobContext,
     target: ReplyTarget,
     attempt: u32,
     result: JobResult,
-) -> Result<u64, String> {
+) -> Result<(), String> {
+    if target.reply_to.is_none() && context.settings.events_exchange == EventsExchange::Off {
+        tracing::warn!(status = ?result.status, "the message names no reply_to and the events exchange is off: its result is only in this log");
+        return Ok(());
+    }
     let attempt = AttemptId {
         job_id: target.correlation_id.clone(),
         attempt,
@@ -257,6 +263,6 @@ pub(super) async fn publish_result(
     finisher
         .finish(result)
         .await
-        .map(|published| published.last_seq)
+        .map(|_| ())
         .map_err(|e| e.to_string())
 }

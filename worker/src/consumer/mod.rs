@@ -21,6 +21,7 @@ mod job;
 mod running;
 mod topology;
 
+use crate::events::reply::EventsExchange;
 use crate::events::LogBatching;
 use crate::observe::disk::DiskWatch;
 use crate::observe::metrics::Metrics;
@@ -56,6 +57,9 @@ pub(crate) struct Settings {
     pub(crate) max_job_bytes: usize,
     /// How log output is batched into events.
     pub(crate) batching: LogBatching,
+    /// Whether every event (rejections and dead-letter results too) is
+    /// also copied to the events exchange.
+    pub(crate) events_exchange: EventsExchange,
     /// Keys a job must be signed with; empty: signatures are not checked.
     pub(crate) trusted_keys: Vec<VerifyingKey>,
     /// Longest validity (`expires_at - issued_at`) of a signed job.

@@ -1,7 +1,8 @@
 //! The AMQP event sink: publishes a job's events to its reply queue with
 //! publisher confirms, so the consumer acks a job only after its result is
-//! safely with the broker; and a copy of each to the events topic exchange
-//! for dashboards (routing key `<service_id>.<job_id>.<kind>`).
+//! safely with the broker; and, unless the worker switched it off, a copy
+//! of each to the events topic exchange for dashboards (routing key
+//! `<service_id>.<job_id>.<kind>`).
 
 use crate::events::{EventSink, SinkError};
 use crate::observe::metrics::Metrics;
@@ -21,10 +22,20 @@ use std::sync::Arc;
 /// channel busy, bounded so a stalled broker applies back-pressure.
 const MAX_UNCONFIRMED: usize = 256;
 
+/// Whether every event is also copied to the events exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventsExchange {
+    /// Copied: any broker user allowed to bind a queue to the exchange
+    /// reads every job's events.
+    On,
+    /// Reply queues only; the exchange is neither declared nor used.
+    Off,
+}
+
 /// Where a job's events go.
 pub(crate) struct ReplyTarget {
     /// The caller's reply queue; none for a message that named none (its
-    /// rejection still goes to the events exchange).
+    /// rejection then goes to the events exchange only, if that is on).
     pub(crate) reply_to: Option<String>,
     /// The job id, as `correlation_id` of every event.
     pub(crate) correlation_id: String,
@@ -38,19 +49,22 @@ pub(crate) struct ReplySink {
     channel: Channel,
     reply_to: Option<String>,
     correlation_id: String,
-    /// `<service_id>.<job_id>.` of the events exchange routing keys.
-    routing_prefix: String,
+    /// `<service_id>.<job_id>.` of the events exchange routing keys; none
+    /// when the exchange is off.
+    routing_prefix: Option<String>,
     metrics: Arc<Metrics>,
     unconfirmed: VecDeque<(u64, PublisherConfirm)>,
     warned_unroutable: bool,
 }
 
 impl ReplySink {
-    /// Opens a confirm-mode channel on `connection` for events to `target`.
-    /// The events exchange must exist (the consumer declares it).
+    /// Opens a confirm-mode channel on `connection` for events to `target`,
+    /// and to the events exchange when `exchange` is on (it must exist
+    /// then: the consumer declares it).
     pub(crate) async fn open(
         connection: &Connection,
         target: ReplyTarget,
+        exchange: EventsExchange,
         metrics: Arc<Metrics>,
     ) -> Result<Self, SinkError> {
         let channel = connection.create_channel().await.map_err(transport)?;
@@ -58,17 +72,11 @@ impl ReplySink {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(transport)?;
-        // A `.` inside the service id would split it into two topic words.
-        let service = target
-            .service_id
-            .as_deref()
-            .unwrap_or("unknown")
-            .replace('.', "_");
-        let job = target.correlation_id.replace('.', "_");
+        let routing_prefix = (exchange == EventsExchange::On).then(|| routing_prefix(&target));
         Ok(Self {
             channel,
             reply_to: target.reply_to,
-            routing_prefix: format!("{service}.{job}."),
+            routing_prefix,
             correlation_id: target.correlation_id,
             metrics,
             unconfirmed: VecDeque::new(),
@@ -151,8 +159,11 @@ impl EventSink for ReplySink {
             self.unconfirmed.push_back((event.seq, reply));
         }
         // The dashboards' copy: not mandatory, nobody may be listening.
-        let routing_key = format!("{}{}", self.routing_prefix, event.body.kind());
-        if let Ok(routing_key) = ShortString::try_new(routing_key) {
+        let routing_key = self
+            .routing_prefix
+            .as_ref()
+            .map(|prefix| format!("{prefix}{}", event.body.kind()));
+        if let Some(Ok(routing_key)) = routing_key.map(ShortString::try_new) {
             let copy = self
                 .channel
                 .basic_publish(
@@ -193,6 +204,19 @@ impl Drop for ReplySink {
             });
         }
     }
+}
+
+/// `<service_id>.<job_id>.`, the start of `target`'s events exchange
+/// routing keys.
+fn routing_prefix(target: &ReplyTarget) -> String {
+    // A `.` inside the service id would split it into two topic words.
+    let service = target
+        .service_id
+        .as_deref()
+        .unwrap_or("unknown")
+        .replace('.', "_");
+    let job = target.correlation_id.replace('.', "_");
+    format!("{service}.{job}.")
 }
 
 fn transport(e: lapin::Error) -> SinkError {
