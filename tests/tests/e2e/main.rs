@@ -12,11 +12,14 @@
 //! scripts/rig-up
 //! cargo build -p buildbot-worker          # the binary the tests spawn
 //! cargo test -p buildbot-tests --features e2e --test e2e
+//! cargo test -p buildbot-tests --features e2e --test e2e -- --ignored image_cache_budget
 //! cargo test -p buildbot-tests --features e2e --test e2e -- --ignored broker_restart
 //! ```
 //!
-//! The last line is `broker_restart`'s only test: it restarts RabbitMQ
-//! under every other test, so it is ignored and run alone, after them.
+//! The last two lines run the ignored tests alone, after the others:
+//! `workspaces`' image cache budget (the budget is the engine's, so it
+//! would count and evict what concurrent tests keep) and `broker_restart`
+//! (it restarts RabbitMQ under every other test).
 //! One topic runs with its module path as filter, e.g. `-- pipeline::`.
 //!
 //! The topics, in the order of the flow:

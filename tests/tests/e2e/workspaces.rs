@@ -265,6 +265,7 @@ async fn kept_bytes(docker: &bollard::Docker) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the budget is the engine's: it would count and evict what concurrent tests keep; scripts/test runs it alone"]
 async fn a_hundred_jobs_stay_within_the_image_cache_budget() {
     const JOBS: usize = 100;
     const LAYER: usize = 5_000_000;
