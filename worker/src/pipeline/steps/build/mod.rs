@@ -202,6 +202,9 @@ fn is_cache_race(e: &DockerError) -> bool {
         "unknown parent image ID",
         "failed to get digest",
         "No such image: sha256:",
+        // The cache probe lists a layer's children, then looks each up:
+        // an image cache trim can remove one in between.
+        "unable to find image sha256:",
     ]
     .iter()
     .any(|words| text.contains(words))
@@ -276,4 +279,25 @@ async fn tag_image(
         docker.tag_image(image_id, Some(options)).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vanished_cached_layer_is_told_apart_from_a_failed_build() {
+        let vanished = [
+            "unknown parent image ID sha256:0a1b",
+            "failed to get digest sha256:0a1b: image not known",
+            "No such image: sha256:0a1b",
+            "unable to find image sha256:0a1b",
+        ];
+        for words in vanished {
+            assert!(is_cache_race(&DockerError::Build(words.into())), "{words}");
+        }
+        let failed =
+            DockerError::Build("The command '/bin/sh -c make' returned a non-zero code: 2".into());
+        assert!(!is_cache_race(&failed));
+    }
 }
