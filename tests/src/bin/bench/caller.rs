@@ -98,6 +98,17 @@ impl Followed {
         })
     }
 
+    /// The text of every log event of `step` (any stream), in order.
+    pub fn log_of(&self, step: StepName) -> String {
+        self.events
+            .iter()
+            .filter_map(|arrival| match &arrival.event.body {
+                EventBody::Log(log) if log.step == step => Some(log.text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Milliseconds the worker reported for `step`.
     pub fn step_ms(&self, step: StepName) -> Option<u64> {
         self.result().ok()?.durations_ms.get(&step).copied()
