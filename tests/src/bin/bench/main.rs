@@ -1,7 +1,7 @@
 //! `bench`: measures the worker against the real rig (`scripts/rig-up`) and
 //! prints one Markdown table: overhead against the bare git + docker CLI
 //! pipeline, latency, log throughput, memory, throughput of cached jobs
-//! (issue 7), and jobs with a builder image. It reports figures and never judges them; `scripts/bench`
+//! (issue 7), jobs with a builder image and a long-lived worker. It reports figures and never judges them; `scripts/bench`
 //! builds the release binaries and runs it. Not part of `cargo test`.
 //!
 //! Owns the command line, the shared state of the sections, the machine
@@ -13,6 +13,7 @@ mod caller;
 mod engine;
 mod latency;
 mod logs;
+mod longlived;
 mod memory;
 mod overhead;
 mod report;
@@ -26,12 +27,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 const USAGE: &str =
-    "usage: bench [--runs N] [--quick] [--only 1,2,...,6] [--worker-bin PATH] [--amqp-url URL]
+    "usage: bench [--runs N] [--quick] [--only 1,2,...,7] [--worker-bin PATH] [--amqp-url URL]
 
   --runs N          runs per side in sections 1 and 6 (default 5)
   --quick           small counts everywhere, to check the benchmark itself works
   --only LIST       run only these sections (1 overhead, 2 latency, 3 logs,
-                    4 memory, 5 cached-job throughput, 6 builder jobs)
+                    4 memory, 5 cached-job throughput, 6 builder jobs,
+                    7 long-lived worker)
   --worker-bin PATH the buildbot binary to measure (default target/release/buildbot)
   --amqp-url URL    another RabbitMQ than the rig's (workers and caller both use it)";
 
@@ -52,6 +54,8 @@ pub struct Options {
     pub memory_log_lines: usize,
     /// Jobs per batch in the cached-throughput section.
     pub cached_jobs: usize,
+    /// Jobs through the long-lived worker of section 7.
+    pub long_lived_jobs: usize,
     /// Sections to run.
     pub sections: Vec<u8>,
     /// The worker binary.
@@ -70,7 +74,8 @@ impl Options {
             log_runs: 5,
             memory_log_lines: 50_000,
             cached_jobs: 20,
-            sections: vec![1, 2, 3, 4, 5, 6],
+            long_lived_jobs: 1000,
+            sections: vec![1, 2, 3, 4, 5, 6, 7],
             worker_bin: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("../target/release/buildbot"),
             amqp_url: None,
@@ -84,7 +89,7 @@ impl Options {
                 "--only" => {
                     options.sections = value()?
                         .split(',')
-                        .map(|s| s.trim().parse().context("--only takes numbers 1 to 6"))
+                        .map(|s| s.trim().parse().context("--only takes numbers 1 to 7"))
                         .collect::<anyhow::Result<_>>()?;
                 }
                 "--quick" => options.quick(),
@@ -106,6 +111,7 @@ impl Options {
         self.log_runs = 1;
         self.memory_log_lines = 5_000;
         self.cached_jobs = 4;
+        self.long_lived_jobs = 50;
     }
 }
 
@@ -217,6 +223,7 @@ async fn run_sections(bench: &mut Bench) -> anyhow::Result<()> {
             4 => memory::run(bench).await,
             5 => throughput::run(bench).await,
             6 => builder::run(bench).await,
+            7 => longlived::run(bench).await,
             other => bail!("there is no section {other}"),
         }
         .with_context(|| format!("section {section}"))?;
