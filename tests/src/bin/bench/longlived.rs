@@ -14,7 +14,7 @@ use crate::Bench;
 use anyhow::Context;
 use bollard::Docker;
 use buildbot_protocol::Job;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 use uuid::Uuid;
@@ -46,6 +46,8 @@ struct Run {
     elapsed: Duration,
     /// Per batch: jobs/min and VmRSS after it.
     batches: Vec<(f64, u64)>,
+    /// What each failed job said.
+    failures: Vec<String>,
 }
 
 /// One job to warm up, then `--long-lived-jobs` jobs in batches; removes
@@ -101,12 +103,14 @@ async fn measure(
     let per_batch = count.div_ceil(BATCHES);
     let mut elapsed = Duration::ZERO;
     let mut batches = Vec::new();
+    let mut failures = Vec::new();
     let mut left = count;
     while left > 0 {
         let size = per_batch.min(left);
         let jobs: Vec<Job> = (0..size).map(|_| renewed(&template, ours)).collect();
-        let took = bench.caller.run_batch(queue, &jobs).await?;
+        let (took, failed) = bench.caller.run_batch_counting(queue, &jobs).await?;
         worker.ensure_running()?;
+        failures.extend(failed);
         elapsed += took;
         left -= size;
         batches.push((size as f64 * 60.0 / secs(took), worker.memory()?.rss));
@@ -119,6 +123,7 @@ async fn measure(
         after,
         elapsed,
         batches,
+        failures,
     })
 }
 
@@ -210,10 +215,54 @@ fn report(bench: &mut Bench, count: usize, run: &Run) {
         ),
         format!("≤ {BUDGET} (+ one job)"),
     );
+    report.add_with_target(7, "  failed jobs", failed(&run.failures, count), "0");
     report.add_with_target(
         7,
         "  entries under the worker's workspace directory: before; after",
         format!("{}; {}", before.workspaces, after.workspaces),
         "0",
     );
+}
+
+/// `N of M`, and how many failed with which error (image ids left out, so
+/// that the same race reads as one kind).
+fn failed(failures: &[String], count: usize) -> String {
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for failure in failures {
+        *kinds.entry(kind_of(failure)).or_default() += 1;
+    }
+    let mut text = format!("{} of {count}", failures.len());
+    for (kind, n) in kinds {
+        text.push_str(&format!("; {n}× `{kind}`"));
+    }
+    text
+}
+
+/// A failure's status and error without the job, repository and image id.
+fn kind_of(failure: &str) -> String {
+    let status = failure
+        .split_once(" ended ")
+        .map_or(failure, |(_, rest)| rest);
+    match status.split_once("sha256:") {
+        Some((before, _)) => format!("{before}sha256:…"),
+        None => status.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_by_kind() {
+        let race = |id: &str| {
+            format!("job {id} for ssh://x/r.git ended Failed: Build: unable to find image \"sha256:{id}\"")
+        };
+        let text = failed(&[race("ab"), race("cd")], 10);
+        assert_eq!(
+            text,
+            "2 of 10; 2× `Failed: Build: unable to find image \"sha256:…`"
+        );
+        assert_eq!(failed(&[], 10), "0 of 10");
+    }
 }
