@@ -98,6 +98,17 @@ impl Followed {
         })
     }
 
+    /// The text of every log event of `step` (any stream), in order.
+    pub fn log_of(&self, step: StepName) -> String {
+        self.events
+            .iter()
+            .filter_map(|arrival| match &arrival.event.body {
+                EventBody::Log(log) if log.step == step => Some(log.text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Milliseconds the worker reported for `step`.
     pub fn step_ms(&self, step: StepName) -> Option<u64> {
         self.result().ok()?.durations_ms.get(&step).copied()
@@ -189,6 +200,20 @@ impl Caller {
     /// successes; returns the time from the first publication to the last
     /// result.
     pub async fn run_batch(&mut self, queue: &str, jobs: &[Job]) -> anyhow::Result<Duration> {
+        let (elapsed, failures) = self.run_batch_counting(queue, jobs).await?;
+        match failures.first() {
+            Some(failure) => bail!("{failure}"),
+            None => Ok(elapsed),
+        }
+    }
+
+    /// [`Caller::run_batch`], returning what each failed job said instead
+    /// of stopping: in a long run, how many jobs fail is a figure.
+    pub async fn run_batch_counting(
+        &mut self,
+        queue: &str,
+        jobs: &[Job],
+    ) -> anyhow::Result<(Duration, Vec<String>)> {
         let started = Instant::now();
         for job in jobs {
             let body = serde_json::to_vec(job)?;
@@ -199,21 +224,23 @@ impl Caller {
             broker("publishing a job", publish).await?;
         }
         let mut waiting: HashSet<String> = jobs.iter().map(|j| j.job_id.to_string()).collect();
+        let mut failures = Vec::new();
         while !waiting.is_empty() {
             let arrival = self.next_event().await?;
             let EventBody::Result(result) = &arrival.event.body else {
                 continue;
             };
-            if waiting.remove(&arrival.event.job_id) {
-                if let Some(job) = jobs
-                    .iter()
-                    .find(|j| j.job_id.to_string() == arrival.event.job_id)
-                {
-                    ensure_succeeded(job, result)?;
-                }
+            if !waiting.remove(&arrival.event.job_id) {
+                continue;
+            }
+            let job = jobs
+                .iter()
+                .find(|j| j.job_id.to_string() == arrival.event.job_id);
+            if let Some(Err(failure)) = job.map(|job| ensure_succeeded(job, result)) {
+                failures.push(format!("{failure:#}"));
             }
         }
-        Ok(started.elapsed())
+        Ok((started.elapsed(), failures))
     }
 
     async fn next_event(&mut self) -> anyhow::Result<Arrival> {

@@ -1,16 +1,19 @@
 //! `bench`: measures the worker against the real rig (`scripts/rig-up`) and
 //! prints one Markdown table: overhead against the bare git + docker CLI
-//! pipeline, latency, log throughput, memory, and throughput of cached jobs
-//! (issue 7). It reports figures and never judges them; `scripts/bench`
+//! pipeline, latency, log throughput, memory, throughput of cached jobs
+//! (issue 7), jobs with a builder image and a long-lived worker. It reports figures and never judges them; `scripts/bench`
 //! builds the release binaries and runs it. Not part of `cargo test`.
 //!
 //! Owns the command line, the shared state of the sections, the machine
 //! description and the order the sections run in; each section is a module.
 
 mod baseline;
+mod builder;
 mod caller;
+mod engine;
 mod latency;
 mod logs;
+mod longlived;
 mod memory;
 mod overhead;
 mod report;
@@ -24,18 +27,20 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 const USAGE: &str =
-    "usage: bench [--runs N] [--quick] [--only 1,2,3,4,5] [--worker-bin PATH] [--amqp-url URL]
+    "usage: bench [--runs N] [--quick] [--only 1,2,...,7] [--worker-bin PATH] [--amqp-url URL]
 
-  --runs N          runs per side in section 1 (default 5)
+  --runs N          runs per side in sections 1 and 6 (default 5)
   --quick           small counts everywhere, to check the benchmark itself works
   --only LIST       run only these sections (1 overhead, 2 latency, 3 logs,
-                    4 memory, 5 cached-job throughput)
+                    4 memory, 5 cached-job throughput, 6 builder jobs,
+                    7 long-lived worker)
   --worker-bin PATH the buildbot binary to measure (default target/release/buildbot)
   --amqp-url URL    another RabbitMQ than the rig's (workers and caller both use it)";
 
 /// What to run and how much of it.
 pub struct Options {
-    /// Runs per side and repository in section 1.
+    /// Runs per side and repository in section 1, and of each kind in
+    /// section 6.
     pub runs: usize,
     /// Sequential jobs whose first event is timed.
     pub first_event_jobs: usize,
@@ -49,6 +54,8 @@ pub struct Options {
     pub memory_log_lines: usize,
     /// Jobs per batch in the cached-throughput section.
     pub cached_jobs: usize,
+    /// Jobs through the long-lived worker of section 7.
+    pub long_lived_jobs: usize,
     /// Sections to run.
     pub sections: Vec<u8>,
     /// The worker binary.
@@ -67,7 +74,8 @@ impl Options {
             log_runs: 5,
             memory_log_lines: 50_000,
             cached_jobs: 20,
-            sections: vec![1, 2, 3, 4, 5],
+            long_lived_jobs: 1000,
+            sections: vec![1, 2, 3, 4, 5, 6, 7],
             worker_bin: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("../target/release/buildbot"),
             amqp_url: None,
@@ -81,7 +89,7 @@ impl Options {
                 "--only" => {
                     options.sections = value()?
                         .split(',')
-                        .map(|s| s.trim().parse().context("--only takes numbers 1 to 5"))
+                        .map(|s| s.trim().parse().context("--only takes numbers 1 to 7"))
                         .collect::<anyhow::Result<_>>()?;
                 }
                 "--quick" => options.quick(),
@@ -103,6 +111,7 @@ impl Options {
         self.log_runs = 1;
         self.memory_log_lines = 5_000;
         self.cached_jobs = 4;
+        self.long_lived_jobs = 50;
     }
 }
 
@@ -116,6 +125,9 @@ pub struct Repos {
     pub logs: TestRepo,
     /// A build printing timestamped probe lines.
     pub latency: TestRepo,
+    /// An app built with a builder image from its own Dockerfile, or
+    /// without one.
+    pub builder: TestRepo,
 }
 
 /// What the sections share.
@@ -176,6 +188,9 @@ async fn setup(options: Options, work: &std::path::Path) -> anyhow::Result<Bench
         history: repos::history_app(&rig)?,
         logs: repos::log_app(&rig)?,
         latency: repos::latency_app(&rig)?,
+        // A marker of this run: no earlier run's builder image or layer
+        // matches.
+        builder: repos::builder_app(&rig, &uuid::Uuid::new_v4().simple().to_string())?,
     };
     let amqp_url = options
         .amqp_url
@@ -207,6 +222,8 @@ async fn run_sections(bench: &mut Bench) -> anyhow::Result<()> {
             3 => logs::run(bench).await,
             4 => memory::run(bench).await,
             5 => throughput::run(bench).await,
+            6 => builder::run(bench).await,
+            7 => longlived::run(bench).await,
             other => bail!("there is no section {other}"),
         }
         .with_context(|| format!("section {section}"))?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// How long an idle worker is left alone before its memory is read, so
 /// start-up work (connecting, declaring the queue) is over.
-const SETTLE: Duration = Duration::from_secs(2);
+pub const SETTLE: Duration = Duration::from_secs(2);
 
 /// The AMQP frame size tried besides the broker's default (128 KiB). lapin
 /// gives each connection a receive and a send buffer of 32 frames,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// One line of the result table.
 pub struct Row {
-    /// Section number of the issue (1 to 5).
+    /// Section number (1 to 7).
     pub section: u8,
     /// What was measured, with its unit.
     pub measure: String,

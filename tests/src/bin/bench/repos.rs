@@ -56,6 +56,60 @@ pub fn small_app(rig: &Rig) -> anyhow::Result<TestRepo> {
     )
 }
 
+/// The builder app's Dockerfile for its builder image: what a real
+/// toolchain image does, work a cached builder image saves. `marker` comes
+/// first so that every layer after it is new to the daemon's layer cache
+/// too: a fresh marker means a really cold builder. The `RUN` writes a
+/// 20 MiB toolchain file and its checksum and computes a table (about half
+/// a second of awk, no sleep); the `COPY` takes one small tool script from
+/// the checkout, so the cache key covers a file of the repository.
+pub fn builder_dockerfile(base: &str, marker: &str) -> String {
+    let toolchain = [
+        "mkdir -p /opt/toolchain",
+        "head -c 20971520 /dev/urandom > /opt/toolchain/lib.bin",
+        "sha256sum /opt/toolchain/lib.bin > /opt/toolchain/lib.sha256",
+        "awk 'BEGIN { for (i = 0; i < 1000000; i++) s = (s * 31 + i) % 1000003; print s }' \
+         > /opt/toolchain/table",
+    ]
+    .join(" && ");
+    format!(
+        "FROM {base}\nRUN echo 'bench builder {marker}' > /etc/bench-builder\n\
+         RUN {toolchain}\nCOPY tools/render.sh /opt/render.sh\n"
+    )
+}
+
+/// The builder's command: checks that the toolchain is there, then makes
+/// the artifact from the app's files. The artifact is exactly `app/`, so
+/// the runtime image with a builder and the one of the plain Dockerfile
+/// hold the same files.
+const RENDER_SCRIPT: &str =
+    "#!/bin/sh\nset -e\ntest -s /opt/toolchain/lib.bin\nmkdir -p /out\ncp -R app/. /out/\n";
+
+/// The builder app: `Dockerfile.build` (the builder image, see
+/// [`builder_dockerfile`]), `Dockerfile` (the runtime image, from the
+/// builder's artifact) and `Dockerfile.plain` (the same runtime image
+/// straight from the checkout, for the job without a builder).
+pub fn builder_app(rig: &Rig, marker: &str) -> anyhow::Result<TestRepo> {
+    let base = &rig.base_image;
+    let builder = builder_dockerfile(base, marker);
+    let runtime = format!("FROM {base}\nCOPY artifact/ /app/\nCMD [\"ls\", \"/app\"]\n");
+    let plain = format!("FROM {base}\nCOPY app/ /app/\nCMD [\"ls\", \"/app\"]\n");
+    let page = "<html><body>benchmark builder app</body></html>\n".repeat(20);
+    let source = "fn main() { println!(\"hello\"); }\n".repeat(100);
+    rig.try_create_repo(
+        "bench-builder",
+        &[
+            ("Dockerfile.build", builder.as_bytes()),
+            ("Dockerfile", runtime.as_bytes()),
+            ("Dockerfile.plain", plain.as_bytes()),
+            (".dockerignore", DOCKERIGNORE.as_bytes()),
+            ("tools/render.sh", RENDER_SCRIPT.as_bytes()),
+            ("app/index.html", page.as_bytes()),
+            ("app/main.rs", source.as_bytes()),
+        ],
+    )
+}
+
 /// A repository whose build prints `bench line 1` .. `bench line N`, N from
 /// the build argument `LINES`, all at once (awk writes as fast as the
 /// daemon reads).

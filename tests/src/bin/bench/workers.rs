@@ -59,7 +59,18 @@ impl Launcher {
     /// `<log_dir>/<name>.log` so it neither clutters the table nor costs a
     /// terminal.
     pub fn start(&self, name: &str, queue: &str, concurrency: u16) -> anyhow::Result<Worker> {
-        self.start_on(&self.amqp_url, name, queue, concurrency)
+        self.spawn(&self.amqp_url, name, queue, concurrency, &[])
+    }
+
+    /// [`Launcher::start`] with more flags (e.g. `--image-cache-bytes`).
+    pub fn start_with(
+        &self,
+        name: &str,
+        queue: &str,
+        concurrency: u16,
+        flags: &[&str],
+    ) -> anyhow::Result<Worker> {
+        self.spawn(&self.amqp_url, name, queue, concurrency, flags)
     }
 
     /// [`Launcher::start`] with another AMQP URL (e.g. one setting
@@ -71,6 +82,17 @@ impl Launcher {
         queue: &str,
         concurrency: u16,
     ) -> anyhow::Result<Worker> {
+        self.spawn(amqp_url, name, queue, concurrency, &[])
+    }
+
+    fn spawn(
+        &self,
+        amqp_url: &str,
+        name: &str,
+        queue: &str,
+        concurrency: u16,
+        flags: &[&str],
+    ) -> anyhow::Result<Worker> {
         let log_path = self.log_dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
@@ -80,6 +102,7 @@ impl Launcher {
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--worker-id", name])
             .args(["--local-image", &self.base_image])
+            .args(flags)
             .env("BUILDBOT_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
