@@ -43,10 +43,12 @@ pub(crate) async fn keep_runtime(docker: &Docker, image_id: &str, job_id: &str) 
     }
 }
 
-/// One kept image: its cache name, size and when it was last used.
+/// One kept image: its cache names, size and when it was last used.
 #[derive(Debug, Clone, PartialEq)]
 struct Entry {
-    name: String,
+    /// Its cache names: two jobs whose builds came out identical (all
+    /// layers cached, within the same second) share one image.
+    names: Vec<String>,
     bytes: u64,
     /// Whether it has names other than its cache name (then in use).
     named_elsewhere: bool,
@@ -71,7 +73,7 @@ pub(crate) async fn trim(docker: &Docker, budget: u64) -> Result<Trim, bollard::
         if trim.kept_bytes <= budget {
             break;
         }
-        if remove(docker, &entry.name).await {
+        if remove(docker, &entry.names).await {
             trim.kept_bytes = trim.kept_bytes.saturating_sub(entry.bytes);
             trim.evicted += 1;
         }
@@ -114,7 +116,15 @@ async fn entry_of(docker: &Docker, image: &ImageSummary) -> Option<Entry> {
         tag.starts_with(&format!("{RUNTIME_REPOSITORY}:"))
             || tag.starts_with(&format!("{BUILDER_REPOSITORY}:"))
     };
-    let name = image.repo_tags.iter().find(|t| is_cache_name(t))?.clone();
+    let names: Vec<String> = image
+        .repo_tags
+        .iter()
+        .filter(|t| is_cache_name(t))
+        .cloned()
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
     let inspected = docker.inspect_image(&image.id).await.ok()?;
     let last_used = inspected
         .metadata
@@ -122,27 +132,27 @@ async fn entry_of(docker: &Docker, image: &ImageSummary) -> Option<Entry> {
         .and_then(|time| chrono::DateTime::parse_from_rfc3339(&time).ok())
         .map_or(image.created, |time| time.timestamp());
     Some(Entry {
-        name,
+        names,
         bytes: u64::try_from(image.size).unwrap_or(0),
-        named_elsewhere: image.repo_tags.iter().any(|t| !is_cache_name(t))
-            || image.repo_tags.iter().filter(|t| is_cache_name(t)).count() > 1,
+        named_elsewhere: image.repo_tags.iter().any(|t| !is_cache_name(t)),
         last_used,
     })
 }
 
-/// Removes the cache name `name` (and the image with its untagged parents
-/// when that was its last name); false when the engine refused (in use).
-async fn remove(docker: &Docker, name: &str) -> bool {
-    match docker
-        .remove_image(name, Some(RemoveImageOptions::default()), None)
-        .await
-    {
-        Ok(_) => true,
-        Err(e) => {
+/// Removes the cache names `names` (the last one takes the image with its
+/// untagged parents); false when the engine refused one (in use), which
+/// leaves the image for a later trim.
+async fn remove(docker: &Docker, names: &[String]) -> bool {
+    for name in names {
+        let removed = docker
+            .remove_image(name, Some(RemoveImageOptions::default()), None)
+            .await;
+        if let Err(e) = removed {
             tracing::debug!(%name, error = %e, "image cache: not removed now");
-            false
+            return false;
         }
     }
+    true
 }
 
 #[cfg(test)]
@@ -151,7 +161,7 @@ mod tests {
 
     fn entry(name: &str, bytes: u64, last_used: i64, named_elsewhere: bool) -> Entry {
         Entry {
-            name: name.into(),
+            names: vec![name.into()],
             bytes,
             named_elsewhere,
             last_used,
@@ -169,7 +179,7 @@ mod tests {
         assert!(eviction_order(entries.clone(), 40).is_empty());
         let order: Vec<_> = eviction_order(entries, 25)
             .into_iter()
-            .map(|e| e.name)
+            .flat_map(|e| e.names)
             .collect();
         assert_eq!(
             order,

@@ -204,7 +204,7 @@ fn is_cache_race(e: &DockerError) -> bool {
         "No such image: sha256:",
         // The cache probe lists a layer's children, then looks each up:
         // an image cache trim can remove one in between.
-        "unable to find image sha256:",
+        "unable to find image \"sha256:",
     ]
     .iter()
     .any(|words| text.contains(words))
@@ -291,7 +291,7 @@ mod tests {
             "unknown parent image ID sha256:0a1b",
             "failed to get digest sha256:0a1b: image not known",
             "No such image: sha256:0a1b",
-            "unable to find image sha256:0a1b",
+            "Build: unable to find image \"sha256:0a1b\"",
         ];
         for words in vanished {
             assert!(is_cache_race(&DockerError::Build(words.into())), "{words}");
