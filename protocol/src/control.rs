@@ -33,6 +33,11 @@ pub enum ControlMessage {
         nonce: String,
         /// Its `envelope.expires_at` (Unix seconds): remembered until then.
         expires_at: u64,
+        /// The job's result was published: from then on even the broker's
+        /// redelivery of that message (after its worker stopped) is a
+        /// replay. Until then a redelivery is the job's own retry.
+        #[serde(default)]
+        finished: bool,
     },
     /// Published by a starting worker into the cancel stream: once it reads
     /// its own checkpoint back, it has read every earlier cancel and may

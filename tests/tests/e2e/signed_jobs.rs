@@ -160,7 +160,17 @@ async fn a_captured_signed_job_cannot_be_replayed_on_any_worker() {
     dropped_silently(&fleet, &first, &job, &body, &caller, "a replay").await;
 
     // A worker started later learns the nonce from the cancel stream.
+    // (The killed one's consumer must be gone first, or the replay may
+    // reach it: waited for.)
     drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while fleet.orchestrator.consumer_count(&fleet.queue).await.ok() != Some(0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the killed worker still consumes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let later = fleet.worker(&["--trusted-key", &trusted()]).await;
     dropped_silently(&fleet, &later, &job, &body, &caller, "a replay").await;
 }

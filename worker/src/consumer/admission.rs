@@ -11,7 +11,10 @@
 //! ([`Refusal::Rejected`]): its reply queue is the signer's.
 //!
 //! Accepted nonces go to the cancel stream ([`ControlMessage::Admitted`]),
-//! so every worker, also one started later, refuses a replay.
+//! so every worker, also one started later, refuses a replay; again with
+//! `finished` once the result is out, after which even the broker's
+//! redelivery of the message is refused (before, it is the job's retry
+//! after its worker stopped).
 
 use buildbot_protocol::signature::{verify_job, VerifyingKey};
 use buildbot_protocol::SignedEnvelope;
@@ -88,11 +91,16 @@ pub(super) fn admit(
             envelope.queue, expected.queue
         )));
     }
-    if nonces.contains(&envelope.nonce, expected.now) && !expected.redelivered {
-        return Err(ignored(format!(
-            "envelope.nonce: {} was accepted before; a replay",
-            envelope.nonce
-        )));
+    // A redelivery (its worker stopped) of a job not yet finished is the
+    // job's own retry; anything else with a known nonce is a replay.
+    match nonces.finished(&envelope.nonce, expected.now) {
+        Some(finished) if finished || !expected.redelivered => {
+            return Err(ignored(format!(
+                "envelope.nonce: {} was accepted before; a replay",
+                envelope.nonce
+            )));
+        }
+        _ => {}
     }
     check_validity(&envelope, expected)?;
     Ok(Admission {
@@ -150,7 +158,8 @@ pub(crate) struct AdmittedNonces {
 
 #[derive(Default)]
 struct Nonces {
-    expiry: HashMap<String, u64>,
+    /// Each nonce's expiry, and whether its job finished.
+    expiry: HashMap<String, (u64, bool)>,
     /// (expires_at, nonce), soonest first, for eviction.
     by_expiry: BTreeSet<(u64, String)>,
 }
@@ -161,11 +170,14 @@ impl AdmittedNonces {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Remembers `nonce` until `expires_at`, forgetting what expired by
-    /// `now` and, past the bound, what expires first.
-    pub(crate) fn remember(&self, nonce: &str, expires_at: u64, now: u64) {
+    /// Remembers `nonce` until `expires_at` (and that its job `finished`,
+    /// once it did), forgetting what expired by `now` and, past the bound,
+    /// what expires first.
+    pub(crate) fn remember(&self, nonce: &str, expires_at: u64, finished: bool, now: u64) {
         let mut state = self.lock();
-        if let Some(old) = state.expiry.insert(nonce.to_owned(), expires_at) {
+        let was_finished = state.expiry.get(nonce).is_some_and(|(_, f)| *f);
+        let entry = (expires_at, finished || was_finished);
+        if let Some((old, _)) = state.expiry.insert(nonce.to_owned(), entry) {
             state.by_expiry.remove(&(old, nonce.to_owned()));
         }
         state.by_expiry.insert((expires_at, nonce.to_owned()));
@@ -178,12 +190,14 @@ impl AdmittedNonces {
         }
     }
 
-    /// Whether `nonce` was accepted and has not expired by `now`.
-    fn contains(&self, nonce: &str, now: u64) -> bool {
+    /// Whether `nonce` was accepted (and not expired by `now`): then
+    /// whether its job finished.
+    fn finished(&self, nonce: &str, now: u64) -> Option<bool> {
         self.lock()
             .expiry
             .get(nonce)
-            .is_some_and(|expires_at| *expires_at > now)
+            .filter(|(expires_at, _)| *expires_at > now)
+            .map(|(_, finished)| *finished)
     }
 
     #[cfg(test)]
@@ -245,14 +259,19 @@ mod tests {
         let nonces = AdmittedNonces::default();
         let data = signed(envelope());
         let admission = admit(&data, &expected(&trusted), &nonces).expect("admitted");
-        nonces.remember(&admission.nonce, admission.expires_at, NOW);
+        nonces.remember(&admission.nonce, admission.expires_at, false, NOW);
         is_ignored(admit(&data, &expected(&trusted), &nonces), "a replay");
-        // The broker giving the same message back is not a replay.
+        // The broker giving the message back while its job had not
+        // finished is the job's retry; once it finished, a replay.
         let again = Expected {
             redelivered: true,
             ..expected(&trusted)
         };
         assert!(admit(&data, &again, &nonces).is_ok());
+        nonces.remember(&admission.nonce, admission.expires_at, true, NOW);
+        is_ignored(admit(&data, &again, &nonces), "a replay");
+        nonces.remember(&admission.nonce, admission.expires_at, false, NOW);
+        is_ignored(admit(&data, &again, &nonces), "a replay");
     }
 
     #[test]
@@ -311,17 +330,17 @@ mod tests {
     #[test]
     fn nonces_are_forgotten_when_they_expire_and_bounded() {
         let nonces = AdmittedNonces::default();
-        nonces.remember("a", NOW + 5, NOW);
-        assert!(nonces.contains("a", NOW));
-        assert!(!nonces.contains("a", NOW + 5));
-        nonces.remember("b", NOW + 100, NOW + 10);
+        nonces.remember("a", NOW + 5, false, NOW);
+        assert_eq!(nonces.finished("a", NOW), Some(false));
+        assert_eq!(nonces.finished("a", NOW + 5), None);
+        nonces.remember("b", NOW + 100, false, NOW + 10);
         assert_eq!(nonces.len(), 1, "a expired and went");
         for i in 0..=MAX_REMEMBERED_NONCES {
-            nonces.remember(&i.to_string(), NOW + 1000 + i as u64, NOW);
+            nonces.remember(&i.to_string(), NOW + 1000 + i as u64, false, NOW);
         }
         assert_eq!(nonces.len(), MAX_REMEMBERED_NONCES);
         assert!(
-            !nonces.contains("b", NOW),
+            nonces.finished("b", NOW).is_none(),
             "the soonest to expire went first"
         );
     }

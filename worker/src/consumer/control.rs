@@ -186,8 +186,13 @@ fn on_message(data: &[u8], listeners: &Listeners<'_>) -> Option<ControlMessage> 
                 tracing::debug!(%job_id, "cancel received");
             }
         }
-        ControlMessage::Admitted { nonce, expires_at } => {
-            listeners.nonces.remember(nonce, *expires_at, unix_now());
+        ControlMessage::Admitted {
+            nonce,
+            expires_at,
+            finished,
+        } => {
+            let nonces = listeners.nonces;
+            nonces.remember(nonce, *expires_at, *finished, unix_now());
         }
         ControlMessage::Checkpoint { .. } => {}
     }

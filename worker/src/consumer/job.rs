@@ -56,8 +56,8 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
         reply_to,
         admission,
     } = accepted;
-    if let Some(admission) = admission {
-        admit(context, &admission).await;
+    if let Some(admission) = &admission {
+        admit(context, admission, false).await;
     }
     let job_id = job.job_id.to_string();
     let handle = context.jobs.register(&job_id);
@@ -111,6 +111,9 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
         Ok(published) => {
             let error = published.error.as_ref().map(|e| e.message.as_str());
             tracing::info!(status = ?published.status, last_seq = published.last_seq, error, "job finished");
+            if let Some(admission) = &admission {
+                admit(context, admission, true).await;
+            }
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                 tracing::warn!(error = %e, "ack failed; the broker will redeliver the job");
             }
@@ -210,13 +213,15 @@ pub(super) async fn trim_image_cache(context: &JobContext) {
 /// Remembers a signed job's nonce here and tells every worker through the
 /// cancel stream, so a replay is refused wherever it is delivered. A
 /// failed publish is logged: this worker still refuses the replay.
-async fn admit(context: &JobContext, admission: &Admission) {
+async fn admit(context: &JobContext, admission: &Admission, finished: bool) {
+    let (nonce, expires_at) = (&admission.nonce, admission.expires_at);
     context
         .nonces
-        .remember(&admission.nonce, admission.expires_at, unix_now());
+        .remember(nonce, expires_at, finished, unix_now());
     let message = ControlMessage::Admitted {
-        nonce: admission.nonce.clone(),
-        expires_at: admission.expires_at,
+        nonce: nonce.clone(),
+        expires_at,
+        finished,
     };
     let published = match context.pool.get().await {
         Ok(connection) => control::publish(&connection, &message).await,
