@@ -15,7 +15,7 @@ use uuid::Uuid;
 /// A job whose build prints `build-2` and the build container's id,
 /// sleeps `seconds`, then prints `build-3`. The arithmetic keeps the
 /// markers out of the echoed command line.
-fn slow_job(fleet: &Fleet, seconds: u32) -> Job {
+pub(crate) fn slow_job(fleet: &Fleet, seconds: u32) -> Job {
     let dockerfile = format!(
         "FROM {}\nRUN echo build-$((1+1)) in-$(hostname)- && sleep {seconds} && echo build-$((2+1))\n",
         fleet.rig.base_image

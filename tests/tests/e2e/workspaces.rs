@@ -3,6 +3,7 @@
 //! SIGKILL left there, and a cancelled slow clone leaves nothing behind
 //! (the git thread holds the workspace until its last write).
 
+use crate::reliability::slow_job;
 use buildbot_protocol::{EventBody, Job, JobStatus, StepEvent, StepName, StepState};
 use buildbot_tests::e2e::{steps, Fleet, RESULT_WITHIN};
 use buildbot_tests::orchestrator::{log_contains, ReplyQueue};
@@ -37,18 +38,40 @@ async fn until_empty(dir: &Path, limit: Duration) {
     }
 }
 
-/// A job whose build runs `seconds` (no cache, so every attempt runs it).
-fn slow_build(fleet: &Fleet, seconds: u32) -> Job {
-    let dockerfile = format!(
-        "FROM {}\nRUN echo building && sleep {seconds}\n",
-        fleet.rig.base_image
-    );
-    let repo = fleet
-        .rig
-        .create_repo("slow", &[("Dockerfile", dockerfile.as_bytes())]);
-    let mut job = fleet.rig.job(&repo, &fleet.rig.registry);
-    job.build.no_cache = true;
-    job
+/// A temp workspace root and a worker id of the test's own: the worker's
+/// checkouts go to [`WorkerDir::mine`].
+struct WorkerDir {
+    root: tempfile::TempDir,
+    root_arg: String,
+    worker_id: String,
+}
+
+impl WorkerDir {
+    fn new() -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        let root_arg = root.path().to_string_lossy().into_owned();
+        let worker_id = format!("ws-{}", uuid::Uuid::new_v4().simple());
+        Self {
+            root,
+            root_arg,
+            worker_id,
+        }
+    }
+
+    /// `--worker-id` and `--workspace-dir` for a worker using it.
+    fn args(&self) -> [&str; 4] {
+        [
+            "--worker-id",
+            &self.worker_id,
+            "--workspace-dir",
+            &self.root_arg,
+        ]
+    }
+
+    /// The worker's own workspace directory.
+    fn mine(&self) -> std::path::PathBuf {
+        self.root.path().join(&self.worker_id)
+    }
 }
 
 /// Forwards 127.0.0.1:<returned port> to `target`, the answers at about
@@ -92,16 +115,13 @@ async fn forward(client: TcpStream, target: u16, bytes_per_second: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_worker_empties_the_workspace_a_sigkill_left() {
     let fleet = Fleet::new().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let worker_id = format!("ws-{}", uuid::Uuid::new_v4().simple());
-    let dir_arg = dir.path().to_string_lossy().into_owned();
-    let args = ["--worker-id", &worker_id, "--workspace-dir", &dir_arg];
-    let mine = dir.path().join(&worker_id);
-    let job = slow_build(&fleet, 4);
+    let dir = WorkerDir::new();
+    let (args, mine) = (dir.args(), dir.mine());
+    let job = slow_job(&fleet, 4);
     let mut first = fleet.worker(&args).await;
     let mut replies = fleet.submit(&job).await;
     replies
-        .until(RESULT_WITHIN, |e| log_contains(e, "building"))
+        .until(RESULT_WITHIN, |e| log_contains(e, "build-2"))
         .await
         .expect("the build runs");
     let left = entries(&mine);
@@ -175,11 +195,8 @@ async fn swept(worker: &WorkerProcess) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_worker_empties_the_workspace_a_sigkill_mid_clone_left() {
     let fleet = Fleet::new().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let worker_id = format!("ws-{}", uuid::Uuid::new_v4().simple());
-    let dir_arg = dir.path().to_string_lossy().into_owned();
-    let args = ["--worker-id", &worker_id, "--workspace-dir", &dir_arg];
-    let mine = dir.path().join(&worker_id);
+    let dir = WorkerDir::new();
+    let (args, mine) = (dir.args(), dir.mine());
     let mut first = fleet.worker(&args).await;
     let job = slow_clone_job(&fleet).await;
     let mut replies = fleet.submit(&job).await;
@@ -207,13 +224,9 @@ async fn a_restarted_worker_empties_the_workspace_a_sigkill_mid_clone_left() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_slow_clone_leaves_nothing_and_ends_its_step() {
     let fleet = Fleet::new().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let worker_id = format!("ws-{}", uuid::Uuid::new_v4().simple());
-    let dir_arg = dir.path().to_string_lossy().into_owned();
-    let _worker = fleet
-        .worker(&["--worker-id", &worker_id, "--workspace-dir", &dir_arg])
-        .await;
-    let mine = dir.path().join(&worker_id);
+    let dir = WorkerDir::new();
+    let _worker = fleet.worker(&dir.args()).await;
+    let mine = dir.mine();
     let job = slow_clone_job(&fleet).await;
     let mut replies = fleet.submit(&job).await;
     into_the_clone(&mut replies).await;

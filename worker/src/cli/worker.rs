@@ -136,7 +136,7 @@ pub(crate) struct WorkerArgs {
     /// each job, the least recently used go. 0: each job's go right after
     /// it. Accepts k, m, g suffixes (powers of 1024).
     #[arg(long, env = "BUILDBOT_IMAGE_CACHE_BYTES", default_value = "10g",
-          value_parser = |s: &str| parse_size(s).map(|b| b.unsigned_abs()).map_err(|e| e.to_string()))]
+          value_parser = parse_byte_size)]
     pub(crate) image_cache_bytes: u64,
 
     /// Free space the Docker Engine's data root and the workspace
@@ -144,7 +144,7 @@ pub(crate) struct WorkerArgs {
     /// the worker stops taking jobs, and `/readyz` says why, until space
     /// returns. Accepts k, m, g suffixes; 0 turns the check off.
     #[arg(long, env = "BUILDBOT_MIN_FREE_DISK", default_value = "2g",
-          value_parser = |s: &str| parse_size(s).map(|b| b.unsigned_abs()).map_err(|e| e.to_string()))]
+          value_parser = parse_byte_size)]
     pub(crate) min_free_disk: u64,
 
     /// Accept only jobs whose image.repository is this prefix or under it
@@ -262,6 +262,13 @@ impl SizeLimitArgs {
             artifact_depth: self.max_artifact_depth as usize,
         }
     }
+}
+
+/// A size in bytes, with the suffixes `--job-memory` takes.
+fn parse_byte_size(text: &str) -> Result<u64, String> {
+    parse_size(text)
+        .map(i64::unsigned_abs)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_worker_id(text: &str) -> Result<String, String> {

@@ -181,28 +181,28 @@ impl ImageUse<'_> {
         self.pull(field, image, credentials).await
     }
 
-    /// [`ImageUse::image`] for every image the Dockerfile `text` takes
-    /// from outside the build, on a shared engine. On the user's own
-    /// engine the build pulls what is missing itself.
+    /// The images the Dockerfile `text` takes from outside the build,
+    /// each made usable by [`ImageUse::image`] on a shared engine (on the
+    /// user's own engine the build pulls what is missing itself).
     pub(crate) async fn dockerfile_images(
         &self,
         field: &'static str,
         text: &str,
         build_args: &HashMap<String, String>,
-    ) -> Result<(), ImageAccessError> {
+    ) -> Result<Vec<String>, ImageAccessError> {
+        let parsed = dockerfile::external_images(text, build_args);
         if !self.policy.is_shared() {
-            return Ok(());
+            // The engine has the last word on the user's own Dockerfile.
+            return Ok(parsed.unwrap_or_default());
         }
-        let images = dockerfile::external_images(text, build_args).map_err(|e| {
-            ImageAccessError::Dockerfile {
-                field,
-                message: e.to_string(),
-            }
+        let images = parsed.map_err(|e| ImageAccessError::Dockerfile {
+            field,
+            message: e.to_string(),
         })?;
-        for image in images {
-            self.image(field, &image).await?;
+        for image in &images {
+            self.image(field, image).await?;
         }
-        Ok(())
+        Ok(images)
     }
 
     /// Pulls `image` with `credentials`, reporting its outcome.

@@ -9,7 +9,6 @@ use super::labels::{builder_labels, cache_labels};
 use super::leftovers::Leftovers;
 use super::{BuilderError, BuilderRun};
 use crate::events::Reporter;
-use crate::pipeline::images::dockerfile::external_images;
 use crate::pipeline::images::ImageUse;
 use crate::pipeline::registry_auth;
 use crate::pipeline::steps::build::context::{self, ContextSpec, BUILDER_DOCKERFILE_FIELD};
@@ -80,10 +79,10 @@ async fn from_dockerfile(
     };
     context::resolve(&context).await?;
     let text = context::read_dockerfile(&context)?;
-    image_use(docker, spec, reporter)
+    let base_images = image_use(docker, spec, reporter)
         .dockerfile_images(BUILDER_DOCKERFILE_FIELD, &text, &HashMap::new())
         .await?;
-    let key = cache_key(docker, spec, dockerfile, &text, reporter).await;
+    let key = cache_key(docker, spec, dockerfile, &text, &base_images, reporter).await;
     let forced = spec.job.build.no_cache || spec.job.build.pull;
     let (reference, labels) = match key {
         Some(key) => {
@@ -127,20 +126,22 @@ async fn from_dockerfile(
     Ok(reference)
 }
 
-/// The cache key of the builder `dockerfile` (text `text`) of this run,
-/// or None (said in the job's log) when it cannot be cached.
+/// The cache key of the builder `dockerfile` (text `text`, starting from
+/// `base_images`) of this run, or None (said in the job's log) when it
+/// cannot be cached.
 async fn cache_key(
     docker: &Docker,
     spec: &BuilderRun<'_>,
     dockerfile: &str,
     text: &str,
+    base_images: &[String],
     reporter: &Reporter,
 ) -> Option<String> {
     let mut base_image_ids = Vec::new();
-    for image in external_images(text, &HashMap::new()).ok()? {
+    for image in base_images {
         // Missing only on a user's own engine, where the build pulls it:
         // the next run has its id.
-        base_image_ids.push(docker.inspect_image(&image).await.ok()?.id?);
+        base_image_ids.push(docker.inspect_image(image).await.ok()?.id?);
     }
     let (checkout, dockerfile, text) = (
         spec.checkout.to_owned(),
