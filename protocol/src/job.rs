@@ -175,6 +175,42 @@ pub struct Build {
     /// the artifact in the runtime image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builder: Option<Builder>,
+    /// The daemon's builder: `buildkit` or `legacy`. Unset: BuildKit where
+    /// the Docker Engine has it, else the legacy builder (the build log says
+    /// which).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<BuildEngine>,
+    /// Build secrets by id, for `RUN --mount=type=secret,id=<id>` (BuildKit
+    /// only). Served to the build while it runs; never in the image's
+    /// config, history or layers, and masked in every event.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, Secret>,
+    /// Put BuildKit's inline cache metadata in the image, so a worker
+    /// that has never built the app reuses its layers when a later job
+    /// names this image in `cache_from` (BuildKit only).
+    #[serde(default)]
+    pub cache_inline: bool,
+}
+
+/// Which of the Docker Engine's builders builds the images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildEngine {
+    /// BuildKit, through the Engine API (`RUN --mount`, build secrets,
+    /// parallel stages, inline cache).
+    Buildkit,
+    /// The classic builder, which the Docker CLI calls deprecated.
+    Legacy,
+}
+
+impl BuildEngine {
+    /// The job field's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildEngine::Buildkit => "buildkit",
+            BuildEngine::Legacy => "legacy",
+        }
+    }
 }
 
 fn default_context() -> String {
@@ -197,6 +233,9 @@ impl Default for Build {
             pull: false,
             cache_from: Vec::new(),
             builder: None,
+            engine: None,
+            secrets: BTreeMap::new(),
+            cache_inline: false,
         }
     }
 }
@@ -224,6 +263,10 @@ pub struct Builder {
     /// Environment of the command.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Credentials for the command's environment only (e.g. a package
+    /// registry token): never in an image, masked in every event.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, Secret>,
     /// Path in the builder (absolute, or relative to `workdir`) of the
     /// artifact, a file or directory, copied out after the command succeeds.
     pub artifacts: String,

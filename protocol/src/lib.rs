@@ -44,7 +44,8 @@ pub use event::{
     StepName, StepState,
 };
 pub use job::{
-    Build, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, SignedEnvelope, DEFAULT_TIMEOUT_SECS,
+    Build, BuildEngine, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, SignedEnvelope,
+    DEFAULT_TIMEOUT_SECS,
 };
 pub use reference::{parse_reference, registry_host, Reference, ReferenceError, Repository};
 pub use schema::{event_schema, job_schema};

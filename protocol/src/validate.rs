@@ -21,7 +21,7 @@ use crate::grammar::private_key::{check_passphrase, PrivateKeyError, SshPrivateK
 use crate::grammar::{base64, CleanPath, PathError, RelativePath, RepoUrl, Transport};
 use crate::reference::{self, ReferenceError};
 use crate::{
-    Build, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, Secret, SignedEnvelope,
+    Build, BuildEngine, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, Secret, SignedEnvelope,
     PROTOCOL_VERSION,
 };
 
@@ -34,6 +34,9 @@ static SERVICE_ID: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9._-]+$").expect("service_id regex"));
 static TARGET: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]*$").expect("target regex"));
+/// A BuildKit secret id: what `RUN --mount=type=secret,id=` names.
+static SECRET_ID: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_.-]{1,128}$").expect("secret id regex"));
 static ENV_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").expect("env name regex"));
 
@@ -365,8 +368,44 @@ impl Validator<'_> {
                 );
             }
         }
+        self.secret_map("build.secrets", &build.secrets, |id| {
+            (!SECRET_ID.is_match(id))
+                .then_some("not a valid secret id (1 to 128 letters, digits, \".\", \"_\", \"-\")")
+        });
+        if build.engine == Some(BuildEngine::Legacy) {
+            if !build.secrets.is_empty() {
+                self.push(
+                    "build.secrets",
+                    "needs BuildKit; the legacy builder cannot mount secrets (set build.engine to buildkit or leave it unset)",
+                );
+            }
+            if build.cache_inline {
+                self.push(
+                    "build.cache_inline",
+                    "needs BuildKit; the legacy builder writes no inline cache (set build.engine to buildkit or leave it unset)",
+                );
+            }
+        }
         if let Some(builder) = &build.builder {
             self.builder(builder);
+        }
+    }
+
+    /// Credentials by name: the names follow `key_rule`, the values must not
+    /// hold NUL bytes (the reason never shows a value).
+    fn secret_map(
+        &mut self,
+        field: &str,
+        map: &BTreeMap<String, Secret>,
+        key_rule: impl Fn(&str) -> Option<&'static str>,
+    ) {
+        for (key, value) in map {
+            let entry = format!("{field}[{}]", quoted(key));
+            if let Some(reason) = key_rule(key) {
+                self.push(entry, reason);
+            } else if value.expose().contains('\0') {
+                self.push(entry, "value contains a NUL byte");
+            }
         }
     }
 
@@ -456,6 +495,15 @@ impl Validator<'_> {
                 None
             } else {
                 Some("not a valid environment variable name (letters, digits and \"_\", not starting with a digit)")
+            }
+        });
+        self.secret_map("build.builder.secret_env", &builder.secret_env, |key| {
+            if !ENV_NAME.is_match(key) {
+                Some("not a valid environment variable name (letters, digits and \"_\", not starting with a digit)")
+            } else if builder.env.contains_key(key) {
+                Some("also set in build.builder.env; set it in one of the two")
+            } else {
+                None
             }
         });
         if builder.artifacts.starts_with('/') {
@@ -672,6 +720,7 @@ mod tests {
             command: vec!["make".into(), "dist".into()],
             workdir: "/src".into(),
             env: BTreeMap::from([("CI".into(), "1".into())]),
+            secret_env: Default::default(),
             artifacts: "dist".into(),
             artifacts_dest: "artifact".into(),
         }
@@ -1056,6 +1105,51 @@ mod tests {
                 "build.labels[\"\"]: empty name",
                 "build.target: not a valid stage name (letters, digits, \".\", \"_\", \"-\", starting with a letter or digit)",
                 "build.cache_from[1]: not a valid image reference: path component \"Valid\" must be lowercase",
+            ]
+        );
+    }
+
+    #[test]
+    fn build_secrets() {
+        let secret = || Secret::new("s3cr3t-token");
+        assert_eq!(
+            problems(|j| {
+                j.build.secrets.insert("npm_token".into(), secret());
+                j.build.secrets.insert("bad id".into(), secret());
+                j.build.secrets.insert("nul".into(), Secret::new("a\0b"));
+            }),
+            [
+                "build.secrets[\"bad id\"]: not a valid secret id (1 to 128 letters, digits, \".\", \"_\", \"-\")",
+                "build.secrets[\"nul\"]: value contains a NUL byte",
+            ]
+        );
+        assert_eq!(
+            problems(|j| {
+                j.build.engine = Some(BuildEngine::Legacy);
+                j.build.secrets.insert("npm_token".into(), secret());
+                j.build.cache_inline = true;
+            }),
+            [
+                "build.secrets: needs BuildKit; the legacy builder cannot mount secrets (set build.engine to buildkit or leave it unset)",
+                "build.cache_inline: needs BuildKit; the legacy builder writes no inline cache (set build.engine to buildkit or leave it unset)",
+            ]
+        );
+        assert!(problems(|j| {
+            j.build.engine = Some(BuildEngine::Buildkit);
+            j.build.secrets.insert("npm_token".into(), secret());
+            j.build.cache_inline = true;
+        })
+        .is_empty());
+        assert_eq!(
+            problems(with_builder(|b| {
+                b.env.insert("TOKEN".into(), "x".into());
+                b.secret_env.insert("TOKEN".into(), secret());
+                b.secret_env.insert("1X".into(), secret());
+                b.secret_env.insert("NPM_TOKEN".into(), secret());
+            })),
+            [
+                "build.builder.secret_env[\"1X\"]: not a valid environment variable name (letters, digits and \"_\", not starting with a digit)",
+                "build.builder.secret_env[\"TOKEN\"]: also set in build.builder.env; set it in one of the two",
             ]
         );
     }

@@ -68,6 +68,7 @@ fn dockerfile_builder(command: &[&str]) -> Builder {
         command: command.iter().map(|a| a.to_string()).collect(),
         workdir: "/src".into(),
         env: BTreeMap::new(),
+        secret_env: Default::default(),
         artifacts: "/out".into(),
         artifacts_dest: "artifact".into(),
     }

@@ -129,6 +129,7 @@ fn builder(image: &str, script: &str) -> Builder {
         command: vec!["sh".into(), "-c".into(), script.into()],
         workdir: "/src".into(),
         env: BTreeMap::new(),
+        secret_env: Default::default(),
         artifacts: "out".into(),
         artifacts_dest: "artifact".into(),
     }

@@ -188,6 +188,7 @@ async fn a_basic_login_without_server_never_reaches_another_registry() {
         command: vec!["true".into()],
         workdir: "/src".into(),
         env: Default::default(),
+        secret_env: Default::default(),
         artifacts: "out".into(),
         artifacts_dest: "artifact".into(),
     });

@@ -370,6 +370,7 @@ async fn a_restarted_worker_removes_the_builder_its_crash_left() {
             .to_vec(),
         workdir: "/src".into(),
         env: Default::default(),
+        secret_env: Default::default(),
         artifacts: "out".into(),
         artifacts_dest: "artifact".into(),
     });

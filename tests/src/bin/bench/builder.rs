@@ -172,6 +172,7 @@ fn builder() -> Builder {
         command: vec!["sh".into(), "/opt/render.sh".into()],
         workdir: "/src".into(),
         env: BTreeMap::new(),
+        secret_env: Default::default(),
         artifacts: "/out".into(),
         artifacts_dest: "artifact".into(),
     }
