@@ -81,7 +81,9 @@ pub(crate) struct WorkerArgs {
     #[arg(long, env = "BUILDBOT_MAX_LOG_BYTES", default_value_t = DEFAULT_MAX_JOB_LOG_BYTES)]
     pub(crate) max_log_bytes: u64,
 
-    /// Complete log lines wait at most this many milliseconds.
+    /// A log line is published as soon as the previous publish is done;
+    /// lines that keep arriving faster are batched, and wait at most this
+    /// many milliseconds.
     #[arg(long, env = "BUILDBOT_LOG_BATCH_MS", default_value_t = 50)]
     pub(crate) log_batch_ms: u64,
 

@@ -1,6 +1,8 @@
-//! Log batching: output of a step is published in chunks of whole lines,
-//! by size and by time, so a noisy build does not flood the broker and a
-//! quiet one is still seen promptly.
+//! Log batching: output of a step is published in chunks of whole lines.
+//! A line after a quiet moment is due at once; lines that arrive while a
+//! publish is in flight, or faster than publishing, wait in one chunk (up
+//! to a size, and a time cap), so a noisy build does not flood the broker
+//! and a quiet one is seen as it prints.
 
 use super::LogBatching;
 use buildbot_protocol::{LogEvent, LogStream, StepName};
@@ -47,6 +49,12 @@ impl LogBatcher {
             since: now,
         });
         pending.text.push_str(&log.text);
+        // Lines that kept coming for the time cap go now, even though
+        // more are still arriving.
+        let overdue = now >= pending.since + self.batching.max_delay;
+        if overdue && pending.text.contains('\n') {
+            ready.extend(self.take_due(now));
+        }
         while self
             .pending
             .as_ref()
@@ -57,15 +65,17 @@ impl LogBatcher {
         ready
     }
 
-    /// When the pending output must be published, if there is any.
+    /// When the pending output may be published, if there is any:
+    /// complete lines at once (the publisher takes what is queued first,
+    /// so lines that came meanwhile join them), a partial line after its
+    /// delay.
     pub(super) fn due(&self) -> Option<Instant> {
         self.pending.as_ref().map(|p| {
-            let delay = if p.text.contains('\n') {
-                self.batching.max_delay
+            if p.text.contains('\n') {
+                p.since
             } else {
-                self.batching.partial_line_delay
-            };
-            p.since + delay
+                p.since + self.batching.partial_line_delay
+            }
         })
     }
 
@@ -163,18 +173,31 @@ mod tests {
     }
 
     #[test]
-    fn batcher_keeps_partial_line_until_its_delay() {
+    fn complete_lines_are_due_at_once_and_a_partial_line_after_its_delay() {
         let mut b = LogBatcher::new(batching(1024));
         let start = Instant::now();
         assert!(b.push(log("line\npartial"), start).is_empty());
-        assert_eq!(b.due(), Some(start + Duration::from_millis(50)));
-        let chunk = b.take_due(start + Duration::from_millis(50));
+        assert_eq!(b.due(), Some(start));
+        let chunk = b.take_due(start);
         assert_eq!(chunk.map(|c| c.text), Some("line\n".to_owned()));
-        let later = start + Duration::from_millis(50);
-        assert_eq!(b.due(), Some(later + Duration::from_secs(1)));
-        let chunk = b.take_due(later + Duration::from_secs(1));
+        assert_eq!(b.due(), Some(start + Duration::from_secs(1)));
+        let chunk = b.take_due(start + Duration::from_secs(1));
         assert_eq!(chunk.map(|c| c.text), Some("partial".to_owned()));
         assert!(b.due().is_none());
+    }
+
+    #[test]
+    fn lines_that_keep_coming_go_out_at_the_time_cap() {
+        let mut b = LogBatcher::new(batching(1024));
+        let start = Instant::now();
+        assert!(b.push(log("1\n"), start).is_empty());
+        assert!(b
+            .push(log("2\n"), start + Duration::from_millis(49))
+            .is_empty());
+        let ready = b.push(log("3\npart"), start + Duration::from_millis(50));
+        let texts: Vec<_> = ready.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, ["1\n2\n3\n"]);
+        assert_eq!(b.take_all().map(|c| c.text), Some("part".to_owned()));
     }
 
     #[test]

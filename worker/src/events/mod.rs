@@ -15,7 +15,7 @@ mod batcher;
 mod publisher;
 mod reporter;
 
-pub(crate) use reporter::{Finisher, Reporter};
+pub(crate) use reporter::{Finisher, Reporter, StreamMasker};
 
 use batcher::LogBatcher;
 use buildbot_protocol::Event;
@@ -67,7 +67,8 @@ pub(crate) struct LogBatching {
     pub(crate) max_job_bytes: u64,
     /// A chunk is published once this many bytes are waiting.
     pub(crate) max_bytes: usize,
-    /// Complete lines wait at most this long before they are published.
+    /// Complete lines are published as soon as nothing else is queued;
+    /// while lines keep coming faster, they wait at most this long.
     pub(crate) max_delay: Duration,
     /// A line without its newline yet (a prompt, a progress bar) waits at
     /// most this long.
@@ -112,10 +113,14 @@ pub(crate) fn start<S: EventSink>(
         next_seq: 1,
         failure: None,
     };
+    let reporter = Reporter {
+        reports: reports.clone(),
+        redactor: publisher.redactor.clone(),
+    };
     let task = tokio::spawn(publisher.run(inbox));
     let finisher = Finisher {
         reports: reports.clone(),
         task,
     };
-    (Reporter { reports }, finisher)
+    (reporter, finisher)
 }

@@ -48,6 +48,10 @@ impl<S: EventSink> Publisher<S> {
         loop {
             let due = self.batcher.due();
             tokio::select! {
+                // What is queued first: lines that arrived while a publish
+                // was in flight join the pending chunk, which goes out as
+                // one event once the inbox is empty.
+                biased;
                 report = inbox.recv() => match report {
                     Some(Report::Finish(result, reply)) => {
                         let _ = reply.send(self.finish(*result).await);

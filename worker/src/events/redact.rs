@@ -43,7 +43,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
 use buildbot_protocol::grammar::base64 as base64_grammar;
-use buildbot_protocol::{Job, RegistryAuth, RepoAuth};
+use buildbot_protocol::{Job, RegistryAuth, RepoAuth, Secret};
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -446,6 +446,9 @@ fn job_secrets(job: &Job) -> Vec<&str> {
         Some(RegistryAuth::Basic { password, .. }) => secrets.push(password.expose()),
         Some(RegistryAuth::DockerConfig { config }) => secrets.push(config.expose()),
     }
+    let build_secrets = job.build.secrets.values();
+    let secret_env = job.build.builder.iter().flat_map(|b| b.secret_env.values());
+    secrets.extend(build_secrets.chain(secret_env).map(Secret::expose));
     secrets
 }
 
@@ -514,7 +517,7 @@ fn url_encode(value: &str) -> String {
 }
 
 #[cfg(test)]
-pub(in crate::events) mod tests {
+pub(crate) mod tests {
     //! Also the helpers of the publisher's tests of masking.
 
     use super::*;
@@ -575,11 +578,11 @@ pub(in crate::events) mod tests {
     }
 
     /// A short password, long enough to straddle a wrapped line.
-    pub(in crate::events) const PASSWORD: &str = "correct-horse-battery-42";
+    pub(crate) const PASSWORD: &str = "correct-horse-battery-42";
 
     /// Deterministic bytes that look random (a linear congruential
     /// generator): key material and non-secret blobs.
-    pub(in crate::events) fn pseudo_random_bytes(seed: u32, len: usize) -> Vec<u8> {
+    pub(crate) fn pseudo_random_bytes(seed: u32, len: usize) -> Vec<u8> {
         let mut state = seed;
         (0..len)
             .map(|_| {
@@ -590,7 +593,7 @@ pub(in crate::events) mod tests {
     }
 
     /// `text` cut into lines of `width` characters, each ended by `line_end`.
-    pub(in crate::events) fn wrap(text: &str, width: usize, line_end: &str) -> String {
+    pub(crate) fn wrap(text: &str, width: usize, line_end: &str) -> String {
         text.as_bytes()
             .chunks(width)
             .map(|line| format!("{}{line_end}", String::from_utf8_lossy(line)))
@@ -599,7 +602,7 @@ pub(in crate::events) mod tests {
 
     /// An OpenSSH private key as `ssh-keygen` writes it (made-up key
     /// material: no real key in the tree).
-    pub(in crate::events) fn openssh_key() -> String {
+    pub(crate) fn openssh_key() -> String {
         let mut blob = b"openssh-key-v1\0\0\0\0\x04none\0\0\0\x04none".to_vec();
         blob.extend(pseudo_random_bytes(7, 380));
         let body = wrap(&STANDARD.encode(blob), 70, "\n");
@@ -609,7 +612,7 @@ pub(in crate::events) mod tests {
     /// What a build prints for `echo "{label}$(base64 -w {width} file)"`
     /// where the file holds `before`, the secret, then more data, between a
     /// command line and a last line.
-    pub(in crate::events) fn printed_base64(
+    pub(crate) fn printed_base64(
         secret: &str,
         before: &[u8],
         width: usize,
@@ -624,7 +627,7 @@ pub(in crate::events) mod tests {
     }
 
     /// Every 8-character piece of the base64 of `secret`, at each alignment.
-    pub(in crate::events) fn base64_pieces(secret: &str) -> HashSet<String> {
+    pub(crate) fn base64_pieces(secret: &str) -> HashSet<String> {
         let mut encodings = base64_infixes(secret.as_bytes());
         encodings.push(STANDARD.encode(secret));
         encodings
@@ -635,11 +638,7 @@ pub(in crate::events) mod tests {
 
     /// Fails if any line of `output` holds 8 characters of the base64 of
     /// the secret.
-    pub(in crate::events) fn assert_no_base64_piece(
-        pieces: &HashSet<String>,
-        output: &str,
-        case: &str,
-    ) {
+    pub(crate) fn assert_no_base64_piece(pieces: &HashSet<String>, output: &str, case: &str) {
         for line in output.lines() {
             let bytes = line.as_bytes();
             for window in bytes.windows(8) {

@@ -1,6 +1,7 @@
 //! The steps' side of event reporting: a cheap, cloneable [`Reporter`] for
 //! step changes and output, and the [`Finisher`] that publishes the result.
 
+use super::redact::Redactor;
 use super::SinkError;
 use buildbot_protocol::{JobResult, LogEvent, LogStream, StepEvent, StepName, StepState};
 use tokio::sync::{mpsc, oneshot};
@@ -21,9 +22,18 @@ pub(super) enum Report {
 #[derive(Clone)]
 pub(crate) struct Reporter {
     pub(super) reports: mpsc::Sender<Report>,
+    /// The job's masking, for output that a step must interleave itself.
+    pub(super) redactor: Redactor,
 }
 
 impl Reporter {
+    /// Masks one stream of output before the step mixes it with others
+    /// (BuildKit's parallel steps): a secret that stream prints across
+    /// lines is found there, and nowhere once the lines are interleaved.
+    pub(crate) fn stream_masker(&self) -> StreamMasker {
+        StreamMasker::new(self.redactor.clone())
+    }
+
     /// A step changed state.
     pub(crate) async fn step(&self, name: StepName, state: StepState) {
         self.send(Report::Step(StepEvent { name, state })).await;
@@ -98,5 +108,38 @@ impl Finisher {
         let outcome = confirmed.await.unwrap_or(Err(SinkError::Stopped));
         let _ = self.task.await;
         outcome
+    }
+}
+
+/// Masks one stream of output as it comes (see
+/// [`Reporter::stream_masker`]). The publisher masks every event again;
+/// masked text holds no secret to find.
+pub(crate) struct StreamMasker {
+    redactor: Redactor,
+    /// Raw output that may start a secret the next piece continues.
+    held: String,
+}
+
+impl StreamMasker {
+    pub(crate) fn new(redactor: Redactor) -> Self {
+        Self {
+            redactor,
+            held: String::new(),
+        }
+    }
+
+    /// The masked output that `text` makes ready; the rest is held.
+    pub(crate) fn push(&mut self, text: &str) -> String {
+        self.held.push_str(text);
+        let (ready, rest) = self.redactor.mask_streamed(&self.held);
+        let rest = rest.to_owned();
+        self.held = rest;
+        ready
+    }
+
+    /// Everything held, masked: the stream has ended.
+    pub(crate) fn finish(&mut self) -> String {
+        let held = std::mem::take(&mut self.held);
+        self.redactor.mask(&held)
     }
 }
