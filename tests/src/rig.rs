@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use base64::Engine as _;
 use std::collections::HashMap;
 use std::fmt;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -465,6 +466,63 @@ fn make_world_readable(root: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+impl Rig {
+    /// Everything the open registry `registry` stores for `path:tag`:
+    /// the manifest, the config blob and every layer, gunzipped, so a test
+    /// can search them for a value that must not be there.
+    ///
+    /// # Panics
+    ///
+    /// When the registry cannot be reached or lacks the image.
+    pub fn registry_image_bytes(&self, registry: &str, path: &str, tag: &str) -> Vec<Vec<u8>> {
+        image_bytes(registry, path, tag)
+            .unwrap_or_else(|error| panic!("reading {registry}/{path}:{tag}: {error:#}"))
+    }
+}
+
+fn image_bytes(registry: &str, path: &str, tag: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut response = manifest_request(registry, path, tag, None)?;
+    anyhow::ensure!(
+        response.status().as_u16() == 200,
+        "the manifest answered HTTP {}",
+        response.status()
+    );
+    let manifest = response.body_mut().read_to_vec()?;
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest)?;
+    let config = parsed["config"]["digest"]
+        .as_str()
+        .context("no config digest")?;
+    let mut all = vec![manifest.clone(), blob(registry, path, config)?];
+    let layers = parsed["layers"].as_array().context("no layers")?;
+    for layer in layers {
+        let digest = layer["digest"].as_str().context("a layer without digest")?;
+        let compressed = blob(registry, path, digest)?;
+        let mut layer_tar = Vec::new();
+        flate2::read::GzDecoder::new(compressed.as_slice())
+            .read_to_end(&mut layer_tar)
+            .with_context(|| format!("gunzip layer {digest}"))?;
+        all.push(layer_tar);
+    }
+    Ok(all)
+}
+
+fn blob(registry: &str, path: &str, digest: &str) -> anyhow::Result<Vec<u8>> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(HTTP_TIMEOUT))
+        .build()
+        .into();
+    let url = format!("http://{registry}/v2/{path}/blobs/{digest}");
+    let mut response = agent
+        .get(&url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    Ok(response
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()?)
 }
 
 fn manifest_request(

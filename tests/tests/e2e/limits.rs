@@ -6,7 +6,7 @@
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::RemoveContainerOptions;
 use bollard::Docker;
-use buildbot_protocol::{Builder, Job, JobStatus, StepName};
+use buildbot_protocol::{BuildEngine, Builder, Job, JobStatus, StepName};
 use buildbot_tests::daemon::{self, JobWatch, Seen};
 use buildbot_tests::e2e::{assert_failed, assert_well_formed, Setup};
 use buildbot_tests::orchestrator::Attempt;
@@ -32,6 +32,7 @@ fn builder(setup: &Setup, script: &str) -> Builder {
         command: vec!["sh".into(), "-c".into(), script.into()],
         workdir: "/src".into(),
         env: BTreeMap::new(),
+        secret_env: BTreeMap::new(),
         artifacts: "out".into(),
         artifacts_dest: "artifact".into(),
     }
@@ -125,11 +126,37 @@ async fn a_memory_hog_is_killed_with_a_clear_error() {
     assert_eq!(host.memory, Some(64 * 1024 * 1024));
     assert_eq!(host.memory_swap, host.memory, "no swap on top");
 
-    // The runtime build's RUN step is bounded too (the legacy builder
-    // reports the code only).
-    let run_only = job(&setup, &repo, None);
+    // The runtime build's RUN step is bounded too on the legacy builder
+    // (it reports the code only); BuildKit's are not (README, "Limits").
+    let mut run_only = job(&setup, &repo, None);
+    run_only.build.engine = Some(BuildEngine::Legacy);
     let (attempt, _) = run_watched(&setup, &docker, &run_only).await;
     assert_failed(&attempt, StepName::Build, "137");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_buildkit_off_every_build_is_bounded_and_buildkit_jobs_are_refused() {
+    let setup = Setup::start_with(&["--job-memory", "64m", "--buildkit", "off"]).await;
+    let docker = daemon::connect().await;
+    let repo = repo_running(&setup, MEMORY_HOG);
+    let (attempt, _) = run_watched(&setup, &docker, &job(&setup, &repo, None)).await;
+    assert_failed(&attempt, StepName::Build, "137");
+    assert!(
+        attempt
+            .log_text()
+            .contains("building with the legacy builder: this worker builds on the legacy builder only (--buildkit off)"),
+        "{}",
+        attempt.log_text()
+    );
+
+    let mut wants_buildkit = job(&setup, &repo, None);
+    wants_buildkit.build.engine = Some(BuildEngine::Buildkit);
+    let (attempt, _) = run_watched(&setup, &docker, &wants_buildkit).await;
+    assert_failed(
+        &attempt,
+        StepName::Build,
+        "build.engine is buildkit, but this worker builds on the legacy builder only (--buildkit off)",
+    );
 }
 
 /// A container on the default bridge serving `/ok` over HTTP for a while:
@@ -215,8 +242,14 @@ async fn with_builder_network_none_a_job_reaches_nothing_the_default_can() {
     assert_failed(&attempt, StepName::Builder, "build.builder.command exited");
     let host = builder_host_config(&seen);
     assert_eq!(host.network_mode.as_deref(), Some("none"));
-    let from_run = job(&closed, &repo, None);
-    let (attempt, _) = run_watched(&closed, &docker, &from_run).await;
-    assert_failed(&attempt, StepName::Build, "returned a non-zero code");
+    // BuildKit's RUN steps too, and the legacy builder's.
+    for engine in [BuildEngine::Buildkit, BuildEngine::Legacy] {
+        let mut from_run = job(&closed, &repo, None);
+        from_run.build.engine = Some(engine);
+        let (attempt, _) = run_watched(&closed, &docker, &from_run).await;
+        assert_failed(&attempt, StepName::Build, "");
+        let error = attempt.result().error.as_ref().expect("an error");
+        assert_eq!(error.exit_code, Some(1), "{engine:?}: {error:?}");
+    }
     remove_peer(&docker, &peer).await;
 }

@@ -26,6 +26,8 @@
 //! - `rig_smoke`: each service of the rig does what the tests rely on;
 //! - `pipeline`: a job through clone, build and push, its events in order;
 //! - `builder`: builder containers, and nothing left behind;
+//! - `buildkit`: BuildKit's cache mounts, targets, build secrets and
+//!   registry cache (its cold-cache test runs alone, like the two above);
 //! - `isolation`: tenants sharing a worker's Docker Engine cannot plant
 //!   or read each other's images;
 //! - `workspaces`: checkouts under `<workspace-dir>/<worker-id>/`, swept
@@ -58,6 +60,9 @@ mod push;
 
 #[cfg(feature = "e2e")]
 mod builder;
+
+#[cfg(feature = "e2e")]
+mod buildkit;
 
 #[cfg(feature = "e2e")]
 mod limits;

@@ -4,7 +4,7 @@
 //! from the reply queue.
 
 use buildbot_protocol::{
-    EventBody, JobStatus, RegistryAuth, RepoAuth, Secret, StepName, StepState,
+    BuildEngine, EventBody, JobStatus, RegistryAuth, RepoAuth, Secret, StepName, StepState,
 };
 use buildbot_tests::e2e::{assert_failed, assert_well_formed, steps, Setup};
 use buildbot_tests::{SshKey, TestRepo};
@@ -115,13 +115,26 @@ async fn failing_dockerfile_reports_the_daemons_error() {
         .rig
         .create_repo("failing", &[("Dockerfile", dockerfile.as_bytes())]);
     let registry = setup.rig.registry.clone();
-    let job = setup.rig.job(&repo, &registry);
-    let attempt = setup.run(&job).await;
+    let words = [
+        (BuildEngine::Legacy, "returned a non-zero code: 3"),
+        // BuildKit's error names the instruction that failed.
+        (
+            BuildEngine::Buildkit,
+            "[2/2] RUN echo about to fail && exit 3 failed:",
+        ),
+    ];
+    for (engine, message) in words {
+        let mut job = setup.rig.job(&repo, &registry);
+        job.build.engine = Some(engine);
+        let attempt = setup.run(&job).await;
 
-    assert_well_formed(&attempt, &job);
-    assert_failed(&attempt, StepName::Build, "returned a non-zero code: 3");
-    assert!(attempt.log_text().contains("about to fail"));
-    assert!(attempt.result().image.is_none());
+        assert_well_formed(&attempt, &job);
+        assert_failed(&attempt, StepName::Build, message);
+        let error = attempt.result().error.as_ref().expect("an error");
+        assert_eq!(error.exit_code, Some(3), "{engine:?}: {error:?}");
+        assert!(attempt.log_text().contains("about to fail"));
+        assert!(attempt.result().image.is_none());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,6 +154,24 @@ pub(crate) struct JobRunArgs {
     /// clone fails unless `--accept-any-host-key` is given.
     #[command(flatten)]
     clone: CloneArgs,
+
+    /// Whether images are built on the Engine's BuildKit, where it has it
+    /// (`off`: the legacy builder only). BuildKit's `RUN` steps run in the
+    /// daemon's cgroup: `--job-memory`, `--job-cpus` and `--job-pids` do
+    /// not bind them, only builder containers and legacy builds; with
+    /// `off`, jobs that need BuildKit (`build.secrets`,
+    /// `build.cache_inline`, `build.engine: buildkit`) fail saying so.
+    #[arg(long, env = "BUILDBOT_BUILDKIT", value_enum, default_value_t = BuildkitArg::On)]
+    buildkit: BuildkitArg,
+}
+
+/// `--buildkit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BuildkitArg {
+    /// BuildKit where the Engine has it, unless a job asks for `legacy`.
+    On,
+    /// The legacy builder for every job.
+    Off,
 }
 
 impl JobRunArgs {
@@ -169,14 +187,18 @@ impl JobRunArgs {
         images: crate::pipeline::ImagePolicy,
     ) -> Result<crate::pipeline::Pipeline, git2::Error> {
         self.git_timeouts.apply()?;
+        let settings = crate::pipeline::JobSettings {
+            limits: self.limits.limits(),
+            size_limits: self.size_limits.limits(),
+            clone: self.clone.settings(pinned),
+            images,
+            buildkit: self.buildkit == BuildkitArg::On,
+        };
         Ok(crate::pipeline::Pipeline::new(
             docker,
             worker_id,
             workspace_root,
-            self.limits.limits(),
-            self.size_limits.limits(),
-            self.clone.settings(pinned),
-            images,
+            settings,
         ))
     }
 }

@@ -12,6 +12,17 @@ pub(crate) enum DockerError {
     /// The build failed; the daemon's error text.
     #[error("{0}")]
     Build(String),
+    /// A step of the build failed; its command's exit code where it ran
+    /// one.
+    #[error("{instruction} failed: {message}")]
+    Instruction {
+        /// The step, as the builder names it (`[2/3] RUN make`).
+        instruction: String,
+        /// What the builder said.
+        message: String,
+        /// The exit code of the step's command.
+        exit_code: Option<i64>,
+    },
     /// The build ended without reporting the image it built.
     #[error("the daemon did not report the id of the built image")]
     NoImageId,

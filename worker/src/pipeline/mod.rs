@@ -58,6 +58,23 @@ pub(crate) struct Pipeline {
     clone: CloneSettings,
     /// Which images on the engine jobs may use.
     images: ImagePolicy,
+    /// Where the worker opens BuildKit sessions, or why it does not.
+    session: Result<build::SessionAddress, String>,
+}
+
+/// How a pipeline runs jobs.
+pub(crate) struct JobSettings {
+    /// What a job's containers may use.
+    pub(crate) limits: ContainerLimits,
+    /// How much of what a job controls the worker takes on.
+    pub(crate) size_limits: SizeLimits,
+    /// The worker's host key default and clone byte cap.
+    pub(crate) clone: CloneSettings,
+    /// Which images on the engine jobs may use.
+    pub(crate) images: ImagePolicy,
+    /// Build on BuildKit where the engine has it (else the legacy builder
+    /// only).
+    pub(crate) buildkit: bool,
 }
 
 /// How much of what a job controls (its checkout's tree, its builder's
@@ -123,6 +140,12 @@ trait StepError: Display {
 
 impl StepError for String {}
 
+impl StepError for build::BuildError {
+    fn exit_code(&self) -> Option<i64> {
+        build::BuildError::exit_code(self)
+    }
+}
+
 impl StepError for BuilderError {
     fn exit_code(&self) -> Option<i64> {
         BuilderError::exit_code(self)
@@ -159,26 +182,28 @@ impl Progress {
 
 impl Pipeline {
     /// A pipeline building on `docker`, reporting results as `worker_id`,
-    /// its jobs' containers bound by `limits` and what they control by
-    /// `size_limits`, cloning under `clone`, using images as `images`
-    /// allows.
+    /// running jobs as `settings` say.
     pub(crate) fn new(
         docker: Docker,
         worker_id: String,
         workspace_root: Option<PathBuf>,
-        limits: ContainerLimits,
-        size_limits: SizeLimits,
-        clone: CloneSettings,
-        images: ImagePolicy,
+        settings: JobSettings,
     ) -> Self {
+        let session = if settings.buildkit {
+            // The daemon bollard connects to: `DOCKER_HOST`, read once.
+            build::SessionAddress::parse(std::env::var("DOCKER_HOST").ok().as_deref())
+        } else {
+            Err("this worker builds on the legacy builder only (--buildkit off)".to_owned())
+        };
         Self {
             docker,
             worker_id,
             workspace_root,
-            limits,
-            size_limits,
-            clone,
-            images,
+            limits: settings.limits,
+            size_limits: settings.size_limits,
+            clone: settings.clone,
+            images: settings.images,
+            session,
         }
     }
 
@@ -282,6 +307,7 @@ impl Pipeline {
         lock(progress).revision = Some(checkout.commit.clone());
 
         let spec = runtime_context(job, &checkout_dir, &checkout, self.size_limits.into());
+        let engine = build::engine(&self.docker, job, &self.session).await;
         if let Some(builder) = &job.build.builder {
             run_step(StepName::Builder, reporter, progress, async {
                 let context_dir = context::resolve(&spec).await?;
@@ -295,6 +321,10 @@ impl Pipeline {
                     limits: &self.limits,
                     size_limits: self.size_limits,
                     images: &self.images,
+                    // A builder image is built like the runtime image;
+                    // when the job cannot be built at all, the build step
+                    // says why.
+                    engine: engine.builder().unwrap_or_default(),
                 };
                 builder::run(&self.docker, &run, reporter).await
             })
@@ -304,17 +334,13 @@ impl Pipeline {
         // the job (a build cut short may still have tagged it).
         let _private_name = PrivateName::new(&self.docker, build::private_reference(job));
         let image_id = run_step(StepName::Build, reporter, progress, async {
-            let (limits, images) = (&self.limits, &self.images);
-            build::run(
-                &self.docker,
-                job,
-                spec,
-                &checkout.commit,
-                limits,
-                images,
-                reporter,
-            )
-            .await
+            let on = build::BuildOn {
+                docker: &self.docker,
+                engine: &engine,
+                limits: &self.limits,
+                images: &self.images,
+            };
+            build::run(&on, job, spec, &checkout.commit, reporter).await
         })
         .await?;
         if self.images.cache_bytes().is_some() {

@@ -6,10 +6,16 @@
 //!   followed out of the checkout.
 //! - [`dockerignore`]: Docker's ignore-file rules.
 //! - [`labels`]: the labels every image carries.
+//! - [`buildkit`] and [`legacy`]: the Engine's two builders; which one a
+//!   job uses is [`engine`]'s choice.
 
+mod buildkit;
 pub(crate) mod context;
 mod dockerignore;
 mod labels;
+mod legacy;
+
+pub(crate) use buildkit::SessionAddress;
 
 use crate::events::Reporter;
 use crate::pipeline::docker::DockerError;
@@ -18,47 +24,193 @@ use crate::pipeline::registry_auth;
 use crate::pipeline::steps::builder::ContainerLimits;
 use crate::pipeline::steps::clone::Checkout;
 use bollard::auth::DockerCredentials;
-use bollard::query_parameters::{BuildImageOptions, TagImageOptions};
+use bollard::query_parameters::TagImageOptions;
 use bollard::Docker;
-use buildbot_protocol::{registry_host, Job, LogStream, StepName};
-use bytes::Bytes;
+use buildbot_protocol::{registry_host, BuildEngine, Job, Secret, StepName};
 use context::{ContextSpec, WalkLimits, DOCKERFILE_FIELD};
-use futures_util::{Stream, StreamExt};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// Builds the runtime image; returns the image id. It is tagged
-/// [`private_reference`] on the engine, and with every tag of the job too
-/// when the engine is the user's own.
+/// Where and how the runtime image is built.
+pub(crate) struct BuildOn<'a> {
+    pub(crate) docker: &'a Docker,
+    /// The Engine's builder chosen for the job.
+    pub(crate) engine: &'a Engine,
+    /// What the legacy builder's `RUN` steps may use.
+    pub(crate) limits: &'a ContainerLimits,
+    /// Which images on the engine the job may use.
+    pub(crate) images: &'a ImagePolicy,
+}
+
+/// Builds the runtime image as `on` says; returns the image id. It is
+/// tagged [`private_reference`] on the engine, and with every tag of the
+/// job too when the engine is the user's own.
 pub(crate) async fn run(
-    docker: &Docker,
+    on: &BuildOn<'_>,
     job: &Job,
     spec: ContextSpec,
     commit: &str,
-    limits: &ContainerLimits,
-    images: &ImagePolicy,
     reporter: &Reporter,
-) -> Result<String, String> {
-    context::resolve(&spec).await.map_err(|e| e.to_string())?;
+) -> Result<String, BuildError> {
+    let BuildOn {
+        docker,
+        engine,
+        limits,
+        images,
+    } = *on;
+    let builder = engine.builder()?;
+    if let Some(note) = &engine.note {
+        reporter.system(StepName::Build, note.clone()).await;
+    }
+    context::resolve(&spec).await.map_err(BuildError::prepare)?;
     use_inputs(docker, job, &spec, images, reporter)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(BuildError::prepare)?;
     let registry = registry_host(&job.image.repository);
     let credentials = registry_auth::all_credentials(job.registry_auth.as_ref(), &registry)
-        .map_err(|e| e.to_string())?;
-    let build = image_build(job, commit, credentials, limits);
-    let image_id = build_image(docker, build, spec, StepName::Build, reporter)
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(BuildError::prepare)?;
+    let build = image_build(job, commit, credentials, builder, limits);
+    let image_id = build_image(docker, build, spec, StepName::Build, reporter).await?;
     if images.tags_locally() {
-        tag_image(docker, &image_id, &job.image.repository, &job.image.tags)
-            .await
-            .map_err(|e| e.to_string())?;
+        tag_image(docker, &image_id, &job.image.repository, &job.image.tags).await?;
     }
     reporter
         .system(StepName::Build, format!("built image {image_id}"))
         .await;
     Ok(image_id)
+}
+
+/// Why the build step failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BuildError {
+    /// Before the daemon built anything: the context, the input images,
+    /// the credentials, the builder.
+    #[error("{0}")]
+    Prepare(String),
+    /// The daemon's build, or tagging its image.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+}
+
+impl BuildError {
+    fn prepare(e: impl std::fmt::Display) -> Self {
+        BuildError::Prepare(e.to_string())
+    }
+
+    /// The exit code of the build step's command that failed, where the
+    /// builder said it.
+    pub(crate) fn exit_code(&self) -> Option<i64> {
+        match self {
+            BuildError::Docker(DockerError::Instruction { exit_code, .. }) => *exit_code,
+            BuildError::Docker(DockerError::Build(text)) => buildkit::exit_code_in(text),
+            _ => None,
+        }
+    }
+}
+
+/// The Engine's builder a job's images are built with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum DaemonBuilder {
+    /// The legacy builder.
+    #[default]
+    Legacy,
+    /// BuildKit, with the worker's session opened at this address.
+    BuildKit(SessionAddress),
+}
+
+/// The builder chosen for a job, or why the job cannot be built; and a
+/// line for the build log when the choice is not the one the job would
+/// expect.
+#[derive(Debug, Clone)]
+pub(crate) struct Engine {
+    choice: Result<DaemonBuilder, String>,
+    note: Option<String>,
+}
+
+impl Engine {
+    /// The builder, or the reason the job cannot be built.
+    pub(crate) fn builder(&self) -> Result<DaemonBuilder, BuildError> {
+        self.choice.clone().map_err(BuildError::Prepare)
+    }
+}
+
+/// Chooses the builder for `job` on `docker`: `build.engine` when set,
+/// else BuildKit when the Engine has it and the worker can open a session
+/// at `session` (the legacy builder otherwise, said in the log).
+pub(crate) async fn engine(
+    docker: &Docker,
+    job: &Job,
+    session: &Result<SessionAddress, String>,
+) -> Engine {
+    let wanted = job.build.engine;
+    if wanted == Some(BuildEngine::Legacy) {
+        return Engine {
+            choice: Ok(DaemonBuilder::Legacy),
+            note: None,
+        };
+    }
+    let why_not = match session {
+        Err(why) => why.clone(),
+        Ok(address) => match buildkit_missing(docker).await {
+            None => {
+                return Engine {
+                    choice: Ok(DaemonBuilder::BuildKit(address.clone())),
+                    note: None,
+                }
+            }
+            Some(why) => why,
+        },
+    };
+    let needs = needs_buildkit(job);
+    match (wanted, needs) {
+        (Some(_), _) => Engine {
+            choice: Err(format!("build.engine is buildkit, but {why_not}")),
+            note: None,
+        },
+        (None, Some(field)) => Engine {
+            choice: Err(format!("{field} needs BuildKit, but {why_not}")),
+            note: None,
+        },
+        (None, None) => Engine {
+            choice: Ok(DaemonBuilder::Legacy),
+            note: Some(format!(
+                "building with the legacy builder: {why_not} (build.engine is unset)"
+            )),
+        },
+    }
+}
+
+/// The first field of `job` that only BuildKit can honour.
+fn needs_buildkit(job: &Job) -> Option<&'static str> {
+    if !job.build.secrets.is_empty() {
+        Some("build.secrets")
+    } else if job.build.cache_inline {
+        Some("build.cache_inline")
+    } else {
+        None
+    }
+}
+
+/// Why the Engine cannot build with BuildKit, or None when it can:
+/// BuildKit came with API 1.39 (Docker 18.09), on Linux daemons.
+async fn buildkit_missing(docker: &Docker) -> Option<String> {
+    let version = match docker.version().await {
+        Ok(version) => version,
+        Err(e) => return Some(format!("the Docker Engine's version is unknown ({e})")),
+    };
+    let api = version.api_version.unwrap_or_default();
+    let os = version.os.unwrap_or_default();
+    let (major, minor) = api.split_once('.').unwrap_or(("0", "0"));
+    let recent = (major.parse().unwrap_or(0), minor.parse().unwrap_or(0)) >= (1u32, 39u32);
+    if !recent {
+        Some(format!("the Docker Engine (API {api}) has no BuildKit"))
+    } else if os != "linux" {
+        Some(format!(
+            "the Docker Engine runs on {os}, where it has no BuildKit"
+        ))
+    } else {
+        None
+    }
 }
 
 /// The name the built image has on the engine while its job runs:
@@ -126,10 +278,14 @@ fn image_build(
     job: &Job,
     commit: &str,
     registry_credentials: HashMap<String, bollard::auth::DockerCredentials>,
+    engine: DaemonBuilder,
     limits: &ContainerLimits,
 ) -> ImageBuild {
     let labels = labels::image_labels(job, commit);
     ImageBuild {
+        engine,
+        secrets: job.build.secrets.clone(),
+        cache_inline: job.build.cache_inline,
         dockerfile: job.build.dockerfile.clone(),
         reference: private_reference(job),
         build_args: job.build.build_args.clone().into_iter().collect(),
@@ -146,6 +302,12 @@ fn image_build(
 /// What to build; paths are those inside the context tar.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ImageBuild {
+    /// The Engine's builder that builds it.
+    pub(crate) engine: DaemonBuilder,
+    /// Build secrets by id (BuildKit only).
+    pub(crate) secrets: BTreeMap<String, Secret>,
+    /// Write BuildKit's inline cache metadata into the image.
+    pub(crate) cache_inline: bool,
     /// Dockerfile path relative to the context.
     pub(crate) dockerfile: String,
     /// Reference the image is tagged with while building (`repo:tag`).
@@ -165,18 +327,15 @@ pub(crate) struct ImageBuild {
     /// Credentials for base-image pulls, by registry host.
     pub(crate) registry_credentials: HashMap<String, DockerCredentials>,
     /// What the `RUN` steps' containers may use; the worker's defaults
-    /// unless set, so no build runs unlimited.
+    /// unless set, so no legacy build runs unlimited (BuildKit takes only
+    /// the network, see [`buildkit`]).
     pub(crate) limits: ContainerLimits,
 }
 
-/// Builds an image from the context `spec` names, streamed as a tar;
-/// returns the image id. The daemon's output is reported as it arrives, as
-/// output of `step` (the runtime image's build, or a builder image's).
-///
-/// Built once more when the legacy builder meets a cached layer that
-/// another job removed mid-build (jobs share the daemon's layer cache, and
-/// removing an image takes its unused parents along): the same build run
-/// again does not meet it.
+/// Builds an image from the context `spec` names, streamed as a tar, on
+/// the builder `build.engine` names; returns the image id. The daemon's
+/// output is reported as it arrives, as output of `step` (the runtime
+/// image's build, or a builder image's).
 pub(crate) async fn build_image(
     docker: &Docker,
     build: ImageBuild,
@@ -184,83 +343,12 @@ pub(crate) async fn build_image(
     step: StepName,
     reporter: &Reporter,
 ) -> Result<String, DockerError> {
-    let stream = context::stream_tar(spec.clone());
-    match build_once(docker, build.clone(), stream, step, reporter).await {
-        Err(e) if is_cache_race(&e) => {
-            let line = "another job removed a cached layer this build was reusing; building again";
-            reporter.system(step, line).await;
-            build_once(docker, build, context::stream_tar(spec), step, reporter).await
+    match build.engine.clone() {
+        DaemonBuilder::Legacy => legacy::build_image(docker, build, spec, step, reporter).await,
+        DaemonBuilder::BuildKit(address) => {
+            let context = context::stream_tar(spec);
+            buildkit::build_once(docker, &address, build, context, step, reporter).await
         }
-        other => other,
-    }
-}
-
-/// The legacy builder's words when a cached image it reuses vanished.
-fn is_cache_race(e: &DockerError) -> bool {
-    let text = e.to_string();
-    [
-        "unknown parent image ID",
-        "failed to get digest",
-        "No such image: sha256:",
-        // The cache probe lists a layer's children, then looks each up:
-        // an image cache trim can remove one in between.
-        "unable to find image \"sha256:",
-    ]
-    .iter()
-    .any(|words| text.contains(words))
-}
-
-async fn build_once(
-    docker: &Docker,
-    build: ImageBuild,
-    context: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
-    step: StepName,
-    reporter: &Reporter,
-) -> Result<String, DockerError> {
-    let options = BuildImageOptions {
-        dockerfile: build.dockerfile,
-        t: Some(build.reference),
-        buildargs: Some(build.build_args),
-        labels: Some(build.labels),
-        target: build.target.unwrap_or_default(),
-        nocache: build.no_cache,
-        pull: build.pull.then(|| "1".to_owned()),
-        cachefrom: Some(build.cache_from),
-        rm: true,
-        forcerm: true,
-        // The legacy builder's `RUN` containers: memory without swap, CPU
-        // quota, network. Its API has no pids limit, capability or
-        // security option: those stay the daemon's defaults (see README).
-        memory: build.limits.build_memory(),
-        memswap: build.limits.build_memory(),
-        cpuquota: build.limits.build_cpu_quota(),
-        cpuperiod: build.limits.build_cpu_period(),
-        networkmode: Some(build.limits.network.mode().to_owned()),
-        ..Default::default()
-    };
-    let credentials = Some(build.registry_credentials);
-    let body = bollard::body_try_stream(context);
-    let mut output = docker.build_image(options, credentials, Some(body));
-    let mut image_id = None;
-    while let Some(item) = output.next().await {
-        let info = item.map_err(build_error)?;
-        if let Some(text) = info.stream {
-            reporter.log(step, LogStream::Stdout, text).await;
-        }
-        if let Some(status) = info.status {
-            reporter.system(step, status).await;
-        }
-        if let Some(id) = info.aux.and_then(|aux| aux.id) {
-            image_id = Some(id);
-        }
-    }
-    image_id.ok_or(DockerError::NoImageId)
-}
-
-fn build_error(e: bollard::errors::Error) -> DockerError {
-    match e {
-        bollard::errors::Error::DockerStreamError { error } => DockerError::Build(error),
-        other => other.into(),
     }
 }
 
@@ -279,25 +367,4 @@ async fn tag_image(
         docker.tag_image(image_id, Some(options)).await?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_vanished_cached_layer_is_told_apart_from_a_failed_build() {
-        let vanished = [
-            "unknown parent image ID sha256:0a1b",
-            "failed to get digest sha256:0a1b: image not known",
-            "No such image: sha256:0a1b",
-            "Build: unable to find image \"sha256:0a1b\"",
-        ];
-        for words in vanished {
-            assert!(is_cache_race(&DockerError::Build(words.into())), "{words}");
-        }
-        let failed =
-            DockerError::Build("The command '/bin/sh -c make' returned a non-zero code: 2".into());
-        assert!(!is_cache_race(&failed));
-    }
 }

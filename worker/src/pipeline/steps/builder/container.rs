@@ -24,11 +24,15 @@ pub(super) async fn create(
     spec: &BuilderRun<'_>,
     image: &str,
 ) -> Result<String, BuilderError> {
+    // `secret_env` joins the process's environment only: the container
+    // is never committed, and is removed when the step ends.
+    let secret_env = spec.builder.secret_env.iter();
     let env = spec
         .builder
         .env
         .iter()
         .map(|(name, value)| format!("{name}={value}"))
+        .chain(secret_env.map(|(name, value)| format!("{name}={}", value.expose())))
         .collect();
     let config = ContainerCreateBody {
         image: Some(image.to_owned()),

@@ -111,6 +111,7 @@ async fn from_dockerfile(
     let credentials =
         registry_auth::all_credentials(spec.job.registry_auth.as_ref(), &image_registry)?;
     let build = ImageBuild {
+        engine: spec.engine.clone(),
         dockerfile: dockerfile.to_owned(),
         reference: reference.clone(),
         labels,

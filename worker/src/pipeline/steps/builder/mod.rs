@@ -50,6 +50,7 @@ use crate::pipeline::docker::DockerError;
 use crate::pipeline::images::{ImageAccessError, ImagePolicy};
 use crate::pipeline::registry_auth::RegistryAuthError;
 use crate::pipeline::steps::build::context::ContextError;
+use crate::pipeline::steps::build::DaemonBuilder;
 use crate::pipeline::SizeLimits;
 use artifact::{ArtifactError, Unpacked};
 use bollard::Docker;
@@ -179,6 +180,8 @@ pub(crate) struct BuilderRun<'a> {
     pub(crate) size_limits: SizeLimits,
     /// Which images on the engine the job may use.
     pub(crate) images: &'a ImagePolicy,
+    /// The Engine's builder that builds a builder image.
+    pub(crate) engine: DaemonBuilder,
 }
 
 /// Runs the builder: image, container, upload, command, artifact. Whatever

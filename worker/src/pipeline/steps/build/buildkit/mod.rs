@@ -1,0 +1,130 @@
+//! Builds on the Engine's BuildKit (`/build` with `version=2`): the job's
+//! build secrets and registry logins served by the worker's own
+//! [`session`], the progress decoded into plain log lines ([`progress`]).
+//!
+//! `RUN` steps run in the daemon's BuildKit, under the daemon's own
+//! cgroup: the Engine API has no per-build memory or CPU limit for them
+//! (README, "Limits"); `--builder-network none` still cuts their network.
+
+mod progress;
+mod session;
+
+pub(crate) use progress::exit_code_in;
+pub(crate) use session::SessionAddress;
+
+use super::ImageBuild;
+use crate::events::Reporter;
+use crate::pipeline::docker::DockerError;
+use bollard::models::{BuildInfo, BuildInfoAux};
+use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
+use bollard::Docker;
+use buildbot_protocol::{LogStream, StepName};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use progress::Progress;
+use session::SessionServices;
+
+/// The build arg that makes BuildKit write its cache metadata into the
+/// image config (what `docker build --cache-to type=inline` sets).
+const INLINE_CACHE_ARG: &str = "BUILDKIT_INLINE_CACHE";
+
+/// Builds `build` from `context` on BuildKit, reporting its progress as
+/// output of `step`; returns the image id.
+pub(super) async fn build_once(
+    docker: &Docker,
+    address: &SessionAddress,
+    build: ImageBuild,
+    context: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    step: StepName,
+    reporter: &Reporter,
+) -> Result<String, DockerError> {
+    let services = SessionServices {
+        secrets: build.secrets.clone(),
+        credentials: build.registry_credentials.clone(),
+    };
+    let session = session::open(address, services)
+        .await
+        .map_err(|e| DockerError::Api(e.to_string()))?;
+    let options = options(build, session.id());
+    let body = bollard::body_try_stream(context);
+    let mut output = docker.build_image(options, None, Some(body));
+    let masking = reporter.clone();
+    let mut progress = Progress::new(move || masking.stream_masker());
+    let mut image_id = None;
+    while let Some(item) = output.next().await {
+        let info = item.map_err(|e| failure(e, &progress))?;
+        if let Some(id) = report(info, &mut progress, step, reporter).await {
+            image_id = Some(id);
+        }
+    }
+    drop(session);
+    image_id.ok_or(DockerError::NoImageId)
+}
+
+/// The `/build` query: BuildKit, the session, the job's settings.
+fn options(build: ImageBuild, session: &str) -> BuildImageOptions {
+    let mut build_args = build.build_args;
+    if build.cache_inline {
+        build_args.insert(INLINE_CACHE_ARG.to_owned(), "1".to_owned());
+    }
+    // BuildKit knows `none` and its own default network, not the
+    // Engine's network names.
+    let network = build.limits.network.mode();
+    let networkmode = (network == "none").then(|| network.to_owned());
+    BuildImageOptions {
+        dockerfile: build.dockerfile,
+        t: Some(build.reference),
+        buildargs: Some(build_args),
+        labels: Some(build.labels),
+        target: build.target.unwrap_or_default(),
+        nocache: build.no_cache,
+        pull: build.pull.then(|| "1".to_owned()),
+        cachefrom: Some(build.cache_from),
+        rm: true,
+        forcerm: true,
+        networkmode,
+        version: BuilderVersion::BuilderBuildKit,
+        session: Some(session.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// Reports one message of the build's output; returns the image id when
+/// this message carries it.
+async fn report(
+    info: BuildInfo,
+    progress: &mut Progress,
+    step: StepName,
+    reporter: &Reporter,
+) -> Option<String> {
+    if let Some(text) = info.stream {
+        reporter.log(step, LogStream::Stdout, text).await;
+    }
+    match info.aux {
+        Some(BuildInfoAux::BuildKit(status)) => {
+            let lines = progress.lines(status);
+            if !lines.is_empty() {
+                reporter.log(step, LogStream::Stdout, lines).await;
+            }
+            None
+        }
+        Some(BuildInfoAux::Default(image)) => image.id,
+        None => None,
+    }
+}
+
+/// The build's error, naming the step that failed when BuildKit said
+/// which, with its command's exit code.
+fn failure(e: bollard::errors::Error, progress: &Progress) -> DockerError {
+    match (e, progress.failure()) {
+        (bollard::errors::Error::DockerStreamError { .. }, Some(failed)) => {
+            DockerError::Instruction {
+                instruction: failed.instruction.clone(),
+                message: failed.error.clone(),
+                exit_code: failed.exit_code(),
+            }
+        }
+        (bollard::errors::Error::DockerStreamError { error }, None) => DockerError::Build(error),
+        (other, _) => other.into(),
+    }
+}
