@@ -365,6 +365,40 @@ async fn build_reports_flag_problems_with_the_field_and_the_flag() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_takes_a_secret_from_the_environment_and_never_prints_it() {
+    let rig = Rig::load();
+    let dockerfile = format!(
+        "FROM {}\nRUN --mount=type=secret,id=token echo \"token=$(cat /run/secrets/token)\"\n",
+        rig.base_image
+    );
+    let repo = app_repo(&rig, &dockerfile);
+    let repository = format!("{}/cli/secret-{}", rig.registry, Uuid::new_v4().simple());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = build_flags(&rig, &repo, &repository, dir.path());
+    args.extend([
+        "--secret".into(),
+        "token=CLI_BUILD_TOKEN".into(),
+        "--no-push".into(),
+    ]);
+    let canary = format!("cli-canary-{}", Uuid::new_v4().simple());
+
+    let missing = buildbot(&strs(&args), &[]).await;
+    assert_eq!(missing.code, Some(5));
+    assert!(
+        missing.stderr.contains(
+            "--secret token=CLI_BUILD_TOKEN needs CLI_BUILD_TOKEN set in the environment"
+        ),
+        "{}",
+        missing.stderr
+    );
+
+    let run = buildbot(&strs(&args), &[("CLI_BUILD_TOKEN", &canary)]).await;
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("token=********"), "{}", run.stdout);
+    assert!(!run.stdout.contains(&canary) && !run.stderr.contains(&canary));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_exits_3_on_timeout_and_4_when_interrupted() {
     let rig = Rig::load();
     let slow = app_repo(

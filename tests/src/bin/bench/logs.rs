@@ -21,10 +21,13 @@ struct LineCheck {
 
 impl LineCheck {
     fn feed(&mut self, line: &str) -> bool {
-        let Some(n) = line
-            .strip_prefix("bench line ")
-            .and_then(|n| n.trim_end().parse::<u64>().ok())
-        else {
+        // BuildKit's plain progress puts `#N <seconds> ` before each line.
+        let Some(n) = line.find("bench line ").and_then(|at| {
+            line[at + "bench line ".len()..]
+                .trim_end()
+                .parse::<u64>()
+                .ok()
+        }) else {
             return false;
         };
         self.count += 1;
@@ -146,6 +149,9 @@ async fn worker_run(bench: &mut Bench, queue: &str, repo: &TestRepo) -> anyhow::
     job.build
         .build_args
         .insert("LINES".into(), lines.to_string());
+    // The worker's log path on the builder that passes every line:
+    // BuildKit clips a step's output in the daemon (1 MiB on Docker 20.10).
+    job.build.engine = Some(buildbot_protocol::BuildEngine::Legacy);
     let followed = bench.caller.run(queue, &job).await?;
     let mut check = LineCheck::default();
     let mut last_line = followed.published;

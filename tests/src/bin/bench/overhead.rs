@@ -1,13 +1,17 @@
-//! Section 1: a job through the worker (publish to result, at the caller)
-//! against the bare pipeline a user would run (git clone + checkout, docker
-//! build, docker push of the same tags), run by run, on the same remote,
-//! daemon and registry, for the small and the large-history repository.
+//! Section 1: a job through the worker against the bare pipeline a user
+//! would run (git clone + checkout, docker build, docker push of the same
+//! tags), run by run, on the same remote, daemon and registry, for the
+//! small and the large-history repository. The worker side is timed as a
+//! whole `buildbot submit --follow` process (its start-up included), once
+//! with the job on BuildKit and once on the legacy builder.
 
 use crate::caller::{self, tags_for};
 use crate::report::{list, median, secs};
 use crate::Bench;
-use buildbot_protocol::StepName;
+use anyhow::Context as _;
+use buildbot_protocol::{BuildEngine, Event, EventBody, StepName};
 use buildbot_tests::TestRepo;
+use std::time::Instant;
 use uuid::Uuid;
 
 /// What one side took in one run, in seconds: total, clone, build, push.
@@ -43,46 +47,65 @@ async fn compare(
     let image = format!("{}/bench/{label}", bench.rig.registry);
     // One untimed run of each side first: the repository's first push of
     // the base layer and cold caches would otherwise land in run 1 only.
-    through_worker(bench, queue, repo, &image).await?;
+    submitted(bench, queue, repo, &image, BuildEngine::Buildkit).await?;
     bare(bench, repo, &image).await?;
-    let mut worker = Vec::new();
+    submitted(bench, queue, repo, &image, BuildEngine::Legacy).await?;
+    let mut buildkit = Vec::new();
+    let mut legacy = Vec::new();
     let mut baseline = Vec::new();
     for run in 0..bench.options.runs {
-        // Alternating which side goes first keeps a drift in the machine's
+        // Rotating which side goes first keeps a drift in the machine's
         // load (other builds share it) from favouring one side.
-        if run % 2 == 0 {
-            worker.push(through_worker(bench, queue, repo, &image).await?);
-            baseline.push(bare(bench, repo, &image).await?);
-        } else {
-            baseline.push(bare(bench, repo, &image).await?);
-            worker.push(through_worker(bench, queue, repo, &image).await?);
+        for side in (0..3).map(|i| (i + run) % 3) {
+            match side {
+                0 => buildkit
+                    .push(submitted(bench, queue, repo, &image, BuildEngine::Buildkit).await?),
+                1 => legacy.push(submitted(bench, queue, repo, &image, BuildEngine::Legacy).await?),
+                _ => baseline.push(bare(bench, repo, &image).await?),
+            }
         }
     }
-    report(bench, label, target, &worker, &baseline);
+    report(
+        bench,
+        &format!("{label} repo, BuildKit"),
+        target,
+        &buildkit,
+        &baseline,
+    );
+    report(
+        bench,
+        &format!("{label} repo, legacy builder"),
+        "",
+        &legacy,
+        &baseline[..0],
+    );
     Ok(())
 }
 
 fn report(bench: &mut Bench, label: &str, target: &str, worker: &[Timing], baseline: &[Timing]) {
+    if baseline.is_empty() {
+        let totals: Vec<f64> = worker.iter().map(|t| t.total).collect();
+        bench.report.add(
+            1,
+            format!("{label}, `buildbot submit --follow` (s)"),
+            format!("{} (median {:.2})", list(&totals), median(&totals)),
+        );
+        bench
+            .report
+            .add(1, format!("{label}, worker steps (median)"), phases(worker));
+        return;
+    }
     let ratios: Vec<f64> = worker
         .iter()
         .zip(baseline)
         .map(|(w, b)| w.total / b.total)
         .collect();
     let totals = |t: &[Timing]| t.iter().map(|t| t.total).collect::<Vec<_>>();
-    let phases = |t: &[Timing]| {
-        let m = |f: fn(&Timing) -> f64| median(&t.iter().map(f).collect::<Vec<_>>());
-        format!(
-            "clone {:.2} s, build {:.2} s, push {:.2} s",
-            m(|t| t.clone),
-            m(|t| t.build),
-            m(|t| t.push)
-        )
-    };
     let runs = worker.len();
     let report = &mut bench.report;
     report.add(
         1,
-        format!("{label} repo, worker: publish → result (s, {runs} runs)"),
+        format!("{label}, `buildbot submit --follow` (s, {runs} runs)"),
         format!(
             "{} (median {:.2})",
             list(&totals(worker)),
@@ -91,7 +114,7 @@ fn report(bench: &mut Bench, label: &str, target: &str, worker: &[Timing], basel
     );
     report.add(
         1,
-        format!("{label} repo, bare git + docker CLI pipeline (s)"),
+        format!("{label}: bare git clone + docker build + docker push (s)"),
         format!(
             "{} (median {:.2})",
             list(&totals(baseline)),
@@ -100,34 +123,64 @@ fn report(bench: &mut Bench, label: &str, target: &str, worker: &[Timing], basel
     );
     report.add_with_target(
         1,
-        format!("{label} repo, ratio worker / bare, per run"),
+        format!("{label}: ratio worker / bare, per run"),
         format!("{} (median {:.2})", list(&ratios), median(&ratios)),
         target,
     );
-    report.add(
-        1,
-        format!("{label} repo, worker steps (median)"),
-        phases(worker),
-    );
-    report.add(
-        1,
-        format!("{label} repo, bare steps (median)"),
-        phases(baseline),
-    );
+    report.add(1, format!("{label}, worker steps (median)"), phases(worker));
+    report.add(1, format!("{label}: bare steps (median)"), phases(baseline));
 }
 
-async fn through_worker(
+fn phases(t: &[Timing]) -> String {
+    let m = |f: fn(&Timing) -> f64| median(&t.iter().map(f).collect::<Vec<_>>());
+    format!(
+        "clone {:.2} s, build {:.2} s, push {:.2} s",
+        m(|t| t.clone),
+        m(|t| t.build),
+        m(|t| t.push)
+    )
+}
+
+/// One job on `engine`, as a user runs it: `buildbot submit --follow
+/// --json`, the whole process timed; the steps from its result.
+async fn submitted(
     bench: &mut Bench,
     queue: &str,
     repo: &TestRepo,
     image: &str,
+    engine: BuildEngine,
 ) -> anyhow::Result<Timing> {
-    let revision = new_revision(repo, "worker")?;
-    let job = caller::job(&bench.rig, repo, &revision, image);
-    let followed = bench.caller.run(queue, &job).await?;
-    let step = |name| followed.step_ms(name).unwrap_or(0) as f64 / 1000.0;
+    let revision = new_revision(repo, engine.as_str())?;
+    let mut job = caller::job(&bench.rig, repo, &revision, image);
+    job.build.engine = Some(engine);
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), serde_json::to_vec(&job)?)?;
+    let started = Instant::now();
+    let output = tokio::process::Command::new(&bench.launcher.binary)
+        .args(["submit", "--follow", "--json", "--queue", queue])
+        .arg(file.path())
+        .env("BUILDBOT_AMQP_URL", &bench.launcher.amqp_url)
+        .output()
+        .await?;
+    let total = secs(started.elapsed());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "buildbot submit --follow failed ({}): {stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Event>(line).ok())
+        .find_map(|event| match event.body {
+            EventBody::Result(result) => Some(result),
+            _ => None,
+        })
+        .context("submit printed no result")?;
+    let step = |name| result.durations_ms.get(&name).copied().unwrap_or(0) as f64 / 1000.0;
     Ok(Timing {
-        total: secs(followed.elapsed()),
+        total,
         clone: step(StepName::Clone),
         build: step(StepName::Build),
         push: step(StepName::Push),

@@ -3,7 +3,7 @@
 //! the job names the flag to change). What they mean as a job is
 //! [`super::job`]'s.
 
-use buildbot_protocol::{Problem, DEFAULT_TIMEOUT_SECS};
+use buildbot_protocol::{BuildEngine, Problem, DEFAULT_TIMEOUT_SECS};
 use std::path::PathBuf;
 
 /// Environment variable holding the registry password of `--registry-user`.
@@ -109,6 +109,17 @@ pub(crate) struct JobFlags {
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub(crate) labels: Vec<(String, String)>,
 
+    /// Build secret for `RUN --mount=type=secret,id=ID`, its value read
+    /// from the environment variable ENV (never from argv); repeat for
+    /// more. Needs BuildKit.
+    #[arg(long = "secret", value_name = "ID=ENV", value_parser = parse_key_value)]
+    pub(crate) secrets: Vec<(String, String)>,
+
+    /// The Docker Engine's builder: `buildkit` or `legacy`. Default:
+    /// BuildKit where the engine has it.
+    #[arg(long, env = "BUILDBOT_BUILD_ENGINE", value_name = "ENGINE", value_parser = parse_engine)]
+    pub(crate) engine: Option<BuildEngine>,
+
     /// Stage of a multi-stage Dockerfile to build.
     #[arg(long, env = "BUILDBOT_TARGET", value_name = "STAGE")]
     pub(crate) target: Option<String>,
@@ -164,6 +175,14 @@ pub(super) fn parse_key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `--engine`: the job field's spelling.
+fn parse_engine(text: &str) -> Result<BuildEngine, String> {
+    [BuildEngine::Buildkit, BuildEngine::Legacy]
+        .into_iter()
+        .find(|engine| engine.as_str() == text)
+        .ok_or_else(|| format!("expected buildkit or legacy, found {text:?}"))
+}
+
 /// Which flag (or environment variable) sets each job field, most specific
 /// first, so a problem can say what to change on the command line.
 const FIELD_FLAGS: &[(&str, &str)] = &[
@@ -181,6 +200,8 @@ const FIELD_FLAGS: &[(&str, &str)] = &[
     ("build.build_args", "--build-arg"),
     ("build.labels", "--label"),
     ("build.target", "--target"),
+    ("build.secrets", "--secret"),
+    ("build.engine", "--engine"),
     ("image.repository", "--image"),
     ("image.tags", "--tag"),
     ("registry_auth.server", "--registry-server"),

@@ -37,6 +37,8 @@ pub(crate) fn job_from_flags(flags: &JobFlags) -> Result<Job, BuildError> {
         labels: flags.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         no_cache: flags.no_cache,
         pull: flags.pull,
+        engine: flags.engine,
+        secrets: build_secrets(&flags.secrets)?,
         ..Build::default()
     };
     let mut job = Job::new(
@@ -96,6 +98,20 @@ fn registry_auth(flags: &JobFlags) -> Result<Option<RegistryAuth>, BuildError> {
         })),
         None => Ok(None),
     }
+}
+
+/// `--secret ID=ENV` values, read from the environment.
+fn build_secrets(flags: &[(String, String)]) -> Result<BTreeMap<String, Secret>, BuildError> {
+    flags
+        .iter()
+        .map(|(id, var)| match std::env::var(var) {
+            Ok(value) if !value.is_empty() => Ok((id.clone(), Secret::new(value))),
+            _ => Err(BuildError::MissingSecretEnv {
+                id: id.clone(),
+                var: var.clone(),
+            }),
+        })
+        .collect()
 }
 
 fn secret_from_env(flag: &'static str, var: &'static str) -> Result<Secret, BuildError> {

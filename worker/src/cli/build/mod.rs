@@ -74,6 +74,14 @@ pub(crate) enum BuildError {
         /// The environment variable.
         var: &'static str,
     },
+    /// `--secret ID=ENV` names an environment variable that is not set.
+    #[error("--secret {id}={var} needs {var} set in the environment")]
+    MissingSecretEnv {
+        /// The secret's id.
+        id: String,
+        /// The environment variable.
+        var: String,
+    },
     /// The job is not valid; every problem is listed with its field.
     #[error("{origin} is not a valid job:\n  {}", problems.join("\n  "))]
     Invalid {
