@@ -60,16 +60,6 @@ async fn build_once(
     reporter: &Reporter,
 ) -> Result<String, DockerError> {
     let options = BuildImageOptions {
-        dockerfile: build.dockerfile,
-        t: Some(build.reference),
-        buildargs: Some(build.build_args),
-        labels: Some(build.labels),
-        target: build.target.unwrap_or_default(),
-        nocache: build.no_cache,
-        pull: build.pull.then(|| "1".to_owned()),
-        cachefrom: Some(build.cache_from),
-        rm: true,
-        forcerm: true,
         // The legacy builder's `RUN` containers: memory without swap, CPU
         // quota, network. Its API has no pids limit, capability or
         // security option: those stay the daemon's defaults (see README).
@@ -78,7 +68,7 @@ async fn build_once(
         cpuquota: build.limits.build_cpu_quota(),
         cpuperiod: build.limits.build_cpu_period(),
         networkmode: Some(build.limits.network.mode().to_owned()),
-        ..Default::default()
+        ..build.query()
     };
     let credentials = Some(build.registry_credentials);
     let body = bollard::body_try_stream(context);

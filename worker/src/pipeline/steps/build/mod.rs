@@ -24,7 +24,7 @@ use crate::pipeline::registry_auth;
 use crate::pipeline::steps::builder::ContainerLimits;
 use crate::pipeline::steps::clone::Checkout;
 use bollard::auth::DockerCredentials;
-use bollard::query_parameters::TagImageOptions;
+use bollard::query_parameters::{BuildImageOptions, TagImageOptions};
 use bollard::Docker;
 use buildbot_protocol::{registry_host, BuildEngine, Job, Secret, StepName};
 use context::{ContextSpec, WalkLimits, DOCKERFILE_FIELD};
@@ -330,6 +330,26 @@ pub(crate) struct ImageBuild {
     /// unless set, so no legacy build runs unlimited (BuildKit takes only
     /// the network, see [`buildkit`]).
     pub(crate) limits: ContainerLimits,
+}
+
+impl ImageBuild {
+    /// The `/build` query both builders take: what to build and tag, and
+    /// how; each builder adds its own.
+    fn query(&self) -> BuildImageOptions {
+        BuildImageOptions {
+            dockerfile: self.dockerfile.clone(),
+            t: Some(self.reference.clone()),
+            buildargs: Some(self.build_args.clone()),
+            labels: Some(self.labels.clone()),
+            target: self.target.clone().unwrap_or_default(),
+            nocache: self.no_cache,
+            pull: self.pull.then(|| "1".to_owned()),
+            cachefrom: Some(self.cache_from.clone()),
+            rm: true,
+            forcerm: true,
+            ..Default::default()
+        }
+    }
 }
 
 /// Builds an image from the context `spec` names, streamed as a tar, on

@@ -38,14 +38,15 @@ pub(super) async fn build_once(
     step: StepName,
     reporter: &Reporter,
 ) -> Result<String, DockerError> {
+    let mut options = options(&build);
     let services = SessionServices {
-        secrets: build.secrets.clone(),
-        credentials: build.registry_credentials.clone(),
+        secrets: build.secrets,
+        credentials: build.registry_credentials,
     };
     let session = session::open(address, services)
         .await
         .map_err(|e| DockerError::Api(e.to_string()))?;
-    let options = options(build, session.id());
+    options.session = Some(session.id().to_owned());
     let body = bollard::body_try_stream(context);
     let mut output = docker.build_image(options, None, Some(body));
     let masking = reporter.clone();
@@ -61,31 +62,20 @@ pub(super) async fn build_once(
     image_id.ok_or(DockerError::NoImageId)
 }
 
-/// The `/build` query: BuildKit, the session, the job's settings.
-fn options(build: ImageBuild, session: &str) -> BuildImageOptions {
-    let mut build_args = build.build_args;
+/// The `/build` query on BuildKit (the session is added once open).
+fn options(build: &ImageBuild) -> BuildImageOptions {
+    let mut options = build.query();
     if build.cache_inline {
-        build_args.insert(INLINE_CACHE_ARG.to_owned(), "1".to_owned());
+        let args = options.buildargs.get_or_insert_with(Default::default);
+        args.insert(INLINE_CACHE_ARG.to_owned(), "1".to_owned());
     }
     // BuildKit knows `none` and its own default network, not the
     // Engine's network names.
     let network = build.limits.network.mode();
-    let networkmode = (network == "none").then(|| network.to_owned());
     BuildImageOptions {
-        dockerfile: build.dockerfile,
-        t: Some(build.reference),
-        buildargs: Some(build_args),
-        labels: Some(build.labels),
-        target: build.target.unwrap_or_default(),
-        nocache: build.no_cache,
-        pull: build.pull.then(|| "1".to_owned()),
-        cachefrom: Some(build.cache_from),
-        rm: true,
-        forcerm: true,
-        networkmode,
+        networkmode: (network == "none").then(|| network.to_owned()),
         version: BuilderVersion::BuilderBuildKit,
-        session: Some(session.to_owned()),
-        ..Default::default()
+        ..options
     }
 }
 
