@@ -92,6 +92,10 @@ async fn a_worker_whose_first_broker_is_down_uses_the_next() {
 /// Jobs the cluster test runs, and how many finish before the kill.
 const JOBS: usize = 30;
 const KILL_AFTER: usize = 10;
+/// How long before the kill a result may have arrived and still have its
+/// ack lost with the leader: acks leave the worker right after the
+/// result's confirm, and commit within milliseconds.
+const ACK_WINDOW: Duration = Duration::from_secs(1);
 
 /// One event as the test saw it arrive.
 struct Seen {
@@ -100,8 +104,12 @@ struct Seen {
 }
 
 /// Reads `replies` until the result, then 5 s more (a second result
-/// would come then), telling `seen` of each event.
-async fn read_job(mut replies: ReplyQueue, seen: mpsc::UnboundedSender<Seen>) -> Vec<Event> {
+/// would come then), telling `seen` of each event; each event with the
+/// time it arrived.
+async fn read_job(
+    mut replies: ReplyQueue,
+    seen: mpsc::UnboundedSender<Seen>,
+) -> Vec<(Instant, Event)> {
     let mut events = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut quiet_after_result = None;
@@ -110,14 +118,12 @@ async fn read_job(mut replies: ReplyQueue, seen: mpsc::UnboundedSender<Seen>) ->
         match replies.next_within(limit).await {
             Ok(Some(event)) => {
                 let is_result = matches!(event.body, EventBody::Result(_));
-                let _ = seen.send(Seen {
-                    at: Instant::now(),
-                    is_result,
-                });
+                let at = Instant::now();
+                let _ = seen.send(Seen { at, is_result });
                 if is_result {
                     quiet_after_result = Some(Duration::from_secs(5));
                 }
-                events.push(event);
+                events.push((at, event));
             }
             Ok(None) if quiet_after_result.is_some() => break,
             Ok(None) => {}
@@ -203,26 +209,41 @@ async fn several_brokers_a_cluster_losing_its_queue_leader_mid_load_loses_and_do
     }
     let killed_at = killed_at.expect("the leader was killed mid-load");
 
-    let mut redelivered = 0;
+    let (mut redelivered, mut acks_lost) = (0, 0);
     while let Some(events) = readers.join_next().await {
         let events = events.expect("a reader");
-        let outcomes: Vec<(u32, JobStatus)> = events
+        let outcomes: Vec<(Instant, u32, JobStatus)> = events
             .iter()
-            .filter_map(|e| match &e.body {
-                EventBody::Result(r) => Some((e.attempt, r.status)),
+            .filter_map(|(at, e)| match &e.body {
+                EventBody::Result(r) => Some((*at, e.attempt, r.status)),
                 _ => None,
             })
             .collect();
-        assert_eq!(outcomes.len(), 1, "exactly one result: {outcomes:?}");
-        assert_eq!(outcomes[0].1, JobStatus::Succeeded, "{events:#?}");
-        redelivered += usize::from(outcomes[0].0 > 1);
+        assert!(!outcomes.is_empty(), "a result: {events:#?}");
+        for (_, _, status) in &outcomes {
+            assert_eq!(*status, JobStatus::Succeeded, "{events:#?}");
+        }
+        if outcomes.len() > 1 {
+            // The one window README's guarantees name: the result was
+            // confirmed, and its ack went down with the leader before
+            // the other nodes had it. Only a job finishing right at the
+            // kill may fall in it.
+            let first = outcomes[0].0;
+            assert!(
+                outcomes.len() == 2 && killed_at.saturating_duration_since(first) < ACK_WINDOW,
+                "a job reported twice outside the kill's ack window: {outcomes:?}"
+            );
+            acks_lost += 1;
+        }
+        redelivered += usize::from(outcomes.iter().any(|(_, attempt, _)| *attempt > 1));
     }
     let stall = gaps(&times, killed_at);
     eprintln!(
         "several brokers: {JOBS} jobs on 2 workers in {:.1?}; killed the job queue's leader \
          ({}) after {KILL_AFTER} results; stall: {:.2?} from the kill to the next job event, \
          {:.2?} between the job events around it (longest gap of the run {:.2?}); \
-         {redelivered} jobs redelivered",
+         {redelivered} jobs redelivered, {acks_lost} of them after a result whose ack the \
+         killed leader took with it",
         times
             .last()
             .map_or(Duration::ZERO, |t| t.duration_since(loaded)),
