@@ -5,6 +5,7 @@
 //! publisher confirms and `mandatory` so a missing job queue is an error,
 //! and read typed events until the result. The worker never uses this.
 
+use crate::amqp::brokers::Brokers;
 use crate::amqp::topology::{
     self as topology, declare_private_queue, durable_queue_options, reply_queue_arguments,
     DeclareError, Exchange,
@@ -55,6 +56,10 @@ pub enum ClientError {
     /// The job could not be signed (it is not a JSON object).
     #[error(transparent)]
     Sign(#[from] crate::signature::SignatureError),
+    /// No node of a [`Brokers`] list accepted a connection; each node
+    /// (`host:port`, never the URL) and why.
+    #[error("no RabbitMQ node answered: {0}")]
+    Unreachable(String),
     /// A message on the reply queue is not a protocol v1 event.
     #[error("a message on the reply queue is not an event: {0}")]
     BadEvent(serde_json::Error),
@@ -96,6 +101,24 @@ impl Client {
             connection,
             channel,
         })
+    }
+
+    /// Connects to the first node of `brokers` that accepts, trying them
+    /// in order (the nodes of one cluster, which share every queue). A
+    /// node that takes no TCP connection is given up after the system's
+    /// connect timeout, or the URL's `connection_timeout` (milliseconds).
+    /// A client does not move to another node by itself once connected:
+    /// after a lost connection, connect again and call
+    /// [`Client::reply_queue`] to read on.
+    pub async fn connect_any(brokers: &Brokers) -> Result<Self, ClientError> {
+        let mut refusals = Vec::new();
+        for broker in brokers.iter() {
+            match Self::connect(broker.url()).await {
+                Ok(client) => return Ok(client),
+                Err(e) => refusals.push(format!("{broker}: {e}")),
+            }
+        }
+        Err(ClientError::Unreachable(refusals.join("; ")))
     }
 
     /// Declares the job's reply queue, publishes the job to `queue` and

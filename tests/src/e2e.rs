@@ -21,6 +21,11 @@ pub struct Fleet {
     pub queue: String,
     /// The orchestrator's connection.
     pub orchestrator: Orchestrator,
+    /// The `--amqp-url` workers get: the rig's RabbitMQ unless
+    /// [`Fleet::on_brokers`] says otherwise.
+    pub worker_amqp_url: String,
+    /// The URL the orchestrator connected to.
+    orchestrator_url: String,
 }
 
 /// A repository whose tags tests create on the engine only (builder
@@ -31,13 +36,23 @@ impl Fleet {
     /// A fresh queue name and a connection to the rig's RabbitMQ.
     pub async fn new() -> Self {
         let rig = Rig::load();
-        let orchestrator = Orchestrator::connect(&rig.amqp_url)
+        let url = rig.amqp_url.clone();
+        Self::on_brokers(rig, &url, &url).await
+    }
+
+    /// A fresh queue name, workers given `worker_amqp_url` (one URL or a
+    /// comma-separated list) and an orchestrator connected to
+    /// `orchestrator_url`: a broker other than the rig's.
+    pub async fn on_brokers(rig: Rig, worker_amqp_url: &str, orchestrator_url: &str) -> Self {
+        let orchestrator = Orchestrator::connect(orchestrator_url)
             .await
             .expect("connect to RabbitMQ");
         Self {
             queue: format!("test.jobs.{}", Uuid::new_v4().simple()),
             rig,
             orchestrator,
+            worker_amqp_url: worker_amqp_url.to_owned(),
+            orchestrator_url: orchestrator_url.to_owned(),
         }
     }
 
@@ -55,7 +70,7 @@ impl Fleet {
         let env: Vec<(&str, &str)> = std::iter::once(("BUILDBOT_LOCAL_IMAGES", local.as_str()))
             .chain(env.iter().copied())
             .collect();
-        let worker = WorkerProcess::start_with_env(&self.rig.amqp_url, &self.queue, args, &env)
+        let worker = WorkerProcess::start_with_env(&self.worker_amqp_url, &self.queue, args, &env)
             .expect("start a worker");
         self.orchestrator
             .wait_for_consumer(&self.queue, Duration::from_secs(30))
@@ -94,7 +109,7 @@ impl Fleet {
 /// before it.
 impl Drop for Fleet {
     fn drop(&mut self) {
-        let url = self.rig.amqp_url.clone();
+        let url = self.orchestrator_url.clone();
         let queues = [
             self.queue.clone(),
             format!("{}.dead", self.queue),

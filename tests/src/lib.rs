@@ -3,6 +3,7 @@
 //! real services the test rig (`scripts/rig-up`) started on this machine,
 //! the orchestrator side of the protocol, and the worker binary under test.
 
+pub mod cluster;
 pub mod daemon;
 pub mod e2e;
 pub mod orchestrator;

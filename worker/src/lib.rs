@@ -11,10 +11,11 @@
 //!
 //! - [`cli`]: the command line. Raw flags become domain values here; one
 //!   module per subcommand (`worker`, `build`, `submit`, `schema`).
-//! - `consumer`: the AMQP side. Connection, declared topology, control
-//!   (cancel, admitted nonce) messages, signed-job admission, delivery
-//!   decoding, the job consumer paused while disk is short, one job's run
-//!   and ack, and the registry of running jobs. It never talks to Docker.
+//! - `consumer`: the AMQP side. Connection and failover across the
+//!   broker's nodes, declared topology, control (cancel, admitted nonce)
+//!   messages, signed-job admission, delivery decoding, the job consumer
+//!   paused while disk is short, one job's run and ack, and the registry
+//!   of running jobs. It never talks to Docker.
 //! - `pipeline`: one job's steps in a private workspace. `mod.rs` is the
 //!   spine (order, step events, timeout, cancel); `steps/` has one module
 //!   per step (`clone`, `builder`, `build`, `push`); `images` says which

@@ -1,8 +1,11 @@
 //! AMQP names and header keys shared by workers and orchestrators.
 //!
 //! Kept in one place so both sides of the queue agree on them by construction.
-//! [`topology`] says how each exchange and queue is declared.
+//! [`topology`] says how each exchange and queue is declared; with the
+//! `client` feature, `brokers` parses the URLs of the broker's nodes.
 
+#[cfg(feature = "client")]
+pub mod brokers;
 pub mod topology;
 
 /// Durable quorum queue the workers consume jobs from.

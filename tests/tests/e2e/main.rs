@@ -14,12 +14,14 @@
 //! cargo test -p buildbot-tests --features e2e --test e2e
 //! cargo test -p buildbot-tests --features e2e --test e2e -- --ignored image_cache_budget
 //! cargo test -p buildbot-tests --features e2e --test e2e -- --ignored broker_restart
+//! cargo test -p buildbot-tests --features e2e --test e2e -- --ignored several_brokers
 //! ```
 //!
-//! The last two lines run the ignored tests alone, after the others:
+//! The last three lines run the ignored tests alone, after the others:
 //! `workspaces`' image cache budget (the budget is the engine's, so it
-//! would count and evict what concurrent tests keep) and `broker_restart`
-//! (it restarts RabbitMQ under every other test).
+//! would count and evict what concurrent tests keep), `broker_restart`
+//! (it restarts RabbitMQ under every other test) and `several_brokers`'
+//! cluster (three RabbitMQ nodes of its own, one killed mid-load).
 //! One topic runs with its module path as filter, e.g. `-- pipeline::`.
 //!
 //! The topics, in the order of the flow:
@@ -39,6 +41,8 @@
 //! - `failure_paths`: dead letters, late cancels, rejections without a
 //!   reply queue, wrapped base64 and trace logs;
 //! - `broker_restart`: RabbitMQ restarting under a running job;
+//! - `several_brokers`: a worker given several nodes' URLs fails over
+//!   (a closed port; a three-node cluster losing the job queue's leader);
 //! - `observability`: `/metrics`, `/healthz`, `/readyz`, the events
 //!   exchange;
 //! - `cli`: the `buildbot` command line;
@@ -90,6 +94,9 @@ mod failure_paths;
 
 #[cfg(feature = "e2e")]
 mod broker_restart;
+
+#[cfg(feature = "e2e")]
+mod several_brokers;
 
 #[cfg(feature = "e2e")]
 mod observability;

@@ -9,6 +9,7 @@ mod submit;
 mod worker;
 
 use crate::pipeline::{CloneSettings, HostKeyDefault, DEFAULT_MAX_CLONE_BYTES};
+use buildbot_protocol::amqp::brokers::{BrokerUrl, BrokerUrlError, Brokers};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -59,14 +60,57 @@ enum Command {
 /// Where RabbitMQ is: the setting of every subcommand that talks to it.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct BrokerArgs {
-    /// RabbitMQ URL. Its password is never logged.
+    /// RabbitMQ URL. Repeat the flag, or separate URLs with commas, for
+    /// the nodes of a cluster: the first that answers is used, and a lost
+    /// connection fails over to the next (write a comma in a password as
+    /// %2C). Shown only as host:port: its password is never logged.
     #[arg(
-        long,
+        long = "amqp-url",
         env = "BUILDBOT_AMQP_URL",
+        value_name = "URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        value_delimiter = ',',
+        value_parser = BrokerUrlParser,
         hide_env_values = true
     )]
-    pub(crate) amqp_url: String,
+    amqp_urls: Vec<BrokerUrl>,
+}
+
+impl BrokerArgs {
+    /// The nodes to connect to, in the order given.
+    pub(crate) fn brokers(&self) -> Result<Brokers, BrokerUrlError> {
+        Brokers::new(self.amqp_urls.clone())
+    }
+}
+
+/// Parses one `--amqp-url` into a [`BrokerUrl`]. Not a plain function:
+/// clap would quote the rejected value, password and all, in its error.
+#[derive(Debug, Clone, Copy)]
+struct BrokerUrlParser;
+
+impl clap::builder::TypedValueParser for BrokerUrlParser {
+    type Value = BrokerUrl;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<BrokerUrl, clap::Error> {
+        let flag = arg
+            .and_then(clap::Arg::get_long)
+            .map_or_else(|| "--amqp-url".to_owned(), |long| format!("--{long}"));
+        let refused = |reason: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid {flag} (or BUILDBOT_AMQP_URL): {reason}\n"),
+            )
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refused("not UTF-8".to_owned()))?;
+        BrokerUrl::parse(text).map_err(|e| refused(e.to_string()))
+    }
 }
 
 /// How long a clone waits on the git server: the setting of every
@@ -281,4 +325,45 @@ fn is_noisy_target(target: &str) -> bool {
 /// level.
 fn is_own_target(target: &str) -> bool {
     target.starts_with("buildbot")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submit_brokers(args: &[&str]) -> Result<String, String> {
+        let argv = ["buildbot", "submit", "job.json"].iter().chain(args);
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Command::Submit(submit),
+                ..
+            }) => Ok(submit
+                .broker
+                .brokers()
+                .map_err(|e| e.to_string())?
+                .to_string()),
+            Ok(other) => Err(format!("not submit: {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn amqp_url_is_repeatable_and_takes_comma_lists() {
+        let nodes = submit_brokers(&[
+            "--amqp-url",
+            "amqp://u:p@a:5673/%2f,amqp://u:p@b/%2f",
+            "--amqp-url",
+            "amqps://u:p@c/%2f",
+        ]);
+        assert_eq!(nodes.as_deref(), Ok("a:5673, b:5672, c:5671"));
+    }
+
+    #[test]
+    fn a_bad_amqp_url_is_named_by_its_flag_without_its_password() {
+        let error = submit_brokers(&["--amqp-url", "amqp://u:p@a/%2f,http://u:hunter2@b/"])
+            .expect_err("http is not AMQP");
+        assert!(error.contains("--amqp-url"), "{error}");
+        assert!(error.contains("http://u:********@b/"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
 }

@@ -5,6 +5,7 @@
 
 use super::BrokerArgs;
 use crate::events::terminal::{exit_code, Printer};
+use buildbot_protocol::amqp::brokers::BrokerUrlError;
 use buildbot_protocol::client::{Client, ClientError};
 use buildbot_protocol::{decode_job, EventBody};
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ pub(crate) enum SubmitError {
         /// Every problem, `field: reason`.
         problems: Vec<String>,
     },
+    /// `--amqp-url` names no broker.
+    #[error("--amqp-url: {0}")]
+    Brokers(#[from] BrokerUrlError),
     /// The broker could not be reached or refused.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -84,7 +88,7 @@ pub(crate) async fn run(args: &SubmitArgs) -> Result<ExitCode, SubmitError> {
         path: args.job.clone(),
         problems: e.problems(),
     })?;
-    let client = Client::connect(&args.broker.amqp_url).await?;
+    let client = Client::connect_any(&args.broker.brokers()?).await?;
     let mut events = client.submit(&args.queue, &job).await?;
     let job_id = job.job_id;
     if !args.follow {

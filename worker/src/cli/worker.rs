@@ -13,6 +13,7 @@ use crate::pipeline::{
     ContainerLimits, HostKeyDefault, ImagePolicy, LocalImages, Memory, Network, SizeLimits,
 };
 use anyhow::Context;
+use buildbot_protocol::amqp::brokers::Brokers;
 use buildbot_protocol::amqp::{DEFAULT_DELIVERY_LIMIT, JOB_QUEUE};
 use buildbot_protocol::signature::{parse_public_keys, VerifyingKey};
 use buildbot_protocol::MAX_JOB_BYTES;
@@ -297,11 +298,11 @@ impl WorkerArgs {
         })
     }
 
-    /// The consumer's settings these flags make, watching the free disk
-    /// of `disk_paths`.
-    fn settings(&self, disk_paths: Vec<PathBuf>) -> Settings {
+    /// The consumer's settings these flags make, connecting to `brokers`
+    /// and watching the free disk of `disk_paths`.
+    fn settings(&self, brokers: Brokers, disk_paths: Vec<PathBuf>) -> Settings {
         Settings {
-            amqp_url: self.broker.amqp_url.clone(),
+            brokers,
             queue: self.queue.clone(),
             concurrency: self.concurrency,
             delivery_limit: self.delivery_limit,
@@ -343,6 +344,7 @@ async fn disk_paths(docker: &bollard::Docker, workspace_root: &std::path::Path) 
 
 /// Runs the worker until SIGTERM or SIGINT, then drains.
 pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let brokers = args.broker.brokers().context("--amqp-url")?;
     // Parsed once, here: a bad file stops the worker before any job.
     let pinned = args
         .known_hosts
@@ -410,7 +412,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             "image cache within its budget"
         );
     }
-    let settings = args.settings(disk_paths);
+    let settings = args.settings(brokers, disk_paths);
     consumer::run_until_shutdown(&settings, pipeline, shutdown, observers).await?;
     tracing::info!("worker stopped");
     Ok(())

@@ -2,7 +2,8 @@
 //! and small frames, and how broker errors are told apart (a retry helps,
 //! or the settings disagree with what exists).
 
-use super::{ConsumerError, Settings};
+use super::ConsumerError;
+use buildbot_protocol::amqp::brokers::BrokerUrl;
 use deadpool_lapin::{Pool, Runtime};
 use std::time::Duration;
 
@@ -10,18 +11,19 @@ use std::time::Duration;
 /// that accepts TCP but never answers must not hang the worker.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(super) fn connection_pool(settings: &Settings) -> Result<Pool, ConsumerError> {
+/// A pool of connections to the node `broker`.
+pub(super) fn connection_pool(broker: &BrokerUrl) -> Result<Pool, ConsumerError> {
     let mut pool = deadpool_lapin::PoolConfig::default();
     pool.timeouts.create = Some(CONNECT_TIMEOUT);
     pool.timeouts.recycle = Some(CONNECT_TIMEOUT);
     pool.timeouts.wait = Some(CONNECT_TIMEOUT);
     let pool_config = deadpool_lapin::Config {
-        url: Some(with_small_frames(&settings.amqp_url)),
+        url: Some(with_small_frames(broker.url())),
         pool: Some(pool),
     };
     pool_config
         .create_pool(lapin::ConnectionProperties::default, Runtime::Tokio1)
-        .map_err(|e| ConsumerError::Connect(e.to_string()))
+        .map_err(|e| ConsumerError::Connect(format!("{broker}: {e}")))
 }
 
 /// Frame size the worker asks for unless its URL names one.

@@ -4,6 +4,7 @@
 //! result and dead-lettered. It never talks to Docker.
 //!
 //! - [`connection`]: the broker connection pool and how broker errors read.
+//! - [`failover`]: which broker node is used next, and the backoff.
 //! - [`topology`]: the queues and exchanges it declares.
 //! - [`control`]: cancel messages, read from the cancel stream.
 //! - [`dead_letters`]: each dead-lettered job's final result and parked copy.
@@ -16,6 +17,7 @@ mod connection;
 mod control;
 mod dead_letters;
 mod delivery;
+mod failover;
 mod intake;
 mod job;
 mod running;
@@ -28,10 +30,12 @@ use crate::observe::metrics::Metrics;
 use crate::observe::readiness::Readiness;
 use crate::pipeline::Pipeline;
 use admission::AdmittedNonces;
+use buildbot_protocol::amqp::brokers::{BrokerUrl, Brokers};
 use buildbot_protocol::amqp::topology as amqp_topology;
 use buildbot_protocol::signature::VerifyingKey;
 use connection::{broker, connection_pool};
 use deadpool_lapin::Pool;
+use failover::Failover;
 use futures_util::StreamExt;
 use intake::JobIntake;
 use lapin::options::{BasicCancelOptions, BasicQosOptions};
@@ -45,8 +49,8 @@ use tokio_util::sync::CancellationToken;
 /// What the consumer needs to know, made from the worker's flags.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    /// AMQP URL of the broker.
-    pub(crate) amqp_url: String,
+    /// The broker's nodes, in the order they are tried.
+    pub(crate) brokers: Brokers,
     /// Queue jobs are taken from.
     pub(crate) queue: String,
     /// Jobs run at once; also the prefetch.
@@ -128,32 +132,42 @@ struct JobContext {
     metrics: Arc<Metrics>,
 }
 
-/// Consumes jobs until `shutdown` is cancelled, reconnecting with backoff
-/// when the broker connection is lost. Returns only at shutdown, or with
-/// an error that a retry cannot fix.
+/// Consumes jobs until `shutdown` is cancelled, failing over to the next
+/// broker node (and backing off once every node failed) when the
+/// connection is lost. Returns only at shutdown, or with an error that a
+/// retry cannot fix.
 pub(crate) async fn run_until_shutdown(
     settings: &Settings,
     pipeline: Pipeline,
     shutdown: CancellationToken,
     observers: Observers,
 ) -> Result<(), ConsumerError> {
-    let mut backoff = Backoff::default();
+    let mut failover = Failover::new(settings.brokers.clone());
+    for broker in failover.brokers().iter() {
+        observers.metrics.amqp_node(broker.node(), false);
+    }
     loop {
         let started = Instant::now();
-        let outcome = run(settings, pipeline.clone(), shutdown.clone(), &observers).await;
+        let broker = failover.current().clone();
+        let outcome = run(
+            settings,
+            &broker,
+            pipeline.clone(),
+            shutdown.clone(),
+            &observers,
+        )
+        .await;
         observers.readiness.set_consuming(false);
+        observers.metrics.amqp_node(broker.node(), false);
         match outcome {
             Ok(()) => return Ok(()),
             Err(e @ (ConsumerError::NameTooLong(_) | ConsumerError::Mismatch { .. })) => {
                 return Err(e)
             }
             Err(e) => {
-                if started.elapsed() > HEALTHY_RUN {
-                    backoff = Backoff::default();
-                }
-                let delay = backoff.next_delay();
+                let delay = failover.failed(started.elapsed());
                 observers.metrics.reconnecting();
-                tracing::warn!(error = %e, retry_in = ?delay, "RabbitMQ unavailable; reconnecting");
+                tracing::warn!(error = %e, next = %failover.current(), retry_in = ?delay, "RabbitMQ unavailable; reconnecting");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = shutdown.cancelled() => return Ok(()),
@@ -163,44 +177,15 @@ pub(crate) async fn run_until_shutdown(
     }
 }
 
-/// Longest wait between reconnects: a broker that comes back is used
-/// within this long (a refused TCP connect every few seconds costs the
-/// broker nothing).
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
-
 /// How often the free disk is looked at (see [`intake`]).
 const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
-
-/// A connection that lasted this long was healthy: the next loss starts
-/// the backoff from its beginning.
-const HEALTHY_RUN: Duration = Duration::from_secs(30);
-
-/// Exponential reconnect delay: 0.5 s doubling up to [`MAX_BACKOFF`].
-struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            next: Duration::from_millis(500),
-        }
-    }
-}
-
-impl Backoff {
-    fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        delay
-    }
-}
 
 /// Consumes jobs on one connection until `shutdown` is cancelled (then
 /// stops taking jobs and drains the running ones) or the connection is
 /// lost (then the running jobs are stopped unacked, for redelivery).
 async fn run(
     settings: &Settings,
+    node: &BrokerUrl,
     pipeline: Pipeline,
     shutdown: CancellationToken,
     observers: &Observers,
@@ -209,11 +194,13 @@ async fn run(
     if amqp_topology::parked_queue(&settings.queue).len() > 255 {
         return Err(ConsumerError::NameTooLong(settings.queue.clone()));
     }
-    let pool = connection_pool(settings)?;
+    let pool = connection_pool(node)?;
     let connection = pool
         .get()
         .await
-        .map_err(|e| ConsumerError::Connect(e.to_string()))?;
+        .map_err(|e| ConsumerError::Connect(format!("{node}: {e}")))?;
+    tracing::info!(%node, "connected to RabbitMQ");
+    observers.metrics.amqp_node(node.node(), true);
     let channel = connection
         .create_channel()
         .await

@@ -1,5 +1,6 @@
 //! The worker's Prometheus metrics: jobs by status, step durations, jobs in
-//! flight, log bytes published and broker reconnects. One [`Metrics`] per
+//! flight, log bytes published, broker reconnects and the broker node in
+//! use. One [`Metrics`] per
 //! process, passed to whoever records; rendered by the HTTP endpoint.
 
 use buildbot_protocol::JobResult;
@@ -21,6 +22,12 @@ struct StepLabel {
     step: &'static str,
 }
 
+/// A broker node as `host:port`: never its URL, which holds the password.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
+}
+
 type StepHistograms = Family<StepLabel, Histogram, fn() -> Histogram>;
 
 /// Every metric the worker exports.
@@ -31,6 +38,7 @@ pub(crate) struct Metrics {
     in_flight: Gauge,
     log_bytes: Counter,
     reconnects: Counter,
+    nodes: Family<NodeLabel, Gauge>,
     ignored: Counter,
     image_cache_bytes: Gauge,
     image_evictions: Counter,
@@ -69,6 +77,12 @@ impl Metrics {
             "Reconnections to RabbitMQ after a lost or failed connection",
             reconnects.clone(),
         );
+        let nodes = Family::<NodeLabel, Gauge>::default();
+        registry.register(
+            "amqp_connected",
+            "1 for the RabbitMQ node (host:port) the worker is connected to, 0 for its other nodes",
+            nodes.clone(),
+        );
         let ignored = Counter::default();
         registry.register(
             "messages_ignored",
@@ -104,6 +118,7 @@ impl Metrics {
             in_flight,
             log_bytes,
             reconnects,
+            nodes,
         })
     }
 
@@ -158,6 +173,15 @@ impl Metrics {
         self.reconnects.inc();
     }
 
+    /// Records whether the worker is connected to the broker node `node`
+    /// (`host:port`).
+    pub(crate) fn amqp_node(&self, node: &str, connected: bool) {
+        let label = NodeLabel {
+            node: node.to_owned(),
+        };
+        self.nodes.get_or_create(&label).set(i64::from(connected));
+    }
+
     /// The metrics in Prometheus' text format.
     pub(crate) fn render(&self) -> String {
         let mut text = String::new();
@@ -197,6 +221,8 @@ mod tests {
         metrics.job_finished(&result(JobStatus::TimedOut));
         metrics.log_published(42);
         metrics.reconnecting();
+        metrics.amqp_node("rabbit-1:5672", false);
+        metrics.amqp_node("rabbit-2:5672", true);
         let text = metrics.render();
         for line in [
             "buildbot_jobs_in_flight 0",
@@ -205,6 +231,8 @@ mod tests {
             "buildbot_step_duration_seconds_count{step=\"build\"} 2",
             "buildbot_log_published_bytes_total 42",
             "buildbot_amqp_reconnects_total 1",
+            "buildbot_amqp_connected{node=\"rabbit-1:5672\"} 0",
+            "buildbot_amqp_connected{node=\"rabbit-2:5672\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
