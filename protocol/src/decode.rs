@@ -1129,7 +1129,7 @@ mod tests {
             (with("/image", None), "image: missing field"),
             (
                 with("/build/dockerfil", Some(json!("Dockerfile"))),
-                "build.dockerfil: unknown field; expected one of build_args, builder, cache_from, context, dockerfile, labels, no_cache, pull, target",
+                "build.dockerfil: unknown field; expected one of build_args, builder, cache_from, cache_inline, context, dockerfile, engine, labels, no_cache, pull, secrets, target",
             ),
             (
                 with("/extra", Some(json!(1))),

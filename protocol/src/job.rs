@@ -188,7 +188,7 @@ pub struct Build {
     /// Put BuildKit's inline cache metadata in the image, so a worker
     /// that has never built the app reuses its layers when a later job
     /// names this image in `cache_from` (BuildKit only).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cache_inline: bool,
 }
 
