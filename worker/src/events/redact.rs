@@ -119,10 +119,18 @@ impl Redactor {
 
     /// A chunk of streamed output split in two: the part that can be sent
     /// now, masked, and the raw rest, which may begin a secret continued in
-    /// the next chunk and is to be masked again with it.
+    /// the next chunk and is to be masked again with it. The rest starts
+    /// at a line's start where it can.
     pub(crate) fn mask_streamed<'t>(&self, text: &'t str) -> (String, &'t str) {
         let ranges = self.secret_ranges(text);
         let mut cut = text.len() - self.unsafe_suffix_len(text);
+        // What is held starts at the start of its line, so events carry
+        // whole lines (a line without a newline before it is cut as is).
+        if cut < text.len() {
+            if let Some(newline) = text[..cut].rfind('\n') {
+                cut = newline + 1;
+            }
+        }
         let sent = ranges.partition_point(|r| r.end <= cut);
         // The cut goes through an occurrence when a longer form may begin
         // inside it: hold the occurrence whole, so that both are found in
@@ -791,19 +799,24 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_non_secret_blob_ending_like_a_secret_holds_only_that_end() {
+    fn a_non_secret_blob_ending_like_a_secret_holds_only_its_last_line() {
         // What the hold-back costs for non-secret base64: when a chunk ends
         // with a line of it whose last characters begin a base64 form of a
         // secret (with this job's forms, one or two characters about half
-        // the time), those characters and the newline wait for the next
-        // output of the step or its end. Only the last line of a chunk is
+        // the time), that line waits, whole, for the next output of the
+        // step or its end, so no event ends mid-line. Only the last line of a chunk is
         // looked at, and a block printed at once seldom ends a chunk: its
         // last line is short or a `-----END` line.
         let key = openssh_key();
         let r = Redactor::new([STANDARD.encode(&key).as_str(), PASSWORD]);
         let blob = wrap(&STANDARD.encode(pseudo_random_bytes(11, 57 * 4)), 76, "\n");
         let (ready, held) = r.mask_streamed(&blob);
-        assert_eq!(held, "b\n");
+        let last_line = format!("{}\n", blob.lines().last().expect("lines"));
+        assert!(
+            last_line.ends_with("b\n"),
+            "the line ends as a secret may start"
+        );
+        assert_eq!(held, last_line, "held whole, so no event ends mid-line");
         assert_eq!(format!("{ready}{held}"), blob);
     }
 
