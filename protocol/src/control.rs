@@ -39,6 +39,14 @@ pub enum ControlMessage {
         #[serde(default)]
         finished: bool,
     },
+    /// Published by the worker that finished a job, once its result is
+    /// confirmed and before it acks the job: a broker that loses that ack
+    /// (a node going down) redelivers the job, and the worker that gets
+    /// the redelivery drops it instead of running it again.
+    Finished {
+        /// The job that finished.
+        job_id: Uuid,
+    },
     /// Published by a starting worker into the cancel stream: once it reads
     /// its own checkpoint back, it has read every earlier cancel and may
     /// take jobs. Everyone else ignores it.

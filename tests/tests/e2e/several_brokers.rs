@@ -92,10 +92,6 @@ async fn a_worker_whose_first_broker_is_down_uses_the_next() {
 /// Jobs the cluster test runs, and how many finish before the kill.
 const JOBS: usize = 30;
 const KILL_AFTER: usize = 10;
-/// How long before the kill a result may have arrived and still have its
-/// ack lost with the leader: acks leave the worker right after the
-/// result's confirm, and commit within milliseconds.
-const ACK_WINDOW: Duration = Duration::from_secs(1);
 
 /// One event as the test saw it arrive.
 struct Seen {
@@ -209,7 +205,7 @@ async fn several_brokers_a_cluster_losing_its_queue_leader_mid_load_loses_and_do
     }
     let killed_at = killed_at.expect("the leader was killed mid-load");
 
-    let (mut redelivered, mut acks_lost) = (0, 0);
+    let mut redelivered = 0;
     while let Some(events) = readers.join_next().await {
         let events = events.expect("a reader");
         let outcomes: Vec<(Instant, u32, JobStatus)> = events
@@ -223,18 +219,10 @@ async fn several_brokers_a_cluster_losing_its_queue_leader_mid_load_loses_and_do
         for (_, _, status) in &outcomes {
             assert_eq!(*status, JobStatus::Succeeded, "{events:#?}");
         }
-        if outcomes.len() > 1 {
-            // The one window README's guarantees name: the result was
-            // confirmed, and its ack went down with the leader before
-            // the other nodes had it. Only a job finishing right at the
-            // kill may fall in it.
-            let first = outcomes[0].0;
-            assert!(
-                outcomes.len() == 2 && killed_at.saturating_duration_since(first) < ACK_WINDOW,
-                "a job reported twice outside the kill's ack window: {outcomes:?}"
-            );
-            acks_lost += 1;
-        }
+        // A result confirmed just before the kill may have had its ack
+        // go down with the leader: the redelivery finds the job finished
+        // (the `finished` marker in the cancel stream) and is dropped.
+        assert_eq!(outcomes.len(), 1, "a job reported twice: {outcomes:?}");
         redelivered += usize::from(outcomes.iter().any(|(_, attempt, _)| *attempt > 1));
     }
     let stall = gaps(&times, killed_at);
@@ -242,8 +230,7 @@ async fn several_brokers_a_cluster_losing_its_queue_leader_mid_load_loses_and_do
         "several brokers: {JOBS} jobs on 2 workers in {:.1?}; killed the job queue's leader \
          ({}) after {KILL_AFTER} results; stall: {:.2?} from the kill to the next job event, \
          {:.2?} between the job events around it (longest gap of the run {:.2?}); \
-         {redelivered} jobs redelivered, {acks_lost} of them after a result whose ack the \
-         killed leader took with it",
+         {redelivered} jobs redelivered",
         times
             .last()
             .map_or(Duration::ZERO, |t| t.duration_since(loaded)),

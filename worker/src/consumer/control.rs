@@ -194,6 +194,7 @@ fn on_message(data: &[u8], listeners: &Listeners<'_>) -> Option<ControlMessage> 
             let nonces = listeners.nonces;
             nonces.remember(nonce, *expires_at, *finished, unix_now());
         }
+        ControlMessage::Finished { job_id } => listeners.jobs.finished(&job_id.to_string()),
         ControlMessage::Checkpoint { .. } => {}
     }
     Some(message)

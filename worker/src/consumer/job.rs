@@ -60,6 +60,16 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
         admit(context, admission, false).await;
     }
     let job_id = job.job_id.to_string();
+    if delivery.redelivered && context.jobs.is_finished(&job_id) {
+        let reason =
+            "a redelivery of a job whose result was already published (the broker lost its ack)";
+        tracing::info!(%reason, "dropped a redelivered job without running it again");
+        context.metrics.job_ignored();
+        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+            tracing::warn!(error = %e, "ack failed; the broker will deliver the message again");
+        }
+        return;
+    }
     let handle = context.jobs.register(&job_id);
     let _in_flight = context.metrics.job_running();
     let target = ReplyTarget {
@@ -114,6 +124,7 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
             if let Some(admission) = &admission {
                 admit(context, admission, true).await;
             }
+            announce_finished(context, job.job_id).await;
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                 tracing::warn!(error = %e, "ack failed; the broker will redeliver the job");
             }
@@ -207,6 +218,22 @@ pub(super) async fn trim_image_cache(context: &JobContext) {
                 "trimmed the image cache"
             );
         }
+    }
+}
+
+/// Remembers that `job_id` finished, here and, through the cancel stream,
+/// on every worker, before the ack: should the broker lose the ack, the
+/// redelivery is dropped, not run a second time. A failed publish is
+/// logged: this worker still drops the redelivery.
+async fn announce_finished(context: &JobContext, job_id: uuid::Uuid) {
+    context.jobs.finished(&job_id.to_string());
+    let message = ControlMessage::Finished { job_id };
+    let published = match context.pool.get().await {
+        Ok(connection) => control::publish(&connection, &message).await,
+        Err(e) => Err(ConsumerError::Connect(e.to_string())),
+    };
+    if let Err(e) = published {
+        tracing::warn!(error = %e, "could not announce the finished job; another worker may run a redelivery of it");
     }
 }
 

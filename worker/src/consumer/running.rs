@@ -1,20 +1,22 @@
 //! The jobs running on this worker and how each is stopped early: a cancel
 //! message for its id, the drain timeout at shutdown, or the loss of the
 //! connection its delivery came on. Also remembers recent cancels, so a job
-//! delivered after its cancel is not run.
+//! delivered after its cancel is not run, and recently finished jobs, so a
+//! redelivery whose ack the broker lost is not run twice.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// How long a cancel is remembered for jobs not yet delivered: as long as
-/// the cancel stream keeps it (`CANCEL_RETENTION`, 2 days).
-const REMEMBER_CANCELS: Duration = Duration::from_secs(2 * 24 * 60 * 60);
+/// How long a cancel or a finished job is remembered for deliveries yet
+/// to come: as long as the cancel stream keeps it (`CANCEL_RETENTION`, 2
+/// days).
+const REMEMBER_IDS: Duration = Duration::from_secs(2 * 24 * 60 * 60);
 
-/// At most this many cancels are remembered (the oldest go first), so a
-/// flood of cancels costs a few MiB, not the worker.
-const MAX_REMEMBERED_CANCELS: usize = 100_000;
+/// At most this many ids of each kind are remembered (the oldest go
+/// first), so a flood of cancels costs a few MiB, not the worker.
+const MAX_REMEMBERED_IDS: usize = 100_000;
 
 /// Why a running job must stop before it finishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,33 +32,48 @@ pub(crate) enum Stop {
 struct State {
     next_id: u64,
     running: HashMap<u64, (String, watch::Sender<Option<Stop>>)>,
-    /// Remembered cancels: when each arrived, and its entry number in
-    /// `cancel_order`.
-    cancelled: HashMap<String, (Instant, u64)>,
-    /// Every remembered cancel, oldest first, for eviction.
-    cancel_order: VecDeque<(String, u64, Instant)>,
-    next_cancel: u64,
+    /// Jobs cancelled recently.
+    cancelled: RecentIds,
+    /// Jobs whose result was published recently (here or by another
+    /// worker): a redelivery of one is an ack the broker lost.
+    finished: RecentIds,
 }
 
-impl State {
-    /// Remembers a cancel of `job_id` at `now`, forgetting what is too old
-    /// or too many.
-    fn remember_cancel(&mut self, job_id: &str, now: Instant) {
-        let entry = self.next_cancel;
-        self.next_cancel += 1;
-        self.cancelled.insert(job_id.to_owned(), (now, entry));
-        self.cancel_order.push_back((job_id.to_owned(), entry, now));
-        while let Some((oldest, entry, at)) = self.cancel_order.front() {
-            let expired = now.duration_since(*at) >= REMEMBER_CANCELS;
-            if !expired && self.cancelled.len() <= MAX_REMEMBERED_CANCELS {
+/// Job ids seen recently, bounded in age and number.
+#[derive(Default)]
+struct RecentIds {
+    /// When each arrived, and its entry number in `order`.
+    ids: HashMap<String, (Instant, u64)>,
+    /// Every remembered id, oldest first, for eviction.
+    order: VecDeque<(String, u64, Instant)>,
+    next: u64,
+}
+
+impl RecentIds {
+    /// Remembers `job_id` at `now`, forgetting what is too old or too
+    /// many.
+    fn remember(&mut self, job_id: &str, now: Instant) {
+        let entry = self.next;
+        self.next += 1;
+        self.ids.insert(job_id.to_owned(), (now, entry));
+        self.order.push_back((job_id.to_owned(), entry, now));
+        while let Some((oldest, entry, at)) = self.order.front() {
+            let expired = now.duration_since(*at) >= REMEMBER_IDS;
+            if !expired && self.ids.len() <= MAX_REMEMBERED_IDS {
                 break;
             }
-            // A later cancel of the same id has its own, newer entry.
-            if self.cancelled.get(oldest).is_some_and(|(_, e)| e == entry) {
-                self.cancelled.remove(oldest);
+            // A later sighting of the same id has its own, newer entry.
+            if self.ids.get(oldest).is_some_and(|(_, e)| e == entry) {
+                self.ids.remove(oldest);
             }
-            self.cancel_order.pop_front();
+            self.order.pop_front();
         }
+    }
+
+    fn contains(&self, job_id: &str) -> bool {
+        self.ids
+            .get(job_id)
+            .is_some_and(|(at, _)| at.elapsed() < REMEMBER_IDS)
     }
 }
 
@@ -92,7 +109,7 @@ impl RunningJobs {
     /// for a later delivery. True when it was running here.
     pub(crate) fn cancel(&self, job_id: &str) -> bool {
         let mut state = self.lock();
-        state.remember_cancel(job_id, Instant::now());
+        state.cancelled.remember(job_id, Instant::now());
         let mut found = false;
         for (id, sender) in state.running.values() {
             if id == job_id {
@@ -105,11 +122,17 @@ impl RunningJobs {
 
     /// Whether a cancel for `job_id` arrived recently.
     pub(crate) fn is_cancelled(&self, job_id: &str) -> bool {
-        let state = self.lock();
-        state
-            .cancelled
-            .get(job_id)
-            .is_some_and(|(at, _)| at.elapsed() < REMEMBER_CANCELS)
+        self.lock().cancelled.contains(job_id)
+    }
+
+    /// Remembers that `job_id`'s result was published.
+    pub(crate) fn finished(&self, job_id: &str) {
+        self.lock().finished.remember(job_id, Instant::now());
+    }
+
+    /// Whether `job_id`'s result was published recently.
+    pub(crate) fn is_finished(&self, job_id: &str) -> bool {
+        self.lock().finished.contains(job_id)
     }
 
     /// Stops every running job for the same reason.
@@ -207,23 +230,30 @@ mod tests {
     }
 
     #[test]
-    fn remembered_cancels_are_bounded_oldest_first() {
-        let mut state = State::default();
+    fn remembered_ids_are_bounded_oldest_first() {
+        let mut recent = RecentIds::default();
         let now = Instant::now();
-        for n in 0..MAX_REMEMBERED_CANCELS + 10 {
-            state.remember_cancel(&n.to_string(), now);
+        for n in 0..MAX_REMEMBERED_IDS + 10 {
+            recent.remember(&n.to_string(), now);
         }
-        assert_eq!(state.cancelled.len(), MAX_REMEMBERED_CANCELS);
-        assert!(!state.cancelled.contains_key("0"));
-        assert!(state
-            .cancelled
-            .contains_key(&(MAX_REMEMBERED_CANCELS + 9).to_string()));
-        // A cancel sent again stays, with its newer time.
-        state.remember_cancel("20", now);
+        assert_eq!(recent.ids.len(), MAX_REMEMBERED_IDS);
+        assert!(!recent.contains("0"));
+        assert!(recent.contains(&(MAX_REMEMBERED_IDS + 9).to_string()));
+        // An id seen again stays, with its newer time.
+        recent.remember("20", now);
         for n in 0..30 {
-            state.remember_cancel(&format!("x{n}"), now);
+            recent.remember(&format!("x{n}"), now);
         }
-        assert!(state.cancelled.contains_key("20"));
-        assert!(state.cancel_order.len() <= MAX_REMEMBERED_CANCELS + 1);
+        assert!(recent.contains("20"));
+        assert!(recent.order.len() <= MAX_REMEMBERED_IDS + 1);
+    }
+
+    #[test]
+    fn finished_jobs_are_remembered_apart_from_cancels() {
+        let jobs = RunningJobs::default();
+        jobs.finished("a");
+        assert!(jobs.is_finished("a"));
+        assert!(!jobs.is_cancelled("a"));
+        assert!(!jobs.is_finished("b"));
     }
 }
