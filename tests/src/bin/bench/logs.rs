@@ -150,7 +150,7 @@ async fn worker_run(bench: &mut Bench, queue: &str, repo: &TestRepo) -> anyhow::
         .build_args
         .insert("LINES".into(), lines.to_string());
     // The worker's log path on the builder that passes every line:
-    // BuildKit clips a step's output in the daemon (1 MiB on Docker 20.10).
+    // BuildKit drops a step's output in the daemon (200 KiB/s on Docker 20.10).
     job.build.engine = Some(buildbot_protocol::BuildEngine::Legacy);
     let followed = bench.caller.run(queue, &job).await?;
     let mut check = LineCheck::default();

@@ -28,6 +28,10 @@ use session::SessionServices;
 /// image config (what `docker build --cache-to type=inline` sets).
 const INLINE_CACHE_ARG: &str = "BUILDKIT_INLINE_CACHE";
 
+/// Said once when the daemon's BuildKit drops a step's output: the worker
+/// never sees those lines.
+const CLIPPED_NOTE: &str = "the Docker Engine's BuildKit dropped part of this step's output (its log limit, e.g. 200 KiB/s on Docker 20.10); build.engine legacy streams every line";
+
 /// Builds `build` from `context` on BuildKit, reporting its progress as
 /// output of `step`; returns the image id.
 pub(super) async fn build_once(
@@ -52,10 +56,15 @@ pub(super) async fn build_once(
     let masking = reporter.clone();
     let mut progress = Progress::new(move || masking.stream_masker());
     let mut image_id = None;
+    let mut clipped_said = false;
     while let Some(item) = output.next().await {
         let info = item.map_err(|e| failure(e, &progress))?;
         if let Some(id) = report(info, &mut progress, step, reporter).await {
             image_id = Some(id);
+        }
+        if progress.clipped() && !clipped_said {
+            clipped_said = true;
+            reporter.system(step, CLIPPED_NOTE).await;
         }
     }
     drop(session);

@@ -25,7 +25,12 @@ pub(super) struct Progress {
     /// Masking for each step's output, before it is interleaved with the
     /// other steps' and prefixed.
     masker: Box<dyn Fn() -> StreamMasker + Send>,
+    /// BuildKit dropped some step's output past its log limit.
+    clipped: bool,
 }
+
+/// What BuildKit writes in a step's output when it starts dropping it.
+const CLIPPED: &str = "[output clipped, log limit";
 
 /// A step that failed: `[2/3] RUN make`, and what BuildKit said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +83,7 @@ impl Progress {
             vertices: HashMap::new(),
             failed: None,
             masker: Box::new(masker),
+            clipped: false,
         }
     }
 
@@ -104,6 +110,11 @@ impl Progress {
         out
     }
 
+    /// Whether BuildKit dropped output of a step past its log limit.
+    pub(super) fn clipped(&self) -> bool {
+        self.clipped
+    }
+
     /// The first step that failed, if one did.
     pub(super) fn failure(&self) -> Option<&Failure> {
         self.failed.as_ref()
@@ -125,9 +136,11 @@ impl Progress {
 
     fn output(&mut self, log: &VertexLog, out: &mut String) {
         let number = self.number_of(&log.vertex, out);
+        let text = String::from_utf8_lossy(&log.msg);
+        self.clipped |= text.contains(CLIPPED);
         let state = self.state(&log.vertex);
         let elapsed = seconds_between(state.started.as_ref(), log.timestamp.as_ref());
-        let masked = state.masker.push(&String::from_utf8_lossy(&log.msg));
+        let masked = state.masker.push(&text);
         state.partial.push_str(&masked);
         while let Some(newline) = state.partial.find('\n') {
             let line: String = state.partial.drain(..=newline).collect();
@@ -328,6 +341,23 @@ mod tests {
         let failure = progress.failure().expect("a failure");
         assert_eq!(failure.instruction, "[2/2] RUN exit 3");
         assert_eq!(failure.exit_code(), Some(3));
+    }
+
+    #[test]
+    fn output_buildkit_clipped_is_noticed() {
+        let mut progress = progress();
+        progress.lines(StatusResponse {
+            logs: vec![log("sha256:a", 10, "line\n")],
+            ..Default::default()
+        });
+        assert!(!progress.clipped());
+        let clipped = "[output clipped, log limit 200KiB/s reached]\n";
+        let text = progress.lines(StatusResponse {
+            logs: vec![log("sha256:a", 20, clipped)],
+            ..Default::default()
+        });
+        assert!(text.ends_with(clipped), "{text}");
+        assert!(progress.clipped());
     }
 
     #[test]
