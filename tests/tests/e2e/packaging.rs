@@ -186,8 +186,7 @@ fn compose_workers_reach_rabbitmq_and_the_docker_socket() {
 fn assert_health_check_asks_the_http_addr(name: &str, worker: &Value) {
     let test = strings(&worker["healthcheck"]["test"]).join(" ");
     assert!(
-        test.contains("/dev/tcp/127.0.0.1/$${BUILDBOT_HTTP_ADDR##*:}")
-            && test.contains("/readyz"),
+        test.contains("/dev/tcp/127.0.0.1/$${BUILDBOT_HTTP_ADDR##*:}") && test.contains("/readyz"),
         "{name}: {test}"
     );
 }
