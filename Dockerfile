@@ -23,8 +23,9 @@
 #
 # The base images are the official `rust` and `debian` ones; pick others
 # with --build-arg RUST_VERSION=…, DEBIAN_RELEASE=…, or whole names with
-# RUST_IMAGE=… and RUNTIME_IMAGE=… (a mirror, a hardened base). It builds
-# with the legacy builder and BuildKit alike (compose v1 uses the former).
+# RUST_IMAGE=… and RUNTIME_IMAGE=… (a mirror, a hardened base). It needs
+# no BuildKit-only syntax: the legacy builder, which compose v1 uses,
+# builds it too.
 # scripts/test builds it and starts docker-compose.yml with it
 # (scripts/compose-test), on local stand-ins for the official images made
 # by scripts/stand-in-images, since the CI machine cannot pull.
