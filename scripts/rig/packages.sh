@@ -6,8 +6,8 @@ RIG_PACKAGES=(
     docker.io rabbitmq-server docker-registry openssh-server openssh-client
     busybox-static apache2-utils git curl ca-certificates
     pkg-config libssl-dev cmake
-    # Only for `docker-compose config`: tests/tests/e2e/packaging.rs
-    # validates docker-compose.yml with it (nothing is started).
+    # tests/tests/e2e/packaging.rs reads docker-compose.yml through
+    # `docker-compose config`; scripts/compose-test starts it.
     docker-compose
 )
 ensure_packages packages "${RIG_PACKAGES[@]}"

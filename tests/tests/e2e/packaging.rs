@@ -1,10 +1,10 @@
 //! The files users deploy with: `docker-compose.yml` as Docker Compose
 //! itself reads it (`docker-compose config`, installed by scripts/rig-up),
 //! the broker accounts it gives RabbitMQ (`deploy/rabbitmq-definitions.*`),
-//! and the worker's `Dockerfile` as a sequence of build stages. Neither is
-//! started or built here, because this machine cannot pull images; these
-//! tests hold the properties a user depends on (`broker_accounts` tries
-//! the accounts on the rig's RabbitMQ).
+//! and the worker's `Dockerfile` as a sequence of build stages: the
+//! properties a user depends on (`broker_accounts` tries the accounts on
+//! the rig's RabbitMQ). `scripts/compose-test` builds the image and starts
+//! the compose file for real, on local stand-ins for the official images.
 
 use buildbot_protocol::MAX_TIMEOUT_SECS;
 use serde_norway::Value;
@@ -38,6 +38,19 @@ fn compose_config(docker_gid: Option<&str>) -> std::process::Output {
         .env_remove("RABBITMQ_WORKER_PASSWORD")
         .env_remove("RABBITMQ_DASHBOARD_PASSWORD")
         .env_remove("DOCKER_GID");
+    for variable in [
+        "BUILDBOT_AMQP_PORT",
+        "BUILDBOT_MANAGEMENT_PORT",
+        "BUILDBOT_REGISTRY_PORT",
+        "BUILDBOT_WORKER_1_HTTP_PORT",
+        "BUILDBOT_WORKER_2_HTTP_PORT",
+        "BUILDBOT_IMAGE",
+        "BUILDBOT_RABBITMQ_IMAGE",
+        "BUILDBOT_REGISTRY_IMAGE",
+        "COMPOSE_PROJECT_NAME",
+    ] {
+        command.env_remove(variable);
+    }
     if let Some(gid) = docker_gid {
         command.env("DOCKER_GID", gid);
     }
@@ -127,17 +140,25 @@ fn compose_workers_reach_rabbitmq_and_the_docker_socket() {
     let password = text(&rabbitmq["BUILDBOT_WORKER_PASSWORD"], "password");
     let root = repo_root();
     let mut ids = Vec::new();
+    let mut http_ports = Vec::new();
     for name in ["worker-1", "worker-2"] {
         let worker = &config["services"][name];
         let context = text(&worker["build"]["context"], "build context");
         assert_eq!(Path::new(context), root, "{name} builds the Dockerfile");
         assert_eq!(strings(&worker["command"]), ["worker"]);
+        // The host's network: "127.0.0.1:5000" in a job means the compose
+        // registry to the worker (its API calls) and to the engine (push)
+        // alike; RabbitMQ through its published port.
+        assert_eq!(worker["network_mode"].as_str(), Some("host"), "{name}");
         let env = &worker["environment"];
         assert_eq!(
             text(&env["BUILDBOT_AMQP_URL"], "BUILDBOT_AMQP_URL"),
-            format!("amqp://buildbot-worker:{password}@rabbitmq:5672/%2f"),
+            format!("amqp://buildbot-worker:{password}@127.0.0.1:5672/%2f"),
             "{name}"
         );
+        let http_addr = text(&env["BUILDBOT_HTTP_ADDR"], "BUILDBOT_HTTP_ADDR");
+        assert!(http_addr.starts_with("127.0.0.1:"), "{name}: {http_addr}");
+        http_ports.push(http_addr.to_owned());
         ids.push(text(&env["BUILDBOT_WORKER_ID"], "worker id").to_owned());
         let volumes = strings(&worker["volumes"]);
         assert!(
@@ -154,15 +175,18 @@ fn compose_workers_reach_rabbitmq_and_the_docker_socket() {
         assert_health_check_asks_the_http_addr(name, worker);
     }
     assert_ne!(ids[0], ids[1], "each worker reports its own id");
+    assert_ne!(
+        http_ports[0], http_ports[1],
+        "workers on the host's network need ports of their own"
+    );
 }
 
-/// The health check opens the port the worker serves /readyz on.
+/// The health check opens the port the worker serves /readyz on: the
+/// one of its own BUILDBOT_HTTP_ADDR, read by the shell in the container.
 fn assert_health_check_asks_the_http_addr(name: &str, worker: &Value) {
-    let addr = text(&worker["environment"]["BUILDBOT_HTTP_ADDR"], "http addr");
-    let port = addr.rsplit(':').next().expect("a port");
     let test = strings(&worker["healthcheck"]["test"]).join(" ");
     assert!(
-        test.contains(&format!("/dev/tcp/127.0.0.1/{port}")) && test.contains("/readyz"),
+        test.contains("/dev/tcp/127.0.0.1/$${BUILDBOT_HTTP_ADDR##*:}") && test.contains("/readyz"),
         "{name}: {test}"
     );
 }
@@ -430,8 +454,10 @@ fn dockerfile_builds_with_a_new_enough_rust_and_runs_buildbot_as_non_root() {
     assert_eq!(stages.len(), 2, "a build stage and a runtime stage");
     let (build, runtime) = (&stages[0], &stages[1]);
 
-    // The build stage: Rust at least the workspace's rust-version.
-    assert!(build.from.starts_with("rust:${RUST_VERSION}-") && build.from.ends_with(" AS build"));
+    // The build stage: the official rust image by default (RUST_IMAGE
+    // overrides it), Rust at least the workspace's rust-version.
+    assert_eq!(build.from, "${RUST_IMAGE} AS build");
+    assert!(arg_default(&global, "RUST_IMAGE").starts_with("rust:${RUST_VERSION}-"));
     let workspace = read("Cargo.toml");
     let required = workspace
         .lines()
@@ -447,8 +473,11 @@ fn dockerfile_builds_with_a_new_enough_rust_and_runs_buildbot_as_non_root() {
     assert!(read("worker/Cargo.toml").contains("[[bin]]\nname = \"buildbot\"\n"));
     assert!(runs.contains("target/release/buildbot /usr/local/bin/buildbot"));
 
-    // The runtime stage: slim Debian, the binary only, a non-root user.
-    assert!(runtime.from.starts_with("debian:") && runtime.from.contains("-slim"));
+    // The runtime stage: slim Debian by default (RUNTIME_IMAGE overrides
+    // it), the binary only, a non-root user.
+    assert_eq!(runtime.from, "${RUNTIME_IMAGE} AS runtime");
+    let runtime_image = arg_default(&global, "RUNTIME_IMAGE");
+    assert!(runtime_image.starts_with("debian:") && runtime_image.ends_with("-slim"));
     assert_eq!(
         runtime.args_of("COPY"),
         ["--from=build /usr/local/bin/buildbot /usr/local/bin/buildbot"]
