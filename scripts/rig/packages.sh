@@ -9,6 +9,9 @@ RIG_PACKAGES=(
     # tests/tests/e2e/packaging.rs reads docker-compose.yml through
     # `docker-compose config`; scripts/compose-test starts it.
     docker-compose
+    # The dashboard's browser tests: headless Chromium driven through
+    # ChromeDriver's WebDriver API (tests/tests/e2e/dashboard.rs).
+    chromium chromium-driver
 )
 ensure_packages packages "${RIG_PACKAGES[@]}"
 

@@ -24,6 +24,8 @@
 //! - `events`: what steps report becomes numbered, batched, masked events
 //!   for a sink: the reply queue (`reply`) or the terminal (`terminal`).
 //! - `observe`: metrics, readiness, free disk, and the HTTP endpoint.
+//! - `dashboard`: `buildbot dashboard`, a live web view of every job built
+//!   from the events exchange (bounded, in memory; assets embedded).
 //! - `shutdown`: SIGTERM/SIGINT, for the worker and `buildbot build`.
 //! - `core_dumps`: off at start, so no crash writes credentials to disk.
 //!
@@ -34,6 +36,7 @@
 pub mod cli;
 mod consumer;
 mod core_dumps;
+mod dashboard;
 mod events;
 mod observe;
 mod pipeline;

@@ -46,6 +46,8 @@
 //! - `observability`: `/metrics`, `/healthz`, `/readyz`, the events
 //!   exchange;
 //! - `cli`: the `buildbot` command line;
+//! - `dashboard`: `buildbot dashboard` in headless Chromium, its bounds
+//!   and its access rules;
 //! - `packaging`: the compose file and Dockerfile users deploy with;
 //! - `broker_accounts`: the compose file's RabbitMQ accounts, one per
 //!   role, tried on the rig's RabbitMQ.
@@ -67,6 +69,9 @@ mod builder;
 
 #[cfg(feature = "e2e")]
 mod buildkit;
+
+#[cfg(feature = "e2e")]
+mod dashboard;
 
 #[cfg(feature = "e2e")]
 mod limits;

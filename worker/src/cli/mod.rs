@@ -4,6 +4,7 @@
 //! and nowhere else; the rest of the crate never sees clap.
 
 mod build;
+mod dashboard;
 mod schema;
 mod submit;
 mod worker;
@@ -52,6 +53,9 @@ enum Command {
     /// run).
     // Boxed: its many flags would make every other variant as large.
     Build(Box<build::BuildArgs>),
+    /// Serve a live web view of every job (from the events exchange) on
+    /// --http-addr (loopback unless --user is set).
+    Dashboard(dashboard::DashboardArgs),
     /// Write the JSON Schemas of the job and event messages into a
     /// directory, check them (--check), or print one (--print).
     Schema(schema::SchemaArgs),
@@ -266,6 +270,10 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         Command::Build(args) => Ok(build::run(&args).await.unwrap_or_else(|e| {
             eprintln!("buildbot build: {e}");
             e.exit_code()
+        })),
+        Command::Dashboard(args) => Ok(dashboard::run(&args).await.unwrap_or_else(|e| {
+            eprintln!("buildbot dashboard: {e}");
+            ExitCode::from(2)
         })),
         Command::Schema(args) => Ok(schema::run(&args)?),
     }

@@ -548,6 +548,46 @@ mod tests {
         JobResult::new(JobStatus::Succeeded, "w")
     }
 
+    /// A build printing numbered lines as fast as it can, its output cut
+    /// anywhere (as the daemon's stream cuts it): every event carries whole
+    /// lines, all of them, in order, with a job's key among the secrets.
+    #[tokio::test]
+    async fn many_lines_cut_anywhere_arrive_as_whole_lines_in_order() {
+        let key = openssh_key();
+        let redactor = Redactor::new([STANDARD.encode(&key).as_str(), PASSWORD]);
+        let sink = RecordingSink::default();
+        let attempt = AttemptId {
+            job_id: "j".into(),
+            attempt: 1,
+        };
+        let (reporter, finisher) = start(sink.clone(), attempt, redactor, batching(64 * 1024));
+        let output: String = (1..=50_000).map(|n| format!("bench line {n}\n")).collect();
+        let bytes = pseudo_random_bytes(3, 50_000);
+        let mut from = 0;
+        for step in bytes.iter().map(|b| 1 + usize::from(*b) * 4) {
+            let to = (from + step).min(output.len());
+            reporter
+                .log(StepName::Build, LogStream::Stdout, &output[from..to])
+                .await;
+            from = to;
+            if from == output.len() {
+                break;
+            }
+        }
+        reporter
+            .log(StepName::Build, LogStream::Stdout, &output[from..])
+            .await;
+        finisher.finish(result()).await.expect("finish");
+        let texts = log_texts(&sink);
+        let mid_line: Vec<&String> = texts.iter().filter(|t| !t.ends_with('\n')).collect();
+        assert!(
+            mid_line.is_empty(),
+            "events ending mid-line: {:?}",
+            &mid_line[..mid_line.len().min(3)]
+        );
+        assert_eq!(texts.concat(), output);
+    }
+
     #[tokio::test]
     async fn events_are_numbered_masked_and_end_with_the_result() {
         let sink = RecordingSink::default();

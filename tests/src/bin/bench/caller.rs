@@ -85,17 +85,22 @@ impl Followed {
 
     /// Every line the build wrote to stdout, with the event that carried it.
     pub fn build_lines(&self) -> impl Iterator<Item = (&Arrival, &str)> {
-        self.events.iter().flat_map(|arrival| {
-            let text = match &arrival.event.body {
+        self.build_texts()
+            .flat_map(|(arrival, text)| text.lines().map(move |line| (arrival, line)))
+    }
+
+    /// The build step's stdout, event by event, as it arrived.
+    pub fn build_texts(&self) -> impl Iterator<Item = (&Arrival, &str)> {
+        self.events
+            .iter()
+            .filter_map(|arrival| match &arrival.event.body {
                 EventBody::Log(log)
                     if log.step == StepName::Build && log.stream == LogStream::Stdout =>
                 {
-                    log.text.as_str()
+                    Some((arrival, log.text.as_str()))
                 }
-                _ => "",
-            };
-            text.lines().map(move |line| (arrival, line))
-        })
+                _ => None,
+            })
     }
 
     /// The text of every log event of `step` (any stream), in order.
