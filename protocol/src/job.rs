@@ -202,6 +202,7 @@ pub struct Build {
     /// Dockerfile's `#test_in_container_entrypoint=` line is the test
     /// (when `test` is unset). Defaults to true.
     #[serde(default = "default_conventions", skip_serializing_if = "is_true")]
+    #[schemars(extend("default" = true))]
     pub conventions: bool,
     /// A file, relative to the checkout, that the job's first tag is
     /// written into before the build (the original's `VERSION` file).
