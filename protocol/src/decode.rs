@@ -1129,11 +1129,11 @@ mod tests {
             (with("/image", None), "image: missing field"),
             (
                 with("/build/dockerfil", Some(json!("Dockerfile"))),
-                "build.dockerfil: unknown field; expected one of build_args, builder, cache_from, cache_inline, context, dockerfile, engine, labels, no_cache, pull, secrets, target",
+                "build.dockerfil: unknown field; expected one of build_args, builder, cache_from, cache_inline, context, conventions, dockerfile, engine, labels, no_cache, pull, secrets, target, version_file",
             ),
             (
                 with("/extra", Some(json!(1))),
-                "extra: unknown field; expected one of build, envelope, image, job_id, registry_auth, repo, service_id, signature, timeout_secs, version",
+                "extra: unknown field; expected one of build, envelope, image, job_id, registry_auth, repo, service_id, signature, test, timeout_secs, version",
             ),
             (
                 with("/image/tags", Some(json!("x"))),

@@ -66,6 +66,8 @@ pub enum StepName {
     Builder,
     /// Building the runtime image.
     Build,
+    /// Running the test command in a container of the built image.
+    Test,
     /// Pushing every tag.
     Push,
     /// The job queue: a job dead-lettered after its delivery limit, whose
@@ -81,6 +83,7 @@ impl StepName {
             StepName::Clone => "clone",
             StepName::Builder => "builder",
             StepName::Build => "build",
+            StepName::Test => "test",
             StepName::Push => "push",
             StepName::Queue => "queue",
         }
@@ -311,6 +314,13 @@ pub struct ImageResult {
     pub digest: String,
     /// Every tag pushed, all pointing at `digest`.
     pub tags: Vec<String>,
+    /// The image's size in bytes, as the Docker Engine reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The base image: the `FROM` of the final stage, as
+    /// `name@sha256:…` where the engine knows its digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_image: Option<String>,
 }
 
 #[cfg(test)]
@@ -337,6 +347,8 @@ mod tests {
                 repository: "localhost:5000/app".into(),
                 digest: format!("sha256:{}", "a".repeat(64)),
                 tags: vec!["latest".into()],
+                size: Some(7_654_321),
+                base_image: None,
             }),
             durations_ms: BTreeMap::from([(StepName::Clone, 120), (StepName::Push, 900)]),
             worker: "worker-1".into(),

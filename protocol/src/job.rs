@@ -36,6 +36,12 @@ pub struct Job {
     /// image, if it must be pulled). None for a registry without auth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<RegistryAuth>,
+    /// A command run in a container of the built image after the build and
+    /// before the push; a non-zero exit fails the job and nothing is
+    /// pushed. Unset: the Dockerfile's `#test_in_container_entrypoint=`
+    /// line, if any (unless `build.conventions` is false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<Test>,
     /// Seconds the whole job may take before it is stopped and reported
     /// `timed_out`. Defaults to 3600; at most 86400 (one day).
     #[serde(default = "default_timeout_secs")]
@@ -190,6 +196,66 @@ pub struct Build {
     /// names this image in `cache_from` (BuildKit only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cache_inline: bool,
+    /// Follow the original buildbot's conventions when the job does not
+    /// say otherwise: a `build.sh` with a `#build_inside_docker_image=`
+    /// line runs as the builder (when `builder` is unset), and a
+    /// Dockerfile's `#test_in_container_entrypoint=` line is the test
+    /// (when `test` is unset). Defaults to true.
+    #[serde(default = "default_conventions", skip_serializing_if = "is_true")]
+    #[schemars(extend("default" = true))]
+    pub conventions: bool,
+    /// A file, relative to the checkout, that the job's first tag is
+    /// written into before the build (the original's `VERSION` file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_file: Option<String>,
+}
+
+fn default_conventions() -> bool {
+    true
+}
+
+/// Left out when true, the default, so jobs round-trip as written.
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+/// The test run in a container of the built image before the push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Test {
+    /// Command (argv) run in the built image; it replaces the image's
+    /// entrypoint.
+    pub command: Vec<String>,
+    /// Environment of the command.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Seconds the test may run before it fails the job. Defaults to 600.
+    #[serde(default = "default_test_timeout_secs")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub timeout_secs: u64,
+    /// Give the test the worker's job network; without it the test runs
+    /// with no network at all.
+    #[serde(default)]
+    pub network: bool,
+}
+
+/// Seconds a test may run when it does not set `timeout_secs`.
+pub const DEFAULT_TEST_TIMEOUT_SECS: u64 = 600;
+
+fn default_test_timeout_secs() -> u64 {
+    DEFAULT_TEST_TIMEOUT_SECS
+}
+
+impl Test {
+    /// `command` with no environment, the default timeout and no network.
+    pub fn new(command: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            command: command.into_iter().map(Into::into).collect(),
+            env: BTreeMap::new(),
+            timeout_secs: DEFAULT_TEST_TIMEOUT_SECS,
+            network: false,
+        }
+    }
 }
 
 /// Which of the Docker Engine's builders builds the images.
@@ -236,6 +302,8 @@ impl Default for Build {
             engine: None,
             secrets: BTreeMap::new(),
             cache_inline: false,
+            conventions: default_conventions(),
+            version_file: None,
         }
     }
 }
@@ -271,7 +339,10 @@ pub struct Builder {
     /// artifact, a file or directory, copied out after the command succeeds.
     pub artifacts: String,
     /// Where the artifact is placed in the runtime build context, relative to
-    /// the context. Defaults to `artifact`.
+    /// the context. Defaults to `artifact`. `.` makes the artifact (e.g.
+    /// `artifacts: "."`, the whole workdir) the checkout the runtime build
+    /// reads: `build.context` and `build.dockerfile` are looked up in it,
+    /// as the original buildbot's `build.sh` convention does.
     #[serde(default = "default_artifacts_dest")]
     pub artifacts_dest: String,
 }
@@ -353,6 +424,7 @@ impl Job {
             build: Build::default(),
             image: Image::new(image_repository, tags),
             registry_auth: None,
+            test: None,
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             envelope: None,
             signature: None,
@@ -392,6 +464,12 @@ impl Job {
     /// With `build` instead of the default build.
     pub fn with_build(mut self, build: Build) -> Self {
         self.build = build;
+        self
+    }
+
+    /// With `test` run before the push.
+    pub fn with_test(mut self, test: Test) -> Self {
+        self.test = Some(test);
         self
     }
 

@@ -44,8 +44,8 @@ pub use event::{
     StepName, StepState,
 };
 pub use job::{
-    Build, BuildEngine, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, SignedEnvelope,
-    DEFAULT_TIMEOUT_SECS,
+    Build, BuildEngine, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, SignedEnvelope, Test,
+    DEFAULT_TEST_TIMEOUT_SECS, DEFAULT_TIMEOUT_SECS,
 };
 pub use reference::{parse_reference, registry_host, Reference, ReferenceError, Repository};
 pub use schema::{event_schema, job_schema};

@@ -26,6 +26,7 @@ const KEPT: &[&str] = &[
     "registry_auth.type",
     "registry_auth.server",
     "registry_auth.username",
+    "test",
     "timeout_secs",
     "signature",
 ];
@@ -37,6 +38,7 @@ const MASKED_INSIDE_KEPT: &[&str] = &[
     "build.secrets",
     "build.builder.env",
     "build.builder.secret_env",
+    "test.env",
 ];
 
 /// The body to park for a dead-lettered message: a JSON object with every

@@ -22,7 +22,7 @@ use crate::grammar::{base64, CleanPath, PathError, RelativePath, RepoUrl, Transp
 use crate::reference::{self, ReferenceError};
 use crate::{
     Build, BuildEngine, Builder, Image, Job, RegistryAuth, Repo, RepoAuth, Secret, SignedEnvelope,
-    PROTOCOL_VERSION,
+    Test, PROTOCOL_VERSION,
 };
 
 /// Longest `service_id`.
@@ -168,6 +168,9 @@ impl Validator<'_> {
         self.image(&job.image);
         if let Some(auth) = &job.registry_auth {
             self.registry_auth(auth);
+        }
+        if let Some(test) = &job.test {
+            self.test(test);
         }
         if !(1..=MAX_TIMEOUT_SECS).contains(&job.timeout_secs) {
             self.push(
@@ -389,6 +392,9 @@ impl Validator<'_> {
         if let Some(builder) = &build.builder {
             self.builder(builder);
         }
+        if let Some(path) = &build.version_file {
+            self.version_file(path);
+        }
     }
 
     /// Credentials by name: the names follow `key_rule`, the values must not
@@ -463,21 +469,7 @@ impl Validator<'_> {
                 ),
             }
         }
-        match builder.command.first() {
-            None => self.push(
-                "build.builder.command",
-                "empty; give the program and its arguments",
-            ),
-            Some(program) if program.is_empty() => {
-                self.push("build.builder.command[0]", "empty program name")
-            }
-            Some(_) => {}
-        }
-        for (i, arg) in builder.command.iter().enumerate() {
-            if arg.contains('\0') {
-                self.push(format!("build.builder.command[{i}]"), "contains a NUL byte");
-            }
-        }
+        self.command("build.builder.command", &builder.command);
         if builder.workdir.contains('\0') {
             self.push("build.builder.workdir", "contains a NUL byte");
         } else if !builder.workdir.starts_with('/') {
@@ -490,13 +482,7 @@ impl Validator<'_> {
                 "names the builder's root directory; use a directory below it, e.g. /src",
             );
         }
-        self.string_map("build.builder.env", &builder.env, |key| {
-            if ENV_NAME.is_match(key) {
-                None
-            } else {
-                Some("not a valid environment variable name (letters, digits and \"_\", not starting with a digit)")
-            }
-        });
+        self.env("build.builder.env", &builder.env);
         self.secret_map("build.builder.secret_env", &builder.secret_env, |key| {
             if !ENV_NAME.is_match(key) {
                 Some("not a valid environment variable name (letters, digits and \"_\", not starting with a digit)")
@@ -528,11 +514,8 @@ impl Validator<'_> {
                 ),
             }
         }
+        // `.`: the artifact becomes the checkout the runtime build reads.
         match RelativePath::parse(&builder.artifacts_dest) {
-            Ok(path) if path.is_base() => self.push(
-                "build.builder.artifacts_dest",
-                "must name a path inside the build context, not the context itself",
-            ),
             Ok(_) => {}
             Err(PathError::Empty) => self.push(
                 "build.builder.artifacts_dest",
@@ -546,6 +529,61 @@ impl Validator<'_> {
                 "build.builder.artifacts_dest",
                 path_reason(issue, "the build context"),
             ),
+        }
+    }
+
+    /// An argv: a program name, no NUL bytes.
+    fn command(&mut self, field: &str, command: &[String]) {
+        match command.first() {
+            None => self.push(field, "empty; give the program and its arguments"),
+            Some(program) if program.is_empty() => {
+                self.push(format!("{field}[0]"), "empty program name")
+            }
+            Some(_) => {}
+        }
+        for (i, arg) in command.iter().enumerate() {
+            if arg.contains('\0') {
+                self.push(format!("{field}[{i}]"), "contains a NUL byte");
+            }
+        }
+    }
+
+    /// An environment: valid variable names, no NUL bytes.
+    fn env(&mut self, field: &str, env: &BTreeMap<String, String>) {
+        self.string_map(field, env, |key| {
+            if ENV_NAME.is_match(key) {
+                None
+            } else {
+                Some("not a valid environment variable name (letters, digits and \"_\", not starting with a digit)")
+            }
+        });
+    }
+
+    fn test(&mut self, test: &Test) {
+        self.command("test.command", &test.command);
+        self.env("test.env", &test.env);
+        if !(1..=MAX_TIMEOUT_SECS).contains(&test.timeout_secs) {
+            self.push(
+                "test.timeout_secs",
+                format!(
+                    "{} is out of range; must be between 1 and {MAX_TIMEOUT_SECS} (one day)",
+                    test.timeout_secs
+                ),
+            );
+        }
+    }
+
+    fn version_file(&mut self, path: &str) {
+        match RelativePath::parse(path) {
+            Ok(path) if path.is_base() => {
+                self.push("build.version_file", "names the checkout root, not a file")
+            }
+            Ok(_) => {}
+            Err(PathError::Absolute) => self.push(
+                "build.version_file",
+                "absolute path; must be relative to the checkout",
+            ),
+            Err(issue) => self.push("build.version_file", path_reason(issue, "the checkout")),
         }
     }
 
@@ -1155,6 +1193,44 @@ mod tests {
     }
 
     #[test]
+    fn test_and_version_file_rules() {
+        let with_test = |change: fn(&mut Test)| {
+            move |job: &mut Job| {
+                let mut test = Test::new(["sh", "-c", "true"]);
+                change(&mut test);
+                job.test = Some(test);
+            }
+        };
+        assert_eq!(problems(with_test(|_| {})), Vec::<String>::new());
+        rejects(
+            with_test(|t| t.command.clear()),
+            "test.command: empty; give the program and its arguments",
+        );
+        rejects(
+            with_test(|t| {
+                t.env.insert("1X".into(), "v".into());
+            }),
+            "test.env[\"1X\"]: not a valid environment variable name (letters, digits and \"_\", not starting with a digit)",
+        );
+        rejects(
+            with_test(|t| t.timeout_secs = 0),
+            "test.timeout_secs: 0 is out of range; must be between 1 and 86400 (one day)",
+        );
+        rejects(
+            |job| job.build.version_file = Some("../VERSION".into()),
+            "build.version_file: escapes the checkout",
+        );
+        rejects(
+            |job| job.build.version_file = Some("/VERSION".into()),
+            "build.version_file: absolute path; must be relative to the checkout",
+        );
+        assert_eq!(
+            problems(|job| job.build.version_file = Some("app/VERSION".into())),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
     fn builder_rules() {
         rejects(
             with_builder(|b| b.dockerfile = Some("Dockerfile.build".into())),
@@ -1223,9 +1299,13 @@ mod tests {
             "build.builder.artifacts: escapes build.builder.workdir; use an absolute path instead",
         );
         for dest in [".", "a/.."] {
-            rejects(
-                with_builder(|b| b.artifacts_dest = dest.into()),
-                "build.builder.artifacts_dest: must name a path inside the build context, not the context itself",
+            assert_eq!(
+                problems(with_builder(|b| {
+                    b.artifacts = ".".into();
+                    b.artifacts_dest = dest.into();
+                })),
+                Vec::<String>::new(),
+                "the whole workdir as the checkout"
             );
         }
         rejects(

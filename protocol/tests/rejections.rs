@@ -83,7 +83,7 @@ fn unknown_missing_and_wrong_types_at_several_depths_at_once() {
             "build.builder.artifacts: missing field",
             "build.builder.env[\"X\"]: expected a string, found an array",
             "build.no_cache: expected a boolean, found a string \"yes\"",
-            "colour: unknown field; expected one of build, envelope, image, job_id, registry_auth, repo, service_id, signature, timeout_secs, version",
+            "colour: unknown field; expected one of build, envelope, image, job_id, registry_auth, repo, service_id, signature, test, timeout_secs, version",
             "image.tags[2]: expected a string, found an object",
             "repo.auth.passphrase_: unknown field; expected passphrase or private_key",
             "repo.auth.private_key: expected a string, found a number",

@@ -18,9 +18,11 @@
 //!   of running jobs. It never talks to Docker.
 //! - `pipeline`: one job's steps in a private workspace. `mod.rs` is the
 //!   spine (order, step events, timeout, cancel); `steps/` has one module
-//!   per step (`clone`, `builder`, `build`, `push`); `images` says which
-//!   engine images a job may use and what the worker keeps; `workspaces`
-//!   where checkouts live. A step never talks to AMQP.
+//!   per step (`clone`, `builder`, `build`, `test`, `push`); `images` says
+//!   which engine images a job may use, what the worker keeps and what a
+//!   result says of the built image; `conventions` the original buildbot's
+//!   marker lines; `workspaces` where checkouts live. A step never talks
+//!   to AMQP.
 //! - `events`: what steps report becomes numbered, batched, masked events
 //!   for a sink: the reply queue (`reply`) or the terminal (`terminal`).
 //! - `observe`: metrics, readiness, free disk, and the HTTP endpoint.

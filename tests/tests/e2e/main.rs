@@ -28,6 +28,8 @@
 //! - `rig_smoke`: each service of the rig does what the tests rely on;
 //! - `pipeline`: a job through clone, build and push, its events in order;
 //! - `builder`: builder containers, and nothing left behind;
+//! - `conventions`: the original buildbot's `build.sh` builder and the
+//!   test step before the push;
 //! - `buildkit`: BuildKit's cache mounts, targets, build secrets and
 //!   registry cache (its cold-cache test runs alone, like the two above);
 //! - `isolation`: tenants sharing a worker's Docker Engine cannot plant
@@ -66,6 +68,9 @@ mod push;
 
 #[cfg(feature = "e2e")]
 mod builder;
+
+#[cfg(feature = "e2e")]
+mod conventions;
 
 #[cfg(feature = "e2e")]
 mod buildkit;

@@ -114,6 +114,12 @@ fn summary(result: &JobResult, elapsed: f64) -> String {
             image.digest,
             image.tags.join(", ")
         ));
+        if let Some(size) = image.size {
+            line.push_str(&format!(", {size} bytes"));
+        }
+        if let Some(base) = &image.base_image {
+            line.push_str(&format!(", from {base}"));
+        }
     }
     if let Some(error) = &result.error {
         line.push_str(&format!(
@@ -202,6 +208,8 @@ mod tests {
             repository: "127.0.0.1:5000/demo/app".into(),
             digest: "sha256:cb97".into(),
             tags: vec!["7686ede26ff5".into(), "latest".into()],
+            size: None,
+            base_image: None,
         });
         let summary = printer.render(&event(1, 3, EventBody::Result(succeeded)));
         assert!(summary.contains(

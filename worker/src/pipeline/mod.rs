@@ -1,5 +1,7 @@
 //! The pipeline: runs one validated job's steps (clone, builder when the
-//! job sets `build.builder`, build, push) in a private workspace and
+//! job sets `build.builder` or the checkout follows the original's
+//! `build.sh` convention, build, test when the job or its Dockerfile has
+//! one, push) in a private workspace and
 //! describes the outcome as a [`JobResult`].
 //!
 //! This module is the spine: the order of the steps, each run between its
@@ -12,6 +14,7 @@
 //! It knows nothing of AMQP: it reports through a [`Reporter`] and returns
 //! the result; the caller publishes it and acks.
 
+mod conventions;
 pub(crate) mod docker;
 mod images;
 mod registry;
@@ -31,15 +34,18 @@ pub(crate) use steps::clone::{CloneSettings, HostKeyDefault, DEFAULT_MAX_CLONE_B
 use crate::events::Reporter;
 use bollard::Docker;
 use buildbot_protocol::{ImageResult, Job, JobError, JobResult, JobStatus, StepName, StepState};
+use conventions::ConventionError;
+use images::describe::describe;
 use images::PrivateName;
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use steps::build::{self, context, runtime_context};
-use steps::builder::{self, BuilderError, BuilderRun};
+use steps::builder::{self, BuilderError, BuilderPlan, BuilderRun, WHOLE_WORKDIR_DIR};
+use steps::test::{self, TestCommand, TestError};
 use steps::{clone, push};
 use tempfile::TempDir;
 
@@ -143,6 +149,12 @@ impl StepError for String {}
 impl StepError for build::BuildError {
     fn exit_code(&self) -> Option<i64> {
         build::BuildError::exit_code(self)
+    }
+}
+
+impl StepError for TestError {
+    fn exit_code(&self) -> Option<i64> {
+        TestError::exit_code(self)
     }
 }
 
@@ -301,35 +313,30 @@ impl Pipeline {
         let checkout_dir = workspace.path().join("src");
         let checkout = run_step(StepName::Clone, reporter, progress, async {
             let workspace = Arc::clone(&workspace);
-            clone::run(job, &checkout_dir, workspace, &self.clone, reporter).await
+            let checkout = clone::run(job, &checkout_dir, workspace, &self.clone, reporter).await?;
+            write_version_file(job, &checkout_dir, reporter).await?;
+            Ok::<_, String>(checkout)
         })
         .await?;
         lock(progress).revision = Some(checkout.commit.clone());
 
-        let spec = runtime_context(job, &checkout_dir, &checkout, self.size_limits.into());
+        let mut spec = runtime_context(job, &checkout_dir, &checkout, self.size_limits.into());
         let engine = build::engine(&self.docker, job, &self.session).await;
-        if let Some(builder) = &job.build.builder {
-            run_step(StepName::Builder, reporter, progress, async {
-                let context_dir = context::resolve(&spec).await?;
-                let run = BuilderRun {
-                    job,
-                    builder,
-                    worker_id: &self.worker_id,
-                    checkout: &checkout_dir,
-                    mtime: spec.mtime,
-                    context_dir: &context_dir,
-                    limits: &self.limits,
-                    size_limits: self.size_limits,
-                    images: &self.images,
-                    // A builder image is built like the runtime image;
-                    // when the job cannot be built at all, the build step
-                    // says why.
-                    engine: engine.builder().unwrap_or_default(),
-                };
-                builder::run(&self.docker, &run, reporter).await
+        if let Some(plan) = BuilderPlan::choose(job, &checkout_dir).transpose() {
+            let replaced = run_step(StepName::Builder, reporter, progress, async {
+                let plan = plan?;
+                self.builder(job, &plan, &spec, &workspace, &engine, reporter)
+                    .await
             })
             .await?;
+            if replaced {
+                let project = workspace.path().join(WHOLE_WORKDIR_DIR);
+                spec = runtime_context(job, &project, &checkout, self.size_limits.into());
+            }
         }
+        // Read before the build takes the spec: the test and the result
+        // need the Dockerfile too.
+        let dockerfile = context::read_dockerfile(&spec).unwrap_or_default();
         // Whatever happens from here, the image's private name goes with
         // the job (a build cut short may still have tagged it).
         let _private_name = PrivateName::new(&self.docker, build::private_reference(job));
@@ -346,6 +353,19 @@ impl Pipeline {
         if self.images.cache_bytes().is_some() {
             images::cache::keep_runtime(&self.docker, &image_id, &job.job_id.to_string()).await;
         }
+        if let Some(command) = test_command(job, &dockerfile).transpose() {
+            run_step(StepName::Test, reporter, progress, async {
+                let run = test::TestRun {
+                    image_id: &image_id,
+                    command: &command?,
+                    job_id: &job.job_id.to_string(),
+                    worker_id: &self.worker_id,
+                    limits: &self.limits,
+                };
+                test::run(&self.docker, &run, reporter).await
+            })
+            .await?;
+        }
         if !job.image.push {
             return Ok(None);
         }
@@ -353,13 +373,61 @@ impl Pipeline {
             push::run(&self.docker, job, &image_id, reporter).await
         })
         .await?;
+        let described = describe(&self.docker, &image_id, &dockerfile, job).await;
         Ok(Some(ImageResult {
             repository: job.image.repository.clone(),
             digest,
             tags: job.image.tags.clone(),
+            size: described.size,
+            base_image: described.base_image,
         }))
         // `workspace` is dropped here or on any early return: the checkout
         // is removed whatever the outcome.
+    }
+
+    /// Runs the builder `plan` says; returns whether its artifact replaced
+    /// the checkout the runtime build reads.
+    async fn builder(
+        &self,
+        job: &Job,
+        plan: &BuilderPlan,
+        spec: &context::ContextSpec,
+        workspace: &TempDir,
+        engine: &build::Engine,
+        reporter: &Reporter,
+    ) -> Result<bool, BuilderError> {
+        if let Some(detected) = &plan.detected {
+            let line = format!(
+                "build.sh carries #build_inside_docker_image: running ./build.sh in {} \
+                 (set build.conventions to false to build without it)",
+                detected.image
+            );
+            reporter.system(StepName::Builder, line).await;
+        }
+        let replaces = plan.replaces_checkout();
+        // A whole workdir lands beside the checkout, not in its context.
+        let context_dir = if replaces {
+            workspace.path().to_owned()
+        } else {
+            context::resolve(spec).await?
+        };
+        let builder = plan.runnable();
+        let run = BuilderRun {
+            job,
+            builder: &builder,
+            worker_id: &self.worker_id,
+            checkout: &spec.checkout,
+            mtime: spec.mtime,
+            context_dir: &context_dir,
+            limits: &self.limits,
+            size_limits: self.size_limits,
+            images: &self.images,
+            // A builder image is built like the runtime image; when the
+            // job cannot be built at all, the build step says why.
+            engine: engine.builder().unwrap_or_default(),
+        };
+        builder::run(&self.docker, &run, reporter).await?;
+        Ok(replaces)
     }
 
     fn workspace(&self) -> std::io::Result<TempDir> {
@@ -369,6 +437,32 @@ impl Pipeline {
             None => builder.tempdir(),
         }
     }
+}
+
+/// Writes `build.version_file`, when the job sets it, into the checkout.
+async fn write_version_file(job: &Job, checkout: &Path, reporter: &Reporter) -> Result<(), String> {
+    let (Some(path), Some(tag)) = (&job.build.version_file, job.image.tags.first()) else {
+        return Ok(());
+    };
+    build::version_file::write(checkout, path, tag).map_err(|e| e.to_string())?;
+    reporter
+        .system(
+            StepName::Clone,
+            format!("wrote {tag} to {path} (build.version_file)"),
+        )
+        .await;
+    Ok(())
+}
+
+/// The test the job runs, if any: its `test`, else (unless
+/// `build.conventions` is false) the Dockerfile's marker.
+fn test_command(job: &Job, dockerfile: &str) -> Result<Option<TestCommand>, ConventionError> {
+    let marker = if job.test.is_none() && job.build.conventions {
+        conventions::parse_test_entrypoint(dockerfile, &job.build.dockerfile)?
+    } else {
+        None
+    };
+    Ok(TestCommand::choose(job.test.as_ref(), marker))
 }
 
 /// Runs one step between its `started` and `succeeded`/`failed` events and

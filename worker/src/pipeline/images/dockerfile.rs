@@ -24,16 +24,7 @@ pub(crate) fn external_images(
 ) -> Result<Vec<String>, DockerfileError> {
     let dockerfile =
         parse_dockerfile::parse(text).map_err(|e| DockerfileError::Syntax(e.to_string()))?;
-    let mut args = HashMap::new();
-    for arg in dockerfile.global_args() {
-        for (name, default) in arg_declarations(&arg.arguments.value) {
-            // Declared without a default and not given: unset, so
-            // `${NAME-default}` takes its default.
-            if let Some(value) = build_args.get(&name).cloned().or(default) {
-                args.insert(name, value);
-            }
-        }
-    }
+    let args = global_args(&dockerfile, build_args);
     let mut stages = HashSet::new();
     let mut images = Vec::new();
     let mut note = |name: String, stages: &HashSet<String>| {
@@ -67,6 +58,69 @@ pub(crate) fn external_images(
         }
     }
     Ok(images)
+}
+
+/// The image the built stage starts from: the last stage's, or
+/// `target`'s, `FROM`, an earlier stage followed to its own base, with the
+/// global `ARG`s expanded. None for `scratch` (or no `FROM`).
+pub(crate) fn final_base(
+    text: &str,
+    build_args: &HashMap<String, String>,
+    target: Option<&str>,
+) -> Result<Option<String>, DockerfileError> {
+    let dockerfile =
+        parse_dockerfile::parse(text).map_err(|e| DockerfileError::Syntax(e.to_string()))?;
+    let args = global_args(&dockerfile, build_args);
+    // (stage alias, its FROM), in order.
+    let mut stages: Vec<(Option<String>, String)> = Vec::new();
+    for instruction in &dockerfile.instructions {
+        if let parse_dockerfile::Instruction::From(from) = instruction {
+            let alias = from.as_.as_ref().map(|(_, a)| a.value.to_ascii_lowercase());
+            stages.push((alias, expand(&from.image.value, &args)));
+        }
+    }
+    let built = match target {
+        Some(target) => stages
+            .iter()
+            .position(|(alias, _)| alias.as_deref() == Some(&target.to_ascii_lowercase())),
+        None => stages.len().checked_sub(1),
+    };
+    let Some(mut at) = built else {
+        return Ok(None);
+    };
+    // An earlier stage's name (or index) leads to that stage's base; each
+    // step goes back, so this ends.
+    loop {
+        let base = &stages[at].1;
+        let earlier = stages[..at]
+            .iter()
+            .rposition(|(alias, _)| alias.as_deref() == Some(&base.to_ascii_lowercase()));
+        let earlier = earlier.or_else(|| base.parse::<usize>().ok().filter(|i| *i < at));
+        match earlier {
+            Some(stage) => at = stage,
+            None if base.eq_ignore_ascii_case("scratch") || base.is_empty() => return Ok(None),
+            None => return Ok(Some(base.clone())),
+        }
+    }
+}
+
+/// The global `ARG`s (before the first `FROM`) with their values: the
+/// job's `build_args` override their defaults.
+fn global_args(
+    dockerfile: &parse_dockerfile::Dockerfile<'_>,
+    build_args: &HashMap<String, String>,
+) -> HashMap<String, String> {
+    let mut args = HashMap::new();
+    for arg in dockerfile.global_args() {
+        for (name, default) in arg_declarations(&arg.arguments.value) {
+            // Declared without a default and not given: unset, so
+            // `${NAME-default}` takes its default.
+            if let Some(value) = build_args.get(&name).cloned().or(default) {
+                args.insert(name, value);
+            }
+        }
+    }
+    args
 }
 
 /// What `COPY` (without `--from`) and `ADD` take from the build context,
@@ -173,6 +227,29 @@ fn braced_value(inner: &str, args: &HashMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn final_base_follows_stages_to_an_image() {
+        let text = "ARG BASE=alpine:3.20\nFROM golang:1.22 AS build\nRUN make\n\
+                    FROM $BASE AS runtime\nFROM runtime\nCOPY --from=build /app /app\n";
+        let no_args = HashMap::new();
+        assert_eq!(
+            final_base(text, &no_args, None).unwrap().as_deref(),
+            Some("alpine:3.20")
+        );
+        assert_eq!(
+            final_base(text, &no_args, Some("build"))
+                .unwrap()
+                .as_deref(),
+            Some("golang:1.22")
+        );
+        let args = HashMap::from([("BASE".to_owned(), "debian:12".to_owned())]);
+        assert_eq!(
+            final_base(text, &args, None).unwrap().as_deref(),
+            Some("debian:12")
+        );
+        assert_eq!(final_base("FROM scratch\n", &no_args, None).unwrap(), None);
+    }
 
     fn images(text: &str, build_args: &[(&str, &str)]) -> Vec<String> {
         let build_args = build_args

@@ -17,6 +17,7 @@
 //! tags, as `docker build -t` would.
 
 pub(crate) mod cache;
+pub(crate) mod describe;
 pub(crate) mod dockerfile;
 
 use crate::events::Reporter;

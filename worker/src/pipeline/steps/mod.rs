@@ -8,3 +8,4 @@ pub(crate) mod build;
 pub(crate) mod builder;
 pub(crate) mod clone;
 pub(crate) mod push;
+pub(crate) mod test;

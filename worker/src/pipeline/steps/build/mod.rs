@@ -6,6 +6,7 @@
 //!   followed out of the checkout.
 //! - [`dockerignore`]: Docker's ignore-file rules.
 //! - [`labels`]: the labels every image carries.
+//! - [`version_file`]: `build.version_file`, written into the checkout.
 //! - [`buildkit`] and [`legacy`]: the Engine's two builders; which one a
 //!   job uses is [`engine`]'s choice.
 
@@ -14,6 +15,7 @@ pub(crate) mod context;
 mod dockerignore;
 mod labels;
 mod legacy;
+pub(crate) mod version_file;
 
 pub(crate) use buildkit::SessionAddress;
 

@@ -1,7 +1,7 @@
 //! The builder container: created (stopped, labelled) from the builder
 //! image, given the checkout through the Docker API, then started with its
-//! output streamed as log events until it exits. Removing it is
-//! [`leftovers`](super::leftovers)' job.
+//! output streamed as log events until it exits ([`follow`], which the
+//! test step shares). Removing it is [`leftovers`](super::leftovers)' job.
 
 use super::labels::builder_labels;
 use super::tail::Tail;
@@ -79,6 +79,33 @@ pub(super) async fn run_command(
         .start_container(container, None)
         .await
         .map_err(start_error)?;
+    let Exited { code, tail } = follow(docker, container, StepName::Builder, reporter).await?;
+    if code == 0 {
+        return Ok(());
+    }
+    if oom_killed(docker, container).await {
+        let limit = spec.limits.memory;
+        return Err(BuilderError::OutOfMemory { limit, code, tail });
+    }
+    Err(BuilderError::CommandFailed { code, tail })
+}
+
+/// How a container's command ended.
+pub(crate) struct Exited {
+    /// Its exit code.
+    pub(crate) code: i64,
+    /// Its last output lines.
+    pub(crate) tail: String,
+}
+
+/// Streams a started container's output as `step`'s log events until it
+/// exits; returns its exit code and last output lines.
+pub(crate) async fn follow(
+    docker: &Docker,
+    container: &str,
+    step: StepName,
+    reporter: &Reporter,
+) -> Result<Exited, bollard::errors::Error> {
     let options = LogsOptions {
         follow: true,
         stdout: true,
@@ -99,24 +126,19 @@ pub(super) async fn run_command(
         };
         let text = String::from_utf8_lossy(&bytes).into_owned();
         tail.push(stream, &text);
-        reporter.log(StepName::Builder, stream, text).await;
+        reporter.log(step, stream, text).await;
     }
     let code = exit_code(docker, container).await?;
-    if code == 0 {
-        return Ok(());
-    }
-    let tail = tail.text();
-    if oom_killed(docker, container).await {
-        let limit = spec.limits.memory;
-        return Err(BuilderError::OutOfMemory { limit, code, tail });
-    }
-    Err(BuilderError::CommandFailed { code, tail })
+    Ok(Exited {
+        code,
+        tail: tail.text(),
+    })
 }
 
 /// Whether the kernel's OOM killer killed a process of the container. Only
 /// asked after a failure: a build whose child was killed but that recovered
 /// succeeded. An unanswered inspect just leaves the plain exit code.
-async fn oom_killed(docker: &Docker, container: &str) -> bool {
+pub(crate) async fn oom_killed(docker: &Docker, container: &str) -> bool {
     let Ok(inspect) = docker.inspect_container(container, None).await else {
         return false;
     };
@@ -124,16 +146,17 @@ async fn oom_killed(docker: &Docker, container: &str) -> bool {
 }
 
 /// The exited container's exit code.
-async fn exit_code(docker: &Docker, container: &str) -> Result<i64, BuilderError> {
+async fn exit_code(docker: &Docker, container: &str) -> Result<i64, bollard::errors::Error> {
     let mut wait = docker.wait_container(container, None);
     match wait.next().await {
         Some(Ok(response)) => Ok(response.status_code),
         // bollard reports a non-zero exit as an error.
         Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
-        Some(Err(e)) => Err(e.into()),
-        None => Err(BuilderError::Api(
-            "waiting for the builder container returned nothing".into(),
-        )),
+        Some(Err(e)) => Err(e),
+        None => Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: format!("waiting for container {container} returned nothing"),
+        }),
     }
 }
 

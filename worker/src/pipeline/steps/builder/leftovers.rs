@@ -1,5 +1,5 @@
-//! Removing what the builder creates on the daemon: the container, and an
-//! image built from the repository. A run records them as they appear
+//! Removing what the builder (and the test step) creates on the daemon:
+//! the container, and an image built from the repository. A run records them as they appear
 //! ([`Leftovers`]) and removes them whatever its outcome; at start-up,
 //! [`remove_leftovers`] sweeps what an earlier run of the same worker left
 //! when it was killed, found by the worker-id label.
@@ -17,8 +17,10 @@ use std::collections::HashMap;
 /// What a run created on the daemon and must remove. Removal is awaited
 /// on the normal path; if the run's future is dropped (timeout,
 /// cancellation), `Drop` hands it to a task.
-pub(super) struct Leftovers {
+pub(crate) struct Leftovers {
     docker: Docker,
+    /// The step whose log reports what could not be removed.
+    step: StepName,
     container: Option<String>,
     /// A builder image built from the repository (never a pulled one:
     /// that is the job's input, like a base image).
@@ -26,17 +28,18 @@ pub(super) struct Leftovers {
 }
 
 impl Leftovers {
-    /// Nothing to remove yet.
-    pub(super) fn new(docker: Docker) -> Self {
+    /// Nothing to remove yet; `step` reports what cannot be removed.
+    pub(crate) fn new(docker: Docker, step: StepName) -> Self {
         Self {
             docker,
+            step,
             container: None,
             image: None,
         }
     }
 
     /// The run's container, to be removed.
-    pub(super) fn record_container(&mut self, id: String) {
+    pub(crate) fn record_container(&mut self, id: String) {
         self.container = Some(id);
     }
 
@@ -46,10 +49,10 @@ impl Leftovers {
     }
 
     /// Removes what was recorded, reporting what could not be removed.
-    pub(super) async fn remove(&mut self, reporter: &Reporter) {
+    pub(crate) async fn remove(&mut self, reporter: &Reporter) {
         let (container, image) = (self.container.take(), self.image.take());
         for problem in remove(&self.docker, container, image).await {
-            reporter.system(StepName::Builder, problem).await;
+            reporter.system(self.step, problem).await;
         }
     }
 }
@@ -123,7 +126,7 @@ async fn remove(docker: &Docker, container: Option<String>, image: Option<String
         };
         if let Err(e) = docker.remove_container(&container, Some(options)).await {
             if !is_not_found(&e) {
-                problems.push(format!("removing the builder container {container}: {e}"));
+                problems.push(format!("removing the container {container}: {e}"));
             }
         }
     }

@@ -30,6 +30,8 @@
 //! - [`leftovers`]: removing what a run created, or what a crashed run of
 //!   this worker left behind.
 //! - [`labels`]: what every builder container and image is labelled with.
+//! - [`plan`]: which builder runs: the job's, or the original buildbot's
+//!   `build.sh` convention detected in the checkout.
 
 mod artifact;
 mod cache;
@@ -38,14 +40,19 @@ mod image;
 mod labels;
 mod leftovers;
 mod limits;
+mod plan;
 mod tail;
 
-pub(crate) use leftovers::remove_leftovers;
+pub(crate) use container::{follow, oom_killed, Exited};
+pub(crate) use labels::{job_labels, TEST_ROLE};
+pub(crate) use leftovers::{remove_leftovers, Leftovers};
 pub(crate) use limits::{
     parse_cpus, parse_memory, parse_network, parse_size, ContainerLimits, Memory, Network,
 };
+pub(crate) use plan::{BuilderPlan, WHOLE_WORKDIR_DIR};
 
 use crate::events::Reporter;
+use crate::pipeline::conventions::ConventionError;
 use crate::pipeline::docker::DockerError;
 use crate::pipeline::images::{ImageAccessError, ImagePolicy};
 use crate::pipeline::registry_auth::RegistryAuthError;
@@ -54,8 +61,7 @@ use crate::pipeline::steps::build::DaemonBuilder;
 use crate::pipeline::SizeLimits;
 use artifact::{ArtifactError, Unpacked};
 use bollard::Docker;
-use buildbot_protocol::{Builder, Job};
-use leftovers::Leftovers;
+use buildbot_protocol::{Builder, Job, StepName};
 use std::path::Path;
 
 /// Why the builder step failed. Messages name the job's fields.
@@ -64,6 +70,9 @@ pub(crate) enum BuilderError {
     /// The daemon could not be reached or answered with an API error.
     #[error("Docker Engine: {0}")]
     Api(String),
+    /// The checkout's `build.sh` marker is unusable.
+    #[error(transparent)]
+    Convention(#[from] ConventionError),
     /// The runtime context or the builder's Dockerfile is unusable.
     #[error(transparent)]
     Context(#[from] ContextError),
@@ -192,7 +201,7 @@ pub(crate) async fn run(
     spec: &BuilderRun<'_>,
     reporter: &Reporter,
 ) -> Result<Unpacked, BuilderError> {
-    let mut leftovers = Leftovers::new(docker.clone());
+    let mut leftovers = Leftovers::new(docker.clone(), StepName::Builder);
     let outcome = run_in(docker, spec, &mut leftovers, reporter).await;
     leftovers.remove(reporter).await;
     outcome
