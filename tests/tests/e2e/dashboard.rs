@@ -291,7 +291,10 @@ fn webdriver(url: &str, body: Option<&Value>) -> Result<Value, String> {
     };
     let mut response = response.map_err(|e| e.to_string())?;
     let status = response.status();
-    let text = response.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
     let value: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
     if status.is_success() {
         Ok(value)
