@@ -225,7 +225,9 @@ async fn with_builder_network_none_a_job_reaches_nothing_the_default_can() {
     let (peer, address) = start_peer(&docker).await;
     // busybox's wget crashes in the base image; nc speaks HTTP well enough.
     let get = format!("printf 'GET /ok HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {address} 8080");
-    let fetch = format!("mkdir -p out && {get} > out/ok && grep -q '^ok' out/ok");
+    // The builder lives a second at least, so the 50 ms watch sees its
+    // container even when the fetch fails at once (CI saw it missed).
+    let fetch = format!("sleep 1 && mkdir -p out && {get} > out/ok && grep -q '^ok' out/ok");
     let run = format!("{get} | grep -q '^ok'");
 
     let open = Setup::start().await;

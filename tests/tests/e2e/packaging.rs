@@ -87,12 +87,23 @@ fn text<'a>(value: &'a Value, what: &str) -> &'a str {
 }
 
 #[test]
-fn compose_runs_rabbitmq_a_registry_and_two_workers() {
+fn compose_runs_rabbitmq_a_registry_two_workers_and_the_dashboard() {
     let config = resolved_compose();
     let services = config["services"].as_mapping().expect("services");
     let mut names: Vec<&str> = services.keys().filter_map(Value::as_str).collect();
     names.sort_unstable();
-    assert_eq!(names, ["rabbitmq", "registry", "worker-1", "worker-2"]);
+    assert_eq!(
+        names,
+        ["dashboard", "rabbitmq", "registry", "worker-1", "worker-2"]
+    );
+    // The dashboard reads events only: no Docker socket, its own account.
+    let dashboard = &config["services"]["dashboard"];
+    assert!(dashboard["volumes"].is_null(), "{dashboard:?}");
+    let url = text(
+        &dashboard["environment"]["BUILDBOT_AMQP_URL"],
+        "dashboard AMQP URL",
+    );
+    assert!(url.starts_with("amqp://buildbot-dashboard:"), "{url}");
 
     let rabbitmq = &config["services"]["rabbitmq"];
     let image = text(&rabbitmq["image"], "rabbitmq image");

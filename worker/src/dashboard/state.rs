@@ -16,21 +16,11 @@ pub(crate) struct Bounds {
     pub(crate) max_log_bytes: usize,
 }
 
-/// One job as the events told it.
+/// One job as the events told it: its row in the list, and the rest.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct JobView {
-    pub(crate) job_id: String,
-    /// From the routing key (`<service>.<job_id>.<kind>`), until the
-    /// result says it.
-    pub(crate) service_id: String,
-    pub(crate) attempt: u32,
-    /// `running`, or the result's status.
-    pub(crate) status: String,
-    /// The step that started last.
-    pub(crate) step: Option<StepName>,
-    pub(crate) worker: Option<String>,
-    pub(crate) started_at: DateTime<Utc>,
-    pub(crate) updated_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub(crate) summary: Summary,
     /// Steps in the order they changed: name, state, when.
     pub(crate) steps: Vec<StepChange>,
     pub(crate) result: Option<JobResult>,
@@ -68,13 +58,18 @@ pub(crate) struct Update {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Summary {
     pub(crate) job_id: String,
+    /// From the routing key (`<service>.<job_id>.<kind>`), until the
+    /// result says it.
     pub(crate) service_id: String,
     pub(crate) attempt: u32,
+    /// `running`, or the result's status.
     pub(crate) status: String,
+    /// The step that started last.
     pub(crate) step: Option<StepName>,
     pub(crate) worker: Option<String>,
     pub(crate) started_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
+    /// The attempt has its result.
     pub(crate) finished: bool,
 }
 
@@ -104,20 +99,21 @@ impl Jobs {
         let max_log_bytes = self.bounds.max_log_bytes;
         let view = self.view(&event, service);
         // A new attempt starts its `seq` at 1 again.
-        if event.attempt > view.attempt {
-            view.attempt = event.attempt;
+        if event.attempt > view.summary.attempt {
+            view.summary.attempt = event.attempt;
+            view.summary.status = "running".to_owned();
+            view.summary.finished = false;
             view.last_seq = 0;
-            view.status = "running".to_owned();
             view.result = None;
         }
         let seq = event.seq;
         let missing_before = seq.saturating_sub(view.last_seq + 1);
         view.missing += missing_before;
         view.last_seq = view.last_seq.max(event.seq);
-        view.updated_at = event.timestamp;
+        view.summary.updated_at = event.timestamp;
         let log = match event.body {
             EventBody::Step(step) => {
-                view.step = Some(step.name);
+                view.summary.step = Some(step.name);
                 let change = StepChange {
                     step: step.name,
                     state: step.state,
@@ -128,17 +124,19 @@ impl Jobs {
             }
             EventBody::Log(log) => Some(keep_log(view, log.text, max_log_bytes)),
             EventBody::Result(result) => {
-                view.status = status_name(&result);
-                view.worker = Some(result.worker.clone());
+                let summary = &mut view.summary;
+                summary.status = status_name(&result);
+                summary.worker = Some(result.worker.clone());
+                summary.finished = true;
                 if let Some(service) = &result.service_id {
-                    view.service_id.clone_from(service);
+                    summary.service_id.clone_from(service);
                 }
                 view.result = Some(result);
                 None
             }
         };
         Update {
-            job: view.summary(),
+            job: view.summary.clone(),
             seq,
             log,
             missing_before,
@@ -151,7 +149,7 @@ impl Jobs {
             .iter()
             .rev()
             .filter_map(|id| self.jobs.get(id))
-            .map(JobView::summary)
+            .map(|view| view.summary.clone())
             .collect()
     }
 
@@ -177,14 +175,17 @@ impl Jobs {
         self.jobs
             .entry(event.job_id.clone())
             .or_insert_with(|| JobView {
-                job_id: event.job_id.clone(),
-                service_id: service.to_owned(),
-                attempt: event.attempt,
-                status: "running".to_owned(),
-                step: None,
-                worker: None,
-                started_at: event.timestamp,
-                updated_at: event.timestamp,
+                summary: Summary {
+                    job_id: event.job_id.clone(),
+                    service_id: service.to_owned(),
+                    attempt: event.attempt,
+                    status: "running".to_owned(),
+                    step: None,
+                    worker: None,
+                    started_at: event.timestamp,
+                    updated_at: event.timestamp,
+                    finished: false,
+                },
                 steps: Vec::new(),
                 result: None,
                 log: String::new(),
@@ -192,22 +193,6 @@ impl Jobs {
                 last_seq: 0,
                 missing: 0,
             })
-    }
-}
-
-impl JobView {
-    fn summary(&self) -> Summary {
-        Summary {
-            job_id: self.job_id.clone(),
-            service_id: self.service_id.clone(),
-            attempt: self.attempt,
-            status: self.status.clone(),
-            step: self.step,
-            worker: self.worker.clone(),
-            started_at: self.started_at,
-            updated_at: self.updated_at,
-            finished: self.result.is_some(),
-        }
     }
 }
 
@@ -294,7 +279,7 @@ mod tests {
         assert_eq!(update.job.worker.as_deref(), Some("w1"));
         let view = jobs.get("j1").expect("kept");
         assert_eq!(
-            (view.service_id.as_str(), view.log.as_str()),
+            (view.summary.service_id.as_str(), view.log.as_str()),
             ("web", "hello\n")
         );
         assert_eq!(view.steps.len(), 1);

@@ -10,6 +10,7 @@
 mod baseline;
 mod builder;
 mod caller;
+mod dashboard;
 mod engine;
 mod latency;
 mod logs;
@@ -27,13 +28,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 const USAGE: &str =
-    "usage: bench [--runs N] [--quick] [--only 1,2,...,7] [--worker-bin PATH] [--amqp-url URL]
+    "usage: bench [--runs N] [--quick] [--only 1,2,...,8] [--worker-bin PATH] [--amqp-url URL]
 
   --runs N          runs per side in sections 1 and 6 (default 5)
   --quick           small counts everywhere, to check the benchmark itself works
   --only LIST       run only these sections (1 overhead, 2 latency, 3 logs,
                     4 memory, 5 cached-job throughput, 6 builder jobs,
-                    7 long-lived worker)
+                    7 long-lived worker, 8 dashboard)
   --worker-bin PATH the buildbot binary to measure (default target/release/buildbot)
   --amqp-url URL    another RabbitMQ than the rig's (workers and caller both use it)";
 
@@ -75,7 +76,7 @@ impl Options {
             memory_log_lines: 50_000,
             cached_jobs: 20,
             long_lived_jobs: 1000,
-            sections: vec![1, 2, 3, 4, 5, 6, 7],
+            sections: vec![1, 2, 3, 4, 5, 6, 7, 8],
             worker_bin: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("../target/release/buildbot"),
             amqp_url: None,
@@ -89,7 +90,7 @@ impl Options {
                 "--only" => {
                     options.sections = value()?
                         .split(',')
-                        .map(|s| s.trim().parse().context("--only takes numbers 1 to 7"))
+                        .map(|s| s.trim().parse().context("--only takes numbers 1 to 8"))
                         .collect::<anyhow::Result<_>>()?;
                 }
                 "--quick" => options.quick(),
@@ -224,6 +225,7 @@ async fn run_sections(bench: &mut Bench) -> anyhow::Result<()> {
             5 => throughput::run(bench).await,
             6 => builder::run(bench).await,
             7 => longlived::run(bench).await,
+            8 => dashboard::run(bench).await,
             other => bail!("there is no section {other}"),
         }
         .with_context(|| format!("section {section}"))?;

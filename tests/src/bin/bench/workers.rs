@@ -118,9 +118,7 @@ impl Launcher {
 impl Worker {
     /// Resident and peak memory, from `/proc/<pid>/status`.
     pub fn memory(&self) -> anyhow::Result<Memory> {
-        let path = format!("/proc/{}/status", self.pid);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        parse_status(&text).with_context(|| format!("{path} has no VmRSS/VmHWM"))
+        memory_of(self.pid)
     }
 
     /// Fails when the process has exited (it should run until dropped).
@@ -130,6 +128,13 @@ impl Worker {
             Some(status) => bail!("the worker (pid {}) exited: {status}", self.pid),
         }
     }
+}
+
+/// Resident and peak memory of process `pid`, from `/proc/<pid>/status`.
+pub fn memory_of(pid: u32) -> anyhow::Result<Memory> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_status(&text).with_context(|| format!("{path} has no VmRSS/VmHWM"))
 }
 
 /// `VmRSS` and `VmHWM` of a `/proc/<pid>/status` text (kB values).
