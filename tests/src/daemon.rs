@@ -109,11 +109,23 @@ impl JobWatch {
     pub fn start(docker: Docker, job_id: Uuid) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        // The engine's `create` events too: a container that lives less
+        // than one poll (a command failing at once on a loaded machine)
+        // is inspected as soon as it exists.
+        let (created, mut creations) = tokio::sync::mpsc::unbounded_channel();
+        let events = tokio::spawn(container_creations(docker.clone(), job_id, created));
         let task = tokio::spawn(async move {
             let mut seen = Seen::default();
             while !stopped.load(Ordering::Relaxed) {
+                while let Ok((id, inspected)) = creations.try_recv() {
+                    seen.containers.entry(id).or_insert(inspected);
+                }
                 look(&docker, job_id, &mut seen).await;
                 tokio::time::sleep(WATCH_EVERY).await;
+            }
+            events.abort();
+            while let Ok((id, inspected)) = creations.try_recv() {
+                seen.containers.entry(id).or_insert(inspected);
             }
             seen
         });
@@ -124,6 +136,31 @@ impl JobWatch {
     pub async fn stop(self) -> Seen {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.expect("the watch task")
+    }
+}
+
+/// Inspects each container of `job_id` the engine reports created, and
+/// sends it to `created`.
+async fn container_creations(
+    docker: Docker,
+    job_id: Uuid,
+    created: tokio::sync::mpsc::UnboundedSender<(String, ContainerInspectResponse)>,
+) {
+    let mut filters = job_filter(job_id);
+    filters.insert("type".to_owned(), vec!["container".to_owned()]);
+    filters.insert("event".to_owned(), vec!["create".to_owned()]);
+    let options = bollard::query_parameters::EventsOptions {
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let mut events = docker.events(Some(options));
+    while let Some(Ok(event)) = events.next().await {
+        let Some(id) = event.actor.and_then(|a| a.id) else {
+            continue;
+        };
+        if let Ok(inspected) = docker.inspect_container(&id, None).await {
+            let _ = created.send((id, inspected));
+        }
     }
 }
 
