@@ -89,6 +89,12 @@ async fn a_worker_whose_first_broker_is_down_uses_the_next() {
     assert!(!log.contains("guest:guest"), "a password in the log: {log}");
 }
 
+/// How close to the kill a result may arrive and still be reported twice:
+/// published through the dying node with its confirm, its finished marker
+/// or its ack lost with it (results reach the test a little before the
+/// kill is sent, under load up to a few seconds).
+const UNCONFIRMED_WINDOW: Duration = Duration::from_secs(3);
+
 /// Jobs the cluster test runs, and how many finish before the kill.
 const JOBS: usize = 30;
 const KILL_AFTER: usize = 10;
@@ -205,7 +211,7 @@ async fn several_brokers_a_cluster_losing_its_queue_leader_mid_load_loses_and_do
     }
     let killed_at = killed_at.expect("the leader was killed mid-load");
 
-    let mut redelivered = 0;
+    let (mut redelivered, mut unconfirmed) = (0, 0);
     while let Some(events) = readers.join_next().await {
         let events = events.expect("a reader");
         let outcomes: Vec<(Instant, u32, JobStatus)> = events
@@ -222,7 +228,22 @@ async fn several_brokers_a_cluster_losing_its_queue_leader_mid_load_loses_and_do
         // A result confirmed just before the kill may have had its ack
         // go down with the leader: the redelivery finds the job finished
         // (the `finished` marker in the cancel stream) and is dropped.
-        assert_eq!(outcomes.len(), 1, "a job reported twice: {outcomes:?}");
+        // Cases stay where the worker cannot know or cannot tell the
+        // others in time: the result reached the queue but its confirm
+        // died with the node (it requeues rather than strand the caller),
+        // or the marker could not be published before the redelivery went
+        // to the other worker. Only a result that arrived right at the
+        // kill may be followed by a second one.
+        if outcomes.len() > 1 {
+            let first = outcomes[0].0;
+            assert!(
+                outcomes.len() == 2
+                    && first.saturating_duration_since(killed_at) < UNCONFIRMED_WINDOW
+                    && killed_at.saturating_duration_since(first) < UNCONFIRMED_WINDOW,
+                "a job reported twice outside the kill's window (killed at {killed_at:?}): {outcomes:?}"
+            );
+            unconfirmed += 1;
+        }
         redelivered += usize::from(outcomes.iter().any(|(_, attempt, _)| *attempt > 1));
     }
     let stall = gaps(&times, killed_at);
@@ -230,7 +251,8 @@ async fn several_brokers_a_cluster_losing_its_queue_leader_mid_load_loses_and_do
         "several brokers: {JOBS} jobs on 2 workers in {:.1?}; killed the job queue's leader \
          ({}) after {KILL_AFTER} results; stall: {:.2?} from the kill to the next job event, \
          {:.2?} between the job events around it (longest gap of the run {:.2?}); \
-         {redelivered} jobs redelivered",
+         {redelivered} jobs redelivered, {unconfirmed} reported twice (a result published \
+         as the node died, its confirm, finished marker or ack lost)",
         times
             .last()
             .map_or(Duration::ZERO, |t| t.duration_since(loaded)),
@@ -245,8 +267,15 @@ async fn several_brokers_a_cluster_losing_its_queue_leader_mid_load_loses_and_do
             .http_addr(Duration::from_secs(1))
             .await
             .expect("the HTTP endpoint");
-        let text = metrics(&addr);
         let killed = cluster.nodes[leader].address();
+        // A worker idle on the killed node learns of it at its next read:
+        // give it a few seconds.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut text = metrics(&addr);
+        while connected(&text, &killed) != Some(0) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            text = metrics(&addr);
+        }
         assert_eq!(connected(&text, &killed), Some(0), "{text}");
         let now: Vec<_> = cluster
             .nodes

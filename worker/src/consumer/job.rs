@@ -228,12 +228,39 @@ pub(super) async fn trim_image_cache(context: &JobContext) {
 async fn announce_finished(context: &JobContext, job_id: uuid::Uuid) {
     context.jobs.finished(&job_id.to_string());
     let message = ControlMessage::Finished { job_id };
-    let published = match context.pool.get().await {
-        Ok(connection) => control::publish(&connection, &message).await,
+    if let Err(e) = publish_control(&context.pool, &message).await {
+        tracing::warn!(error = %e, "could not announce the finished job yet; retrying on the next connection");
+        // The broker node just went down, most likely: its redelivery
+        // reaches another worker only once the queue has a new leader, a
+        // few seconds, so the announcement goes on trying meanwhile.
+        tokio::spawn(retry_announce(context.pool.clone(), message));
+    }
+}
+
+/// How long a finished job's announcement is retried after a failure.
+const ANNOUNCE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn retry_announce(pool: deadpool_lapin::Pool, message: ControlMessage) {
+    let deadline = tokio::time::Instant::now() + ANNOUNCE_RETRY_FOR;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if publish_control(&pool, &message).await.is_ok() {
+            tracing::info!("announced the finished job on a new connection");
+            return;
+        }
+    }
+    tracing::warn!(
+        "could not announce the finished job; another worker may run a redelivery of it"
+    );
+}
+
+async fn publish_control(
+    pool: &deadpool_lapin::Pool,
+    message: &ControlMessage,
+) -> Result<(), ConsumerError> {
+    match pool.get().await {
+        Ok(connection) => control::publish(&connection, message).await,
         Err(e) => Err(ConsumerError::Connect(e.to_string())),
-    };
-    if let Err(e) = published {
-        tracing::warn!(error = %e, "could not announce the finished job; another worker may run a redelivery of it");
     }
 }
 
@@ -250,11 +277,7 @@ async fn admit(context: &JobContext, admission: &Admission, finished: bool) {
         expires_at,
         finished,
     };
-    let published = match context.pool.get().await {
-        Ok(connection) => control::publish(&connection, &message).await,
-        Err(e) => Err(ConsumerError::Connect(e.to_string())),
-    };
-    if let Err(e) = published {
+    if let Err(e) = publish_control(&context.pool, &message).await {
         tracing::warn!(error = %e, "could not publish the signed job's nonce; other workers may run a replay of it");
     }
 }
