@@ -8,9 +8,12 @@ use buildbot_tests::e2e::Fleet;
 use buildbot_tests::orchestrator::{log_contains, Orchestrator};
 use std::time::Duration;
 
+/// Runs `rabbitmqctl COMMAND`, stopped after 3 minutes: a broker that
+/// never finishes booting (as one short of file handles did) fails the
+/// test here rather than hanging it.
 fn rabbitmqctl(command: &str) {
-    let status = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "--timeout", "60", command])
+    let status = std::process::Command::new("timeout")
+        .args(["180", "rabbitmqctl", "-q", "--timeout", "60", command])
         .status()
         .unwrap_or_else(|e| panic!("rabbitmqctl {command}: {e}"));
     assert!(status.success(), "rabbitmqctl {command}: {status}");
