@@ -177,7 +177,7 @@ impl Client {
                 FieldTable::default(),
             )
             .await?;
-        Ok(Events { consumer })
+        Ok(Events::new(consumer))
     }
 
     /// Publishes raw bytes as a job message: persistent, `message_id` and
@@ -245,7 +245,7 @@ impl Client {
                 FieldTable::default(),
             )
             .await?;
-        Ok(Events { consumer })
+        Ok(Events::new(consumer))
     }
 
     /// Declares `exchange` unless it exists. Declaring takes the configure
@@ -359,22 +359,41 @@ impl Client {
     }
 }
 
-/// Events read from a reply queue, acked as they are read.
+/// Events read from a reply queue, acked as they are read. An event a
+/// worker sent again (its confirm was lost with a broker node) is read
+/// once: events of an attempt arrive in `seq` order, so one whose `seq` is
+/// not past the last read of its attempt is a copy.
 pub struct Events {
     consumer: Consumer,
+    last_seq: LastSeq,
 }
 
 impl Events {
+    fn new(consumer: Consumer) -> Self {
+        Self {
+            consumer,
+            last_seq: LastSeq::default(),
+        }
+    }
+
     /// The next event, or `None` when the consumer ends (channel closed).
     pub async fn next(&mut self) -> Option<Result<Event, ClientError>> {
-        let delivery = match self.consumer.next().await? {
-            Ok(delivery) => delivery,
-            Err(e) => return Some(Err(e.into())),
-        };
-        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-            return Some(Err(e.into()));
+        loop {
+            let delivery = match self.consumer.next().await? {
+                Ok(delivery) => delivery,
+                Err(e) => return Some(Err(e.into())),
+            };
+            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                return Some(Err(e.into()));
+            }
+            let event: Event = match serde_json::from_slice(&delivery.data) {
+                Ok(event) => event,
+                Err(e) => return Some(Err(ClientError::BadEvent(e))),
+            };
+            if self.last_seq.is_new(&event) {
+                return Some(Ok(event));
+            }
         }
-        Some(serde_json::from_slice(&delivery.data).map_err(ClientError::BadEvent))
     }
 
     /// Reads events until a result; returns every event, the result last.
@@ -393,10 +412,90 @@ impl Events {
     }
 }
 
+/// The last `seq` read of each recent attempt, to recognise copies. Bounded
+/// for a watch of the events exchange that runs for months: the attempts
+/// read longest ago are forgotten first.
+#[derive(Default)]
+struct LastSeq {
+    seqs: std::collections::HashMap<(String, u32), u64>,
+    order: std::collections::VecDeque<(String, u32)>,
+}
+
+/// Attempts [`LastSeq`] remembers.
+const ATTEMPTS_REMEMBERED: usize = 4096;
+
+impl LastSeq {
+    /// Whether `event` is past the last one read of its attempt; it is
+    /// the last one then.
+    fn is_new(&mut self, event: &Event) -> bool {
+        let key = (event.job_id.clone(), event.attempt);
+        match self.seqs.get_mut(&key) {
+            Some(last) if event.seq <= *last => false,
+            Some(last) => {
+                *last = event.seq;
+                true
+            }
+            None => {
+                if self.order.len() == ATTEMPTS_REMEMBERED {
+                    if let Some(oldest) = self.order.pop_front() {
+                        self.seqs.remove(&oldest);
+                    }
+                }
+                self.order.push_back(key.clone());
+                self.seqs.insert(key, event.seq);
+                true
+            }
+        }
+    }
+}
+
 /// The result of a list of events that ends with one, if it does.
 pub fn result_of(events: &[Event]) -> Option<&JobResult> {
     match events.last().map(|e| &e.body) {
         Some(EventBody::Result(result)) => Some(result),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LogEvent, LogStream, StepName};
+
+    fn event(job_id: &str, attempt: u32, seq: u64) -> Event {
+        Event {
+            job_id: job_id.into(),
+            attempt,
+            seq,
+            timestamp: chrono::Utc::now(),
+            body: EventBody::Log(LogEvent {
+                step: StepName::Build,
+                stream: LogStream::Stdout,
+                text: "line\n".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn an_event_sent_again_is_read_once_and_attempts_are_apart() {
+        let mut last = LastSeq::default();
+        assert!(last.is_new(&event("a", 1, 0)));
+        assert!(last.is_new(&event("a", 1, 1)));
+        assert!(!last.is_new(&event("a", 1, 1)), "a copy");
+        assert!(!last.is_new(&event("a", 1, 0)), "an older copy");
+        assert!(last.is_new(&event("a", 2, 0)), "the next attempt");
+        assert!(last.is_new(&event("b", 1, 0)), "another job");
+        assert!(last.is_new(&event("a", 1, 2)));
+    }
+
+    #[test]
+    fn the_attempts_read_longest_ago_are_forgotten_first() {
+        let mut last = LastSeq::default();
+        for job in 0..=ATTEMPTS_REMEMBERED {
+            assert!(last.is_new(&event(&job.to_string(), 1, 5)));
+        }
+        assert_eq!(last.seqs.len(), ATTEMPTS_REMEMBERED);
+        assert!(last.is_new(&event("0", 1, 5)), "forgotten");
+        assert!(!last.is_new(&event("2", 1, 5)), "still known");
     }
 }

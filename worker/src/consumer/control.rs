@@ -7,18 +7,17 @@
 use super::admission::{unix_now, AdmittedNonces};
 use super::connection::broker;
 use super::running::RunningJobs;
+use super::settle::{settle, Settle};
 use super::topology::refused;
 use super::ConsumerError;
+use crate::events::reply::Outgoing;
 use buildbot_protocol::amqp::topology::{self, Exchange};
 use buildbot_protocol::amqp::{ARG_STREAM_OFFSET, CANCEL_STREAM, CONTENT_TYPE_JSON};
 use buildbot_protocol::signature::VerifyingKey;
 use buildbot_protocol::ControlMessage;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions,
-};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use std::time::Duration;
@@ -124,22 +123,26 @@ pub(super) async fn publish(
 }
 
 async fn publish_on(channel: &Channel, message: &ControlMessage) -> Result<(), ConsumerError> {
-    let body = serde_json::to_vec(message)
-        .map_err(|e| ConsumerError::Connect(format!("cannot encode a control message: {e}")))?;
-    let properties = BasicProperties::default().with_content_type(CONTENT_TYPE_JSON.into());
-    channel
-        .basic_publish(
-            ShortString::from(Exchange::control().name),
-            ShortString::from(""),
-            BasicPublishOptions::default(),
-            &body,
-            properties,
-        )
+    outgoing(message)?
+        .publish(channel)
         .await
         .map_err(broker("a control message"))?
         .await
         .map_err(broker("a control message's confirm"))?;
     Ok(())
+}
+
+/// `message` as published to every worker through the control exchange.
+pub(super) fn outgoing(message: &ControlMessage) -> Result<Outgoing, ConsumerError> {
+    let payload = serde_json::to_vec(message)
+        .map_err(|e| ConsumerError::Connect(format!("cannot encode a control message: {e}")))?;
+    Ok(Outgoing {
+        exchange: Exchange::control().name,
+        routing_key: String::new(),
+        mandatory: false,
+        payload: payload.into(),
+        properties: BasicProperties::default().with_content_type(CONTENT_TYPE_JSON.into()),
+    })
 }
 
 /// What applying a stream message needs: the jobs a cancel stops, the
@@ -158,7 +161,7 @@ pub(super) async fn on_delivery(
     listeners: &Listeners<'_>,
 ) -> Option<ControlMessage> {
     let message = on_message(&delivery.data, listeners);
-    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+    if let Err(e) = settle(delivery, Settle::Ack).await {
         tracing::warn!(error = %e, "cannot ack a cancel stream message");
     }
     message

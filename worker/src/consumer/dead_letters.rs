@@ -12,6 +12,7 @@
 use super::connection::broker;
 use super::delivery::Envelope;
 use super::job::publish_result;
+use super::settle::{settle, Settle};
 use super::{ConsumerError, JobContext, Settings};
 use crate::events::reply::ReplyTarget;
 use buildbot_protocol::amqp::topology::{self, dead_letter_queue, parked_queue};
@@ -21,10 +22,7 @@ use buildbot_protocol::amqp::{
 use buildbot_protocol::parked::parked_body;
 use buildbot_protocol::{JobError, JobResult, JobStatus, StepName};
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
-    ConfirmSelectOptions,
-};
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
 use std::sync::Arc;
@@ -110,17 +108,13 @@ pub(super) async fn handle(mut delivery: Delivery, context: Arc<JobContext>) {
     match outcome {
         Ok(()) => {
             tracing::warn!(%job_id, reason = death.as_str(), "dead-lettered job parked without credentials");
-            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+            if let Err(e) = settle(&delivery, Settle::Ack).await {
                 tracing::warn!(error = %e, "cannot ack a dead-lettered job; it comes back");
             }
         }
         Err(e) => {
             tracing::warn!(%job_id, error = %e, "cannot finish a dead-lettered job; it goes back to the dead-letter queue");
-            let options = BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            };
-            let _ = delivery.nack(options).await;
+            let _ = settle(&delivery, Settle::Requeue).await;
         }
     }
 }

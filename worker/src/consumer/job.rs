@@ -6,6 +6,7 @@
 use super::admission::{unix_now, Admission, Refusal};
 use super::delivery::{decode, Accepted, Envelope};
 use super::running::{JobHandle, Stop};
+use super::settle::{settle, Settle};
 use super::JobContext;
 use super::{control, ConsumerError};
 use crate::events::redact::Redactor;
@@ -14,7 +15,6 @@ use crate::events::Reporter;
 use crate::events::{self, AttemptId};
 use buildbot_protocol::{read_envelope, ControlMessage, Job, JobEnvelope, JobResult, StepName};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use std::sync::Arc;
 use tracing::Instrument;
 use zeroize::Zeroizing;
@@ -60,12 +60,12 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
         admit(context, admission, false).await;
     }
     let job_id = job.job_id.to_string();
-    if delivery.redelivered && context.jobs.is_finished(&job_id) {
+    if delivery.redelivered && finished_elsewhere(context, &job_id).await {
         let reason =
             "a redelivery of a job whose result was already published (the broker lost its ack)";
         tracing::info!(%reason, "dropped a redelivered job without running it again");
         context.metrics.job_ignored();
-        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        if let Err(e) = settle(&delivery, Settle::Ack).await {
             tracing::warn!(error = %e, "ack failed; the broker will deliver the message again");
         }
         return;
@@ -125,15 +125,43 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
                 admit(context, admission, true).await;
             }
             announce_finished(context, job.job_id).await;
-            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+            if let Err(e) = settle(&delivery, Settle::Ack).await {
                 tracing::warn!(error = %e, "ack failed; the broker will redeliver the job");
             }
+        }
+        Err(events::SinkError::Unconfirmed { reason, resend }) => {
+            // The delivery died with the connection: its redelivery is
+            // dropped as finished, once the marker is out.
+            tracing::warn!(%reason, events = resend.len(), "connection lost before the result was confirmed; it is sent again, as the same events, on the next connection");
+            context.jobs.finished(&job_id);
+            context.outbox.push(resend);
+            hold_finished_marker(context, job.job_id);
         }
         Err(e) => {
             tracing::warn!(error = %e, "result not confirmed; requeueing the job");
             requeue(&delivery).await;
         }
     }
+}
+
+/// How long a redelivered job waits for word that it finished elsewhere
+/// before it runs again. A result published just as a broker node died
+/// is followed by its finished marker only once its worker reconnected
+/// (a second or two), while the job's redelivery may reach another worker
+/// at once. A job whose worker died costs this much more.
+const REDELIVERY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether `job_id`, delivered again, already finished: known here, or
+/// announced by another worker within [`REDELIVERY_GRACE`].
+async fn finished_elsewhere(context: &JobContext, job_id: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + REDELIVERY_GRACE;
+    while !context.jobs.is_finished(job_id) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    true
 }
 
 /// Runs the job's pipeline; `None` when the worker must give the job back
@@ -159,11 +187,7 @@ async fn open_sink(context: &JobContext, target: ReplyTarget) -> Result<ReplySin
 }
 
 async fn requeue(delivery: &Delivery) {
-    let options = BasicNackOptions {
-        requeue: true,
-        ..Default::default()
-    };
-    if let Err(e) = delivery.nack(options).await {
+    if let Err(e) = settle(delivery, Settle::Requeue).await {
         tracing::warn!(error = %e, "nack failed; the broker will redeliver the job");
     }
 }
@@ -198,8 +222,7 @@ async fn reject(
     if let Err(e) = publish_result(context, target, envelope.attempt, result).await {
         tracing::warn!(error = %e, "could not publish the rejected result");
     }
-    let options = BasicRejectOptions { requeue: false };
-    if let Err(e) = delivery.reject(options).await {
+    if let Err(e) = settle(&delivery, Settle::Reject).await {
         tracing::warn!(error = %e, "reject failed");
     }
 }
@@ -223,35 +246,23 @@ pub(super) async fn trim_image_cache(context: &JobContext) {
 
 /// Remembers that `job_id` finished, here and, through the cancel stream,
 /// on every worker, before the ack: should the broker lose the ack, the
-/// redelivery is dropped, not run a second time. A failed publish is
-/// logged: this worker still drops the redelivery.
+/// redelivery is dropped, not run a second time. A marker that cannot be
+/// published now goes out first thing on the next connection.
 async fn announce_finished(context: &JobContext, job_id: uuid::Uuid) {
     context.jobs.finished(&job_id.to_string());
     let message = ControlMessage::Finished { job_id };
     if let Err(e) = publish_control(&context.pool, &message).await {
-        tracing::warn!(error = %e, "could not announce the finished job yet; retrying on the next connection");
-        // The broker node just went down, most likely: its redelivery
-        // reaches another worker only once the queue has a new leader, a
-        // few seconds, so the announcement goes on trying meanwhile.
-        tokio::spawn(retry_announce(context.pool.clone(), message));
+        tracing::warn!(error = %e, "could not announce the finished job; it is announced on the next connection");
+        hold_finished_marker(context, job_id);
     }
 }
 
-/// How long a finished job's announcement is retried after a failure.
-const ANNOUNCE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
-
-async fn retry_announce(pool: deadpool_lapin::Pool, message: ControlMessage) {
-    let deadline = tokio::time::Instant::now() + ANNOUNCE_RETRY_FOR;
-    while tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        if publish_control(&pool, &message).await.is_ok() {
-            tracing::info!("announced the finished job on a new connection");
-            return;
-        }
+/// Queues `job_id`'s finished marker for the next connection.
+fn hold_finished_marker(context: &JobContext, job_id: uuid::Uuid) {
+    match control::outgoing(&ControlMessage::Finished { job_id }) {
+        Ok(marker) => context.outbox.push([marker]),
+        Err(e) => tracing::warn!(error = %e, "cannot hold the finished marker"),
     }
-    tracing::warn!(
-        "could not announce the finished job; another worker may run a redelivery of it"
-    );
 }
 
 async fn publish_control(
@@ -287,7 +298,7 @@ async fn admit(context: &JobContext, admission: &Admission, finished: bool) {
 async fn ignore(delivery: Delivery, reason: &str, context: &JobContext) {
     tracing::warn!(%reason, "dropped a job message without replying: not signed for this worker");
     context.metrics.job_ignored();
-    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+    if let Err(e) = settle(&delivery, Settle::Ack).await {
         tracing::warn!(error = %e, "ack failed; the broker will deliver the message again");
     }
 }

@@ -10,7 +10,9 @@
 //! - [`dead_letters`]: each dead-lettered job's final result and parked copy.
 //! - [`delivery`]: a delivery decoded into an accepted job or its problems.
 //! - [`job`]: one delivery run, answered and acked (or requeued).
+//! - [`outbox`]: what a lost connection kept back, sent on the next one.
 //! - [`running`]: the jobs running here and how each is stopped early.
+//! - [`settle`]: acks, nacks and rejects, bounded in time.
 
 mod admission;
 mod connection;
@@ -20,7 +22,9 @@ mod delivery;
 mod failover;
 mod intake;
 mod job;
+mod outbox;
 mod running;
+mod settle;
 mod topology;
 
 use crate::events::reply::EventsExchange;
@@ -40,6 +44,7 @@ use futures_util::StreamExt;
 use intake::JobIntake;
 use lapin::options::{BasicCancelOptions, BasicQosOptions};
 use lapin::types::ShortString;
+use outbox::Outbox;
 use running::{RunningJobs, Stop};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,6 +129,8 @@ pub(crate) struct Observers {
 /// What every job task needs, shared.
 struct JobContext {
     pool: Pool,
+    /// What a lost connection kept back, for the next one.
+    outbox: Outbox,
     pipeline: Pipeline,
     settings: Settings,
     jobs: RunningJobs,
@@ -143,6 +150,7 @@ pub(crate) async fn run_until_shutdown(
     observers: Observers,
 ) -> Result<(), ConsumerError> {
     let mut failover = Failover::new(settings.brokers.clone());
+    let outbox = Outbox::default();
     for broker in failover.brokers().iter() {
         observers.metrics.amqp_node(broker.node(), false);
     }
@@ -155,6 +163,7 @@ pub(crate) async fn run_until_shutdown(
             pipeline.clone(),
             shutdown.clone(),
             &observers,
+            &outbox,
         )
         .await;
         observers.readiness.set_consuming(false);
@@ -177,6 +186,12 @@ pub(crate) async fn run_until_shutdown(
     }
 }
 
+/// How long the tasks of a lost connection get to end before the worker
+/// reconnects without them: a stopped job removes its containers (the
+/// builder's stop takes up to 10 s) and settles its delivery (bounded by
+/// [`settle`]).
+const STOP_LIMIT: Duration = Duration::from_secs(60);
+
 /// How often the free disk is looked at (see [`intake`]).
 const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
 
@@ -189,6 +204,7 @@ async fn run(
     pipeline: Pipeline,
     shutdown: CancellationToken,
     observers: &Observers,
+    outbox: &Outbox,
 ) -> Result<(), ConsumerError> {
     // The parked queue's name is the longest one derived from it.
     if amqp_topology::parked_queue(&settings.queue).len() > 255 {
@@ -206,6 +222,11 @@ async fn run(
         .await
         .map_err(broker("a channel"))?;
     topology::declare(&channel, settings).await?;
+    // Before the catch-up, which then reads the held finished markers too.
+    let held = outbox.publish(&connection).await?;
+    if held > 0 {
+        tracing::info!(messages = held, "sent what the lost connection held back");
+    }
     let jobs = RunningJobs::default();
     let nonces = AdmittedNonces::default();
     // Every cancel and admission sent so far is known before the first
@@ -232,6 +253,7 @@ async fn run(
 
     let context = Arc::new(JobContext {
         pool,
+        outbox: outbox.clone(),
         pipeline,
         settings: settings.clone(),
         jobs,
@@ -298,7 +320,16 @@ async fn run(
             // them, so finishing here would only report a job twice.
             tracing::warn!(error = %e, jobs = context.jobs.len(), "connection lost; stopping running jobs");
             context.jobs.stop_all(Stop::Requeue);
-            while running.join_next().await.is_some() {}
+            let stopped = tokio::time::timeout(STOP_LIMIT, async {
+                while running.join_next().await.is_some() {}
+            })
+            .await;
+            if stopped.is_err() {
+                // The worker must reconnect: a task stuck on the lost
+                // connection is given up (its job is redelivered).
+                tracing::warn!(tasks = running.len(), limit = ?STOP_LIMIT, "tasks of the lost connection did not end; abandoning them");
+                running.shutdown().await;
+            }
         }
     }
     outcome

@@ -70,7 +70,9 @@ impl Shared {
     }
 
     fn apply(&self, routing_key: &str, event: Event) {
-        let update = lock(&self.inner.jobs).apply(routing_key, event);
+        let Some(update) = lock(&self.inner.jobs).apply(routing_key, event) else {
+            return;
+        };
         // No page open: nobody to tell.
         let _ = self.inner.updates.send(Arc::new(update));
     }

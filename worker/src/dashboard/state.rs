@@ -93,8 +93,10 @@ impl Jobs {
         }
     }
 
-    /// Applies `event`, routed with `routing_key`; returns what changed.
-    pub(crate) fn apply(&mut self, routing_key: &str, event: Event) -> Update {
+    /// Applies `event`, routed with `routing_key`; returns what changed,
+    /// nothing for a copy of an event already applied (a worker sends its
+    /// last events again when their confirms were lost with a broker node).
+    pub(crate) fn apply(&mut self, routing_key: &str, event: Event) -> Option<Update> {
         let service = routing_key.split('.').next().unwrap_or_default();
         let max_log_bytes = self.bounds.max_log_bytes;
         let view = self.view(&event, service);
@@ -105,6 +107,8 @@ impl Jobs {
             view.summary.finished = false;
             view.last_seq = 0;
             view.result = None;
+        } else if event.attempt == view.summary.attempt && event.seq <= view.last_seq {
+            return None;
         }
         let seq = event.seq;
         let missing_before = seq.saturating_sub(view.last_seq + 1);
@@ -135,12 +139,12 @@ impl Jobs {
                 None
             }
         };
-        Update {
+        Some(Update {
             job: view.summary.clone(),
             seq,
             log,
             missing_before,
-        }
+        })
     }
 
     /// Every job kept, newest first.
@@ -274,7 +278,9 @@ mod tests {
         jobs.apply("web.j1.log", log("j1", 2, "hello\n"));
         let mut result = JobResult::new(JobStatus::Succeeded, "w1");
         result.service_id = Some("web".into());
-        let update = jobs.apply("web.j1.result", event("j1", 3, EventBody::Result(result)));
+        let update = jobs
+            .apply("web.j1.result", event("j1", 3, EventBody::Result(result)))
+            .expect("applied");
         assert_eq!(update.job.status, "succeeded");
         assert_eq!(update.job.worker.as_deref(), Some("w1"));
         let view = jobs.get("j1").expect("kept");
@@ -290,9 +296,20 @@ mod tests {
     fn a_gap_in_seq_is_counted() {
         let mut jobs = Jobs::new(bounds(10, 1024));
         jobs.apply("s.j.log", log("j", 1, "a\n"));
-        let update = jobs.apply("s.j.log", log("j", 4, "d\n"));
+        let update = jobs.apply("s.j.log", log("j", 4, "d\n")).expect("applied");
         assert_eq!(update.missing_before, 2);
         assert_eq!(jobs.get("j").expect("kept").missing, 2);
+    }
+
+    #[test]
+    fn an_event_sent_again_is_applied_once() {
+        let mut jobs = Jobs::new(bounds(10, 1024));
+        jobs.apply("s.j.log", log("j", 1, "a\n"));
+        jobs.apply("s.j.log", log("j", 2, "b\n"));
+        assert!(jobs.apply("s.j.log", log("j", 2, "b\n")).is_none());
+        assert!(jobs.apply("s.j.log", log("j", 1, "a\n")).is_none());
+        let view = jobs.get("j").expect("kept");
+        assert_eq!((view.log.as_str(), view.missing), ("a\nb\n", 0));
     }
 
     #[test]
@@ -311,7 +328,9 @@ mod tests {
     fn a_log_past_its_bound_is_cut_with_one_notice() {
         let mut jobs = Jobs::new(bounds(10, 8));
         jobs.apply("s.j.log", log("j", 1, "12345\n"));
-        let update = jobs.apply("s.j.log", log("j", 2, "67890\n"));
+        let update = jobs
+            .apply("s.j.log", log("j", 2, "67890\n"))
+            .expect("applied");
         assert!(update.log.expect("text").starts_with("67\n[dashboard:"));
         jobs.apply("s.j.log", log("j", 3, "more\n"));
         let view = jobs.get("j").expect("kept");

@@ -21,6 +21,7 @@ use batcher::LogBatcher;
 use buildbot_protocol::Event;
 use publisher::Publisher;
 use redact::Redactor;
+use reply::Outgoing;
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -35,6 +36,10 @@ pub(crate) trait EventSink: Send + 'static {
     fn send(&mut self, event: &Event) -> impl Future<Output = Result<(), SinkError>> + Send;
     /// Returns once every event sent so far is durable at its destination.
     fn flush(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// After `flush` failed: the events sent but not confirmed, as
+    /// published, oldest first, to be sent again on another connection.
+    /// Empty for a sink that has no connection to lose.
+    fn take_unconfirmed(&mut self) -> Vec<Outgoing>;
 }
 
 /// Why events could not be delivered.
@@ -52,6 +57,15 @@ pub(crate) enum SinkError {
     /// The publishing task stopped before the result was published.
     #[error("the event publisher stopped early")]
     Stopped,
+    /// Every event, the result last, was sent, but the connection was lost
+    /// before the broker confirmed the last of them: they may or may not
+    /// have arrived. `resend` holds them as published (same `seq`, same
+    /// message id), to be sent again on the next connection.
+    #[error("the connection was lost before the broker confirmed the result ({reason})")]
+    Unconfirmed {
+        reason: String,
+        resend: Vec<Outgoing>,
+    },
 }
 
 /// Default of `--max-log-bytes`: far more than any build log a person

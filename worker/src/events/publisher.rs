@@ -179,7 +179,13 @@ impl<S: EventSink> Publisher<S> {
         self.emit(EventBody::Result(result.clone())).await;
         if self.failure.is_none() {
             if let Err(e) = self.sink.flush().await {
-                self.failure = Some(e);
+                self.failure = Some(match e {
+                    SinkError::Transport(reason) => SinkError::Unconfirmed {
+                        reason,
+                        resend: self.sink.take_unconfirmed(),
+                    },
+                    other => other,
+                });
             }
         }
         match self.failure.take() {
@@ -320,6 +326,7 @@ mod tests {
         wrap, PASSWORD,
     };
     use crate::events::redact::MASK;
+    use crate::events::reply::Outgoing;
     use crate::events::{start, LogBatching};
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;
@@ -542,6 +549,62 @@ mod tests {
         async fn flush(&mut self) -> Result<(), SinkError> {
             Ok(())
         }
+
+        fn take_unconfirmed(&mut self) -> Vec<Outgoing> {
+            Vec::new()
+        }
+    }
+
+    /// A sink whose connection is lost while the result awaits its
+    /// confirm: every event was sent, none confirmed.
+    #[derive(Default)]
+    struct ConfirmLostSink(Vec<Outgoing>);
+
+    impl EventSink for ConfirmLostSink {
+        async fn send(&mut self, event: &Event) -> Result<(), SinkError> {
+            self.0.push(Outgoing {
+                exchange: String::new(),
+                routing_key: "reply".into(),
+                mandatory: true,
+                payload: serde_json::to_vec(event).expect("encode").into(),
+                properties: lapin::BasicProperties::default(),
+            });
+            Ok(())
+        }
+
+        async fn flush(&mut self) -> Result<(), SinkError> {
+            Err(SinkError::Transport("connection reset".into()))
+        }
+
+        fn take_unconfirmed(&mut self) -> Vec<Outgoing> {
+            std::mem::take(&mut self.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_result_whose_confirm_is_lost_comes_back_with_every_unconfirmed_event() {
+        let attempt = AttemptId {
+            job_id: "j".into(),
+            attempt: 1,
+        };
+        let (reporter, finisher) = start(
+            ConfirmLostSink::default(),
+            attempt,
+            Redactor::default(),
+            LogBatching::default(),
+        );
+        reporter.step(StepName::Build, StepState::Started).await;
+        let error = finisher.finish(result()).await.expect_err("not confirmed");
+        let SinkError::Unconfirmed { resend, .. } = error else {
+            panic!("not the unconfirmed result: {error:?}");
+        };
+        let events: Vec<Event> = resend
+            .iter()
+            .map(|m| serde_json::from_slice(&m.payload).expect("an event"))
+            .collect();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2], "the step, then the result, as numbered");
+        assert!(matches!(events[1].body, EventBody::Result(_)));
     }
 
     fn result() -> JobResult {

@@ -44,6 +44,57 @@ pub(crate) struct ReplyTarget {
     pub(crate) service_id: Option<String>,
 }
 
+/// One message as published, kept until the broker confirms it, so that
+/// a connection lost before the confirm can be followed by the same
+/// message on the next one.
+#[derive(Clone)]
+pub(crate) struct Outgoing {
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+    /// Returned by the broker when no queue takes it.
+    pub(crate) mandatory: bool,
+    /// Shared by an event's reply-queue message and its dashboards' copy.
+    pub(crate) payload: Arc<[u8]>,
+    pub(crate) properties: BasicProperties,
+}
+
+impl Outgoing {
+    /// Publishes the message on `channel`; the confirm comes with the
+    /// future returned.
+    pub(crate) async fn publish(&self, channel: &Channel) -> lapin::Result<PublisherConfirm> {
+        channel
+            .basic_publish(
+                ShortString::from(self.exchange.as_str()),
+                ShortString::from(self.routing_key.as_str()),
+                BasicPublishOptions {
+                    mandatory: self.mandatory,
+                    ..Default::default()
+                },
+                &self.payload,
+                self.properties.clone(),
+            )
+            .await
+    }
+}
+
+impl std::fmt::Debug for Outgoing {
+    // The payload is an event's text: its size says enough.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("exchange", &self.exchange)
+            .field("routing_key", &self.routing_key)
+            .field("bytes", &self.payload.len())
+            .finish()
+    }
+}
+
+/// A published event awaiting its confirm.
+struct Pending {
+    seq: u64,
+    confirm: PublisherConfirm,
+    message: Outgoing,
+}
+
 /// Publishes events to one reply queue through the default exchange.
 pub(crate) struct ReplySink {
     channel: Channel,
@@ -53,7 +104,9 @@ pub(crate) struct ReplySink {
     /// when the exchange is off.
     routing_prefix: Option<String>,
     metrics: Arc<Metrics>,
-    unconfirmed: VecDeque<(u64, PublisherConfirm)>,
+    /// Published and not yet confirmed, oldest first. Each keeps its
+    /// message (at most [`MAX_UNCONFIRMED`] of them) until the confirm.
+    unconfirmed: VecDeque<Pending>,
     warned_unroutable: bool,
 }
 
@@ -110,11 +163,15 @@ impl ReplySink {
         properties
     }
 
+    /// Waits for the oldest confirm. A lost connection leaves the event
+    /// among the unconfirmed, for [`EventSink::take_unconfirmed`].
     async fn await_oldest(&mut self) -> Result<(), SinkError> {
-        let Some((seq, confirm)) = self.unconfirmed.pop_front() else {
+        let Some(pending) = self.unconfirmed.front_mut() else {
             return Ok(());
         };
-        let confirmation = confirm.await.map_err(transport)?;
+        let seq = pending.seq;
+        let confirmation = (&mut pending.confirm).await.map_err(transport)?;
+        self.unconfirmed.pop_front();
         if confirmation.is_nack() {
             return Err(SinkError::Refused { seq });
         }
@@ -138,44 +195,42 @@ impl ReplySink {
 
 impl EventSink for ReplySink {
     async fn send(&mut self, event: &Event) -> Result<(), SinkError> {
-        let payload = serde_json::to_vec(event)
-            .map_err(|e| SinkError::Transport(format!("cannot encode event: {e}")))?;
+        let payload: Arc<[u8]> = serde_json::to_vec(event)
+            .map_err(|e| SinkError::Transport(format!("cannot encode event: {e}")))?
+            .into();
         let properties = self.properties(event);
+        let mut messages = Vec::with_capacity(2);
         if let Some(reply_to) = &self.reply_to {
-            let reply = self
-                .channel
-                .basic_publish(
-                    ShortString::from(""),
-                    ShortString::from(reply_to.as_str()),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    &payload,
-                    properties.clone(),
-                )
-                .await
-                .map_err(transport)?;
-            self.unconfirmed.push_back((event.seq, reply));
+            messages.push(Outgoing {
+                exchange: String::new(),
+                routing_key: reply_to.clone(),
+                mandatory: true,
+                payload: Arc::clone(&payload),
+                properties: properties.clone(),
+            });
         }
         // The dashboards' copy: not mandatory, nobody may be listening.
         let routing_key = self
             .routing_prefix
             .as_ref()
-            .map(|prefix| format!("{prefix}{}", event.body.kind()));
-        if let Some(Ok(routing_key)) = routing_key.map(ShortString::try_new) {
-            let copy = self
-                .channel
-                .basic_publish(
-                    ShortString::from(EVENTS_EXCHANGE),
-                    routing_key,
-                    BasicPublishOptions::default(),
-                    &payload,
-                    properties,
-                )
-                .await
-                .map_err(transport)?;
-            self.unconfirmed.push_back((event.seq, copy));
+            .map(|prefix| format!("{prefix}{}", event.body.kind()))
+            .filter(|key| ShortString::try_new(key.as_str()).is_ok());
+        if let Some(routing_key) = routing_key {
+            messages.push(Outgoing {
+                exchange: EVENTS_EXCHANGE.to_owned(),
+                routing_key,
+                mandatory: false,
+                payload,
+                properties,
+            });
+        }
+        for message in messages {
+            let confirm = message.publish(&self.channel).await.map_err(transport)?;
+            self.unconfirmed.push_back(Pending {
+                seq: event.seq,
+                confirm,
+                message,
+            });
         }
         if let EventBody::Log(log) = &event.body {
             self.metrics.log_published(log.text.len());
@@ -191,6 +246,10 @@ impl EventSink for ReplySink {
             self.await_oldest().await?;
         }
         Ok(())
+    }
+
+    fn take_unconfirmed(&mut self) -> Vec<Outgoing> {
+        self.unconfirmed.drain(..).map(|p| p.message).collect()
     }
 }
 

@@ -155,6 +155,10 @@ impl EventSink for TerminalSink {
     async fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+
+    fn take_unconfirmed(&mut self) -> Vec<super::Outgoing> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
