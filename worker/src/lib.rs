@@ -14,8 +14,9 @@
 //! - `consumer`: the AMQP side. Connection and failover across the
 //!   broker's nodes, declared topology, control (cancel, admitted nonce)
 //!   messages, signed-job admission, delivery decoding, the job consumer
-//!   paused while disk is short, one job's run and ack, and the registry
-//!   of running jobs. It never talks to Docker.
+//!   paused while disk is short, one job's run and ack (bounded in time),
+//!   the outbox of what a lost connection kept back, and the registry of
+//!   running jobs. It never talks to Docker.
 //! - `pipeline`: one job's steps in a private workspace. `mod.rs` is the
 //!   spine (order, step events, timeout, cancel); `steps/` has one module
 //!   per step (`clone`, `builder`, `build`, `test`, `push`); `images` says
