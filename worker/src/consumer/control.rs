@@ -6,6 +6,7 @@
 
 use super::admission::{unix_now, AdmittedNonces};
 use super::connection::broker;
+use super::outbox::publish_confirmed;
 use super::running::RunningJobs;
 use super::settle::{settle, Settle};
 use super::topology::refused;
@@ -17,7 +18,7 @@ use buildbot_protocol::signature::VerifyingKey;
 use buildbot_protocol::ControlMessage;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use std::time::Duration;
@@ -109,17 +110,7 @@ pub(super) async fn publish(
     connection: &Connection,
     message: &ControlMessage,
 ) -> Result<(), ConsumerError> {
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(broker("a control channel"))?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(broker("publisher confirms"))?;
-    publish_on(&channel, message).await?;
-    let _ = channel.close(200, ShortString::from("done")).await;
-    Ok(())
+    publish_confirmed(connection, &[outgoing(message)?]).await
 }
 
 async fn publish_on(channel: &Channel, message: &ControlMessage) -> Result<(), ConsumerError> {

@@ -57,14 +57,16 @@ impl Outbox {
     }
 }
 
-async fn publish_confirmed(
+/// Publishes `messages` in order on a channel of their own and waits for
+/// the broker's confirm of each.
+pub(super) async fn publish_confirmed(
     connection: &Connection,
     messages: &[Outgoing],
 ) -> Result<(), ConsumerError> {
     let channel = connection
         .create_channel()
         .await
-        .map_err(broker("a channel for the held messages"))?;
+        .map_err(broker("a channel"))?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
@@ -74,15 +76,13 @@ async fn publish_confirmed(
         let confirm = message
             .publish(&channel)
             .await
-            .map_err(broker("a held message"))?;
+            .map_err(broker("a message"))?;
         confirms.push(confirm);
     }
     for confirm in confirms {
         let confirmation = confirm.await.map_err(broker("a held message's confirm"))?;
         if confirmation.is_nack() {
-            return Err(ConsumerError::Lost(
-                "the broker refused a held message".into(),
-            ));
+            return Err(ConsumerError::Lost("the broker refused a message".into()));
         }
     }
     let _ = channel.close(200, ShortString::from("done")).await;
