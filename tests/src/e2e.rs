@@ -121,12 +121,20 @@ impl Drop for Fleet {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(async {
+            // Bounded: a broker stuck mid-boot (as one short of file
+            // handles was) must fail the test, not hang it.
+            let limit = Duration::from_secs(60);
+            let delete = async {
                 let orchestrator = Orchestrator::connect(&url).await?;
                 for queue in &queues {
                     orchestrator.delete_queue(queue).await?;
                 }
                 anyhow::Ok(())
+            };
+            runtime.block_on(async {
+                tokio::time::timeout(limit, delete)
+                    .await
+                    .map_err(|_| anyhow::anyhow!("RabbitMQ did not delete them within {limit:?}"))?
             })
         })
         .join();

@@ -179,7 +179,10 @@ pub(crate) async fn run_until_shutdown(
                 tracing::warn!(error = %e, next = %failover.current(), retry_in = ?delay, "RabbitMQ unavailable; reconnecting");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
-                    () = shutdown.cancelled() => return Ok(()),
+                    () = shutdown.cancelled() => {
+                        outbox.warn_unsent();
+                        return Ok(());
+                    }
                 }
             }
         }

@@ -49,6 +49,15 @@ impl Outbox {
         }
     }
 
+    /// Says so when the worker stops with messages no connection took:
+    /// their jobs may be reported again, or their callers miss a result.
+    pub(super) fn warn_unsent(&self) {
+        let unsent = self.lock().len();
+        if unsent > 0 {
+            tracing::warn!(messages = unsent, "stopping with messages for RabbitMQ that no connection took (results or finished markers of jobs whose connection was lost)");
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, VecDeque<Outgoing>> {
         // A panic while holding the lock leaves a valid queue.
         self.0
