@@ -6,7 +6,9 @@
 use crate::orchestrator::{Attempt, Orchestrator, ReplyQueue};
 use crate::worker::WorkerProcess;
 use crate::Rig;
-use buildbot_protocol::{EventBody, Job, JobStatus, RegistryAuth, Secret, StepName, StepState};
+use buildbot_protocol::{
+    EventBody, Job, JobResult, JobStatus, RegistryAuth, Secret, StepName, StepState,
+};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -99,6 +101,22 @@ impl Fleet {
     pub async fn submit(&self, job: &Job) -> ReplyQueue {
         let body = serde_json::to_vec(job).expect("encode the job");
         self.publish(&job.job_id.to_string(), &body).await
+    }
+
+    /// Cancels the running job `job_id` and reads `replies` to its
+    /// result, which must say `cancelled` within seconds; returns it.
+    pub async fn cancel_running(&self, job_id: Uuid, replies: &mut ReplyQueue) -> JobResult {
+        self.orchestrator
+            .cancel(job_id)
+            .await
+            .expect("publish the cancel");
+        let attempt = replies
+            .until_result(Duration::from_secs(20))
+            .await
+            .expect("a cancelled result within seconds");
+        let result = attempt.result().clone();
+        assert_eq!(result.status, JobStatus::Cancelled, "{result:#?}");
+        result
     }
 }
 

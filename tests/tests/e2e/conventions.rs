@@ -269,17 +269,7 @@ async fn a_cancel_mid_test_stops_it_and_removes_its_container() {
         .await
         .expect("the test starts");
     assert_eq!(daemon::job_containers(&docker, job.job_id).await.len(), 1);
-    fleet
-        .orchestrator
-        .cancel(job.job_id)
-        .await
-        .expect("publish the cancel");
-    let attempt = replies
-        .until_result(Duration::from_secs(20))
-        .await
-        .expect("a cancelled result within seconds");
-    let result = attempt.result();
-    assert_eq!(result.status, JobStatus::Cancelled, "{result:#?}");
+    let result = fleet.cancel_running(job.job_id, &mut replies).await;
     assert_eq!(result.error.as_ref().map(|e| e.step), Some(StepName::Test));
     daemon::assert_nothing_left(&docker, job.job_id, REMOVED_WITHIN).await;
 }

@@ -279,17 +279,7 @@ async fn a_cancel_message_stops_the_build_within_seconds() {
     let job = slow_job(&fleet, 120);
     let mut replies = fleet.submit(&job).await;
     let container = build_container(&mut replies, 1).await;
-    fleet
-        .orchestrator
-        .cancel(job.job_id)
-        .await
-        .expect("publish the cancel");
-    let attempt = replies
-        .until_result(Duration::from_secs(20))
-        .await
-        .expect("a cancelled result within seconds");
-    let result = attempt.result();
-    assert_eq!(result.status, JobStatus::Cancelled, "{result:#?}");
+    let result = fleet.cancel_running(job.job_id, &mut replies).await;
     assert_eq!(result.error.as_ref().map(|e| e.step), Some(StepName::Build));
     assert_container_removed(&container).await;
 }
