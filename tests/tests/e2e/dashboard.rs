@@ -334,7 +334,7 @@ async fn a_job_is_seen_live_in_the_browser_with_its_html_shown_as_text() {
     let dockerfile = format!(
         "FROM {}\n\
          RUN echo '<script>window.injected=1</script><img src=x onerror=\"window.injected=2\">' \
-         && for i in 1 2 3 4 5 6; do echo \"numbered line $i\"; sleep 0.5; done\n",
+         && for i in $(seq 1 12); do echo \"numbered line $i\"; sleep 0.5; done\n",
         setup.rig.base_image
     );
     let repo = setup
@@ -344,17 +344,22 @@ async fn a_job_is_seen_live_in_the_browser_with_its_html_shown_as_text() {
     job.build.no_cache = true;
     job.service_id.clone_from(&service);
     let job_id = job.job_id.to_string();
+    // The browser first: it takes seconds to start on a loaded machine,
+    // longer than the build's lines would wait for it.
+    let browser = tokio::task::block_in_place(Browser::start);
     let replies = setup.submit(&job).await;
 
-    // Lines arrive on the open page while the job runs, in order.
-    let browser = tokio::task::block_in_place(Browser::start);
+    // Lines arrive on the open page while the job runs, in order: the
+    // page is open once the dashboard knows the job, and the build prints
+    // its last line 6 s after its first.
+    dashboard.job_until(&job_id, |_| true).await;
     let page = format!("http://{}/#/jobs/{job_id}", dashboard.addr);
     let live = tokio::task::block_in_place(|| {
         browser.open(&page);
         browser.text_until("line 2", |t| t.contains("numbered line 2"))
     });
     assert!(
-        !live.contains("numbered line 6"),
+        !live.contains("numbered line 12"),
         "seen before the job ended: {live}"
     );
     let done = dashboard
@@ -365,7 +370,7 @@ async fn a_job_is_seen_live_in_the_browser_with_its_html_shown_as_text() {
     drop(replies);
     let shown =
         tokio::task::block_in_place(|| browser.text_until("the digest", |t| t.contains(digest)));
-    let positions: Vec<usize> = (1..=6)
+    let positions: Vec<usize> = (1..=12)
         .map(|i| {
             shown
                 .find(&format!("numbered line {i}"))

@@ -14,6 +14,7 @@ use bollard::query_parameters::{LogsOptions, UploadToContainerOptions};
 use bollard::Docker;
 use buildbot_protocol::{LogStream, StepName};
 use futures_util::StreamExt;
+use std::time::Duration;
 
 /// Creates the (stopped) container; returns its id. The command replaces
 /// the image's entrypoint: `build.builder.command` is exactly the argv
@@ -83,7 +84,7 @@ pub(super) async fn run_command(
     if code == 0 {
         return Ok(());
     }
-    if oom_killed(docker, container).await {
+    if oom_killed(docker, container, code).await {
         let limit = spec.limits.memory;
         return Err(BuilderError::OutOfMemory { limit, code, tail });
     }
@@ -135,14 +136,30 @@ pub(crate) async fn follow(
     })
 }
 
-/// Whether the kernel's OOM killer killed a process of the container. Only
-/// asked after a failure: a build whose child was killed but that recovered
-/// succeeded. An unanswered inspect just leaves the plain exit code.
-pub(crate) async fn oom_killed(docker: &Docker, container: &str) -> bool {
-    let Ok(inspect) = docker.inspect_container(container, None).await else {
-        return false;
-    };
-    inspect.state.and_then(|s| s.oom_killed).unwrap_or(false)
+/// How long the OOM flag of a container whose command was SIGKILLed (exit
+/// code 137) is waited for. The engine learns of an OOM kill from an event
+/// of its own, which may come after the exit: under load, a memory hog's
+/// container was seen with code 137 and the flag still unset at its exit.
+const OOM_FLAG_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether the kernel's OOM killer killed a process of the container whose
+/// command exited with `code`. Only asked after a failure: a build whose
+/// child was killed but that recovered succeeded. An unanswered inspect
+/// just leaves the plain exit code.
+pub(crate) async fn oom_killed(docker: &Docker, container: &str, code: i64) -> bool {
+    let deadline = tokio::time::Instant::now() + OOM_FLAG_WAIT;
+    loop {
+        let Ok(inspect) = docker.inspect_container(container, None).await else {
+            return false;
+        };
+        if inspect.state.and_then(|s| s.oom_killed).unwrap_or(false) {
+            return true;
+        }
+        if code != 137 || tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The exited container's exit code.

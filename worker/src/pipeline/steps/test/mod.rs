@@ -166,7 +166,7 @@ async fn run_in(
     if code == 0 {
         return Ok(());
     }
-    let oom = oom_killed(docker, &created.id).await;
+    let oom = oom_killed(docker, &created.id, code).await;
     Err(TestError::Failed {
         from: spec.command.source(),
         code,
