@@ -40,12 +40,21 @@ pub enum ControlMessage {
         finished: bool,
     },
     /// Published by the worker that finished a job, once its result is
-    /// confirmed and before it acks the job: a broker that loses that ack
-    /// (a node going down) redelivers the job, and the worker that gets
-    /// the redelivery drops it instead of running it again.
+    /// confirmed: a broker that loses the job's ack (a node going down)
+    /// redelivers the job, and the worker that gets the redelivery drops
+    /// it instead of running it again.
     Finished {
         /// The job that finished.
         job_id: Uuid,
+    },
+    /// Published by a worker that gave a job back without a result
+    /// (drain timeout, lost connection): the worker that gets the
+    /// redelivery runs it at once instead of waiting for a `finished`.
+    Released {
+        /// The job given back.
+        job_id: Uuid,
+        /// The attempt that ended without a result.
+        attempt: u32,
     },
     /// Published by a starting worker into the cancel stream: once it reads
     /// its own checkpoint back, it has read every earlier cancel and may

@@ -95,7 +95,15 @@ async fn consume_from_start(channel: &Channel) -> Result<lapin::Consumer, Consum
             arguments,
         )
         .await
-        .map_err(broker("the cancel stream consumer"))
+        // A stream is read from its replica on the node connected to.
+        // Right after a node is lost, the one reached may have none
+        // running yet and refuses with PRECONDITION_FAILED: unlike a
+        // declare's, that is no settings mismatch, and the next node (or
+        // a moment) helps, so it is never fatal.
+        .map_err(|e| ConsumerError::Broker {
+            what: "the cancel stream consumer".to_owned(),
+            message: e.to_string(),
+        })
 }
 
 /// Appends this start's checkpoint to the stream (through the control
@@ -189,6 +197,9 @@ fn on_message(data: &[u8], listeners: &Listeners<'_>) -> Option<ControlMessage> 
             nonces.remember(nonce, *expires_at, *finished, unix_now());
         }
         ControlMessage::Finished { job_id } => listeners.jobs.finished(&job_id.to_string()),
+        ControlMessage::Released { job_id, attempt } => {
+            listeners.jobs.released(&job_id.to_string(), *attempt);
+        }
         ControlMessage::Checkpoint { .. } => {}
     }
     Some(message)

@@ -60,7 +60,7 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
         admit(context, admission, false).await;
     }
     let job_id = job.job_id.to_string();
-    if delivery.redelivered && finished_elsewhere(context, &job_id).await {
+    if delivery.redelivered && finished_elsewhere(context, &job_id, attempt).await {
         let reason =
             "a redelivery of a job whose result was already published (the broker lost its ack)";
         tracing::info!(%reason, "dropped a redelivered job without running it again");
@@ -81,18 +81,18 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
         Ok(sink) => sink,
         Err(e) => {
             tracing::warn!(error = %e, "cannot open the reply channel; requeueing the job");
-            requeue(&delivery).await;
+            give_back(context, &delivery, job.job_id, attempt).await;
             return;
         }
     };
-    let attempt = AttemptId {
+    let attempt_id = AttemptId {
         job_id: job_id.clone(),
         attempt,
     };
     tracing::info!(repo = %job.repo.url, revision = %job.repo.revision, "job started");
     let (reporter, finisher) = events::start(
         sink,
-        attempt,
+        attempt_id,
         Redactor::for_job(&job),
         context.settings.batching,
     );
@@ -113,7 +113,7 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
         if let Err(e) = finisher.abandon().await {
             tracing::warn!(error = %e, "the requeue notice was not confirmed");
         }
-        requeue(&delivery).await;
+        give_back(context, &delivery, job.job_id, attempt).await;
         return;
     };
     context.metrics.job_finished(&result);
@@ -121,13 +121,18 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
         Ok(published) => {
             let error = published.error.as_ref().map(|e| e.message.as_str());
             tracing::info!(status = ?published.status, last_seq = published.last_seq, error, "job finished");
+            // The ack first: the job's prefetch slot is free for the next
+            // delivery a round trip sooner. Should the broker lose the ack
+            // (its node going down), the redelivery waits for the marker
+            // published next (REDELIVERY_GRACE), from the outbox if this
+            // connection is gone too.
+            if let Err(e) = settle(&delivery, Settle::Ack).await {
+                tracing::warn!(error = %e, "ack failed; the broker will redeliver the job");
+            }
             if let Some(admission) = &admission {
                 admit(context, admission, true).await;
             }
             announce_finished(context, job.job_id).await;
-            if let Err(e) = settle(&delivery, Settle::Ack).await {
-                tracing::warn!(error = %e, "ack failed; the broker will redeliver the job");
-            }
         }
         Err(events::SinkError::Unconfirmed { reason, resend }) => {
             // The delivery died with the connection: its redelivery is
@@ -135,33 +140,39 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
             tracing::warn!(%reason, events = resend.len(), "connection lost before the result was confirmed; it is sent again, as the same events, on the next connection");
             context.jobs.finished(&job_id);
             context.outbox.push(resend);
-            hold_finished_marker(context, job.job_id);
+            hold(context, &ControlMessage::Finished { job_id: job.job_id });
         }
         Err(e) => {
             tracing::warn!(error = %e, "result not confirmed; requeueing the job");
-            requeue(&delivery).await;
+            give_back(context, &delivery, job.job_id, attempt).await;
         }
     }
 }
 
-/// How long a redelivered job waits for word that it finished elsewhere
+/// How long a redelivered job waits for word from its previous attempt
 /// before it runs again. A result published just as a broker node died
 /// is followed by its finished marker only once its worker reconnected
 /// (a second or two), while the job's redelivery may reach another worker
-/// at once. A job whose worker died costs this much more.
+/// at once. A worker that gives a job back says so (`released`), which
+/// ends the wait; a job whose worker died waits this long.
 const REDELIVERY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Whether `job_id`, delivered again, already finished: known here, or
-/// announced by another worker within [`REDELIVERY_GRACE`].
-async fn finished_elsewhere(context: &JobContext, job_id: &str) -> bool {
+/// Whether `job_id`, delivered again as attempt `attempt`, already
+/// finished: known here, or announced by another worker before the
+/// previous attempt is known to have been given back or
+/// [`REDELIVERY_GRACE`] passed.
+async fn finished_elsewhere(context: &JobContext, job_id: &str, attempt: u32) -> bool {
     let deadline = tokio::time::Instant::now() + REDELIVERY_GRACE;
-    while !context.jobs.is_finished(job_id) {
-        if tokio::time::Instant::now() >= deadline {
+    loop {
+        if context.jobs.is_finished(job_id) {
+            return true;
+        }
+        let previous = attempt.saturating_sub(1);
+        if context.jobs.is_released(job_id, previous) || tokio::time::Instant::now() >= deadline {
             return false;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    true
 }
 
 /// Runs the job's pipeline; `None` when the worker must give the job back
@@ -186,7 +197,14 @@ async fn open_sink(context: &JobContext, target: ReplyTarget) -> Result<ReplySin
         .map_err(|e| e.to_string())
 }
 
-async fn requeue(delivery: &Delivery) {
+/// Gives attempt `attempt` of `job_id` back without a result: says so to
+/// every worker (now, or on the next connection), so its redelivery runs
+/// at once, then requeues it.
+async fn give_back(context: &JobContext, delivery: &Delivery, job_id: uuid::Uuid, attempt: u32) {
+    let message = ControlMessage::Released { job_id, attempt };
+    if publish_control(&context.pool, &message).await.is_err() {
+        hold(context, &message);
+    }
     if let Err(e) = settle(delivery, Settle::Requeue).await {
         tracing::warn!(error = %e, "nack failed; the broker will redeliver the job");
     }
@@ -245,23 +263,23 @@ pub(super) async fn trim_image_cache(context: &JobContext) {
 }
 
 /// Remembers that `job_id` finished, here and, through the cancel stream,
-/// on every worker, before the ack: should the broker lose the ack, the
-/// redelivery is dropped, not run a second time. A marker that cannot be
-/// published now goes out first thing on the next connection.
+/// on every worker: should the broker lose the ack, the redelivery is
+/// dropped, not run a second time. A marker that cannot be published now
+/// goes out first thing on the next connection.
 async fn announce_finished(context: &JobContext, job_id: uuid::Uuid) {
     context.jobs.finished(&job_id.to_string());
     let message = ControlMessage::Finished { job_id };
     if let Err(e) = publish_control(&context.pool, &message).await {
         tracing::warn!(error = %e, "could not announce the finished job; it is announced on the next connection");
-        hold_finished_marker(context, job_id);
+        hold(context, &message);
     }
 }
 
-/// Queues `job_id`'s finished marker for the next connection.
-fn hold_finished_marker(context: &JobContext, job_id: uuid::Uuid) {
-    match control::outgoing(&ControlMessage::Finished { job_id }) {
-        Ok(marker) => context.outbox.push([marker]),
-        Err(e) => tracing::warn!(error = %e, "cannot hold the finished marker"),
+/// Queues a control `message` for the next connection.
+fn hold(context: &JobContext, message: &ControlMessage) {
+    match control::outgoing(message) {
+        Ok(outgoing) => context.outbox.push([outgoing]),
+        Err(e) => tracing::warn!(error = %e, "cannot hold a control message"),
     }
 }
 

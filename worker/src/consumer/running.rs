@@ -1,8 +1,9 @@
 //! The jobs running on this worker and how each is stopped early: a cancel
 //! message for its id, the drain timeout at shutdown, or the loss of the
 //! connection its delivery came on. Also remembers recent cancels, so a job
-//! delivered after its cancel is not run, and recently finished jobs, so a
-//! redelivery whose ack the broker lost is not run twice.
+//! delivered after its cancel is not run, recently finished jobs, so a
+//! redelivery whose ack the broker lost is not run twice, and attempts
+//! given back without a result, so their redelivery need not wait.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,6 +38,9 @@ struct State {
     /// Jobs whose result was published recently (here or by another
     /// worker): a redelivery of one is an ack the broker lost.
     finished: RecentIds,
+    /// Attempts (`<job_id>/<attempt>`) given back without a result: the
+    /// next attempt need not wait for a `finished`.
+    released: RecentIds,
 }
 
 /// Job ids seen recently, bounded in age and number.
@@ -133,6 +137,21 @@ impl RunningJobs {
     /// Whether `job_id`'s result was published recently.
     pub(crate) fn is_finished(&self, job_id: &str) -> bool {
         self.lock().finished.contains(job_id)
+    }
+
+    /// Remembers that attempt `attempt` of `job_id` was given back
+    /// without a result.
+    pub(crate) fn released(&self, job_id: &str, attempt: u32) {
+        let key = format!("{job_id}/{attempt}");
+        self.lock().released.remember(&key, Instant::now());
+    }
+
+    /// Whether attempt `attempt` of `job_id` was given back recently
+    /// without a result.
+    pub(crate) fn is_released(&self, job_id: &str, attempt: u32) -> bool {
+        self.lock()
+            .released
+            .contains(&format!("{job_id}/{attempt}"))
     }
 
     /// Stops every running job for the same reason.
@@ -246,6 +265,15 @@ mod tests {
         }
         assert!(recent.contains("20"));
         assert!(recent.order.len() <= MAX_REMEMBERED_IDS + 1);
+    }
+
+    #[test]
+    fn a_released_attempt_says_nothing_of_the_next() {
+        let jobs = RunningJobs::default();
+        jobs.released("a", 1);
+        assert!(jobs.is_released("a", 1));
+        assert!(!jobs.is_released("a", 2));
+        assert!(!jobs.is_finished("a") && !jobs.is_cancelled("a"));
     }
 
     #[test]
