@@ -14,8 +14,9 @@ else
     # for each: with the usual soft limit of 1024 its boot stalls for good
     # once ~900 queues exist (RabbitMQ asks for 65536). Debian's wrapper
     # switches user through su, whose pam_limits puts 1024 back, so the
-    # switch is made here with setpriv, which keeps the raised limit.
-    ulimit -n "$(ulimit -Hn)"
+    # switch is made here with setpriv, which keeps the raised limit
+    # (65536 where root may raise the hard limit, else the hard limit).
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     # The listener, the inter-node port and epmd bind loopback only.
     RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
         RABBITMQ_NODE_PORT=$AMQP_PORT \
