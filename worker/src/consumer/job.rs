@@ -138,7 +138,6 @@ async fn run_job(delivery: Delivery, attempt: u32, accepted: Accepted, context: 
             // The delivery died with the connection: its redelivery is
             // dropped as finished, once the marker is out.
             tracing::warn!(%reason, events = resend.len(), "connection lost before the result was confirmed; it is sent again, as the same events, on the next connection");
-            context.jobs.finished(&job_id);
             context.outbox.push(resend);
             hold(context, &ControlMessage::Finished { job_id: job.job_id });
         }
@@ -201,10 +200,7 @@ async fn open_sink(context: &JobContext, target: ReplyTarget) -> Result<ReplySin
 /// every worker (now, or on the next connection), so its redelivery runs
 /// at once, then requeues it.
 async fn give_back(context: &JobContext, delivery: &Delivery, job_id: uuid::Uuid, attempt: u32) {
-    let message = ControlMessage::Released { job_id, attempt };
-    if publish_control(&context.pool, &message).await.is_err() {
-        hold(context, &message);
-    }
+    announce(context, &ControlMessage::Released { job_id, attempt }).await;
     if let Err(e) = settle(delivery, Settle::Requeue).await {
         tracing::warn!(error = %e, "nack failed; the broker will redeliver the job");
     }
@@ -268,10 +264,15 @@ pub(super) async fn trim_image_cache(context: &JobContext) {
 /// goes out first thing on the next connection.
 async fn announce_finished(context: &JobContext, job_id: uuid::Uuid) {
     context.jobs.finished(&job_id.to_string());
-    let message = ControlMessage::Finished { job_id };
-    if let Err(e) = publish_control(&context.pool, &message).await {
-        tracing::warn!(error = %e, "could not announce the finished job; it is announced on the next connection");
-        hold(context, &message);
+    announce(context, &ControlMessage::Finished { job_id }).await;
+}
+
+/// Publishes a control `message` to every worker now, or, when this
+/// connection cannot, first thing on the next one.
+async fn announce(context: &JobContext, message: &ControlMessage) {
+    if let Err(e) = publish_control(&context.pool, message).await {
+        tracing::warn!(error = %e, "could not publish a control message; it goes out on the next connection");
+        hold(context, message);
     }
 }
 

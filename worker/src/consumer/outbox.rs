@@ -89,7 +89,7 @@ pub(super) async fn publish_confirmed(
         confirms.push(confirm);
     }
     for confirm in confirms {
-        let confirmation = confirm.await.map_err(broker("a held message's confirm"))?;
+        let confirmation = confirm.await.map_err(broker("a message's confirm"))?;
         if confirmation.is_nack() {
             return Err(ConsumerError::Lost("the broker refused a message".into()));
         }
